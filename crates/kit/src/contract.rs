@@ -1,0 +1,142 @@
+//! The contract of DESIGN.md in one place: ports, topic names and metric names.
+//!
+//! Dashboards, alert rules, tests and users lean on these names. Change one only together
+//! with every rule, panel and test that uses it (the dashboard check in `crates/e2e` reads
+//! this module to prove every metric a rule or panel uses is defined here).
+
+/// Default ports (each overridable by environment).
+pub mod ports {
+    pub const COLLECTOR: u16 = 9101;
+    pub const SYNC_VERIFIER: u16 = 9102;
+    pub const RESTART_WATCHER: u16 = 9103;
+    pub const EXCHANGE_SIM: u16 = 9180;
+    pub const PROMETHEUS: u16 = 9090;
+    pub const ALERTMANAGER: u16 = 9093;
+    pub const GRAFANA: u16 = 3000;
+    pub const KAFKA: u16 = 9092;
+    pub const POSTGRES: u16 = 5432;
+}
+
+/// Service names: the `service` label, the heartbeat `service` field, the Prometheus job.
+pub mod services {
+    pub const COLLECTOR: &str = "collector";
+    pub const SYNC_VERIFIER: &str = "sync-verifier";
+    pub const RESTART_WATCHER: &str = "restart-watcher";
+    pub const ALL: [&str; 3] = [COLLECTOR, SYNC_VERIFIER, RESTART_WATCHER];
+}
+
+/// Kafka topics. Values are JSON with a `v` schema-version field; key = symbol where there is one.
+pub mod topics {
+    pub const AGGTRADES: &str = "market.aggtrades.v1";
+    pub const KLINES: &str = "market.klines.v1";
+    pub const HEADS: &str = "market.heads.v1";
+    pub const BACKFILL: &str = "sync.backfill.v1";
+    pub const HEARTBEATS: &str = "platform.heartbeats.v1";
+    pub const RESTARTS: &str = "platform.restarts.v1";
+    pub const ALL: [&str; 6] = [AGGTRADES, KLINES, HEADS, BACKFILL, HEARTBEATS, RESTARTS];
+
+    /// The dead-letter topic of `topic`: messages that could not be read, with the error.
+    pub fn dlq(topic: &str) -> String {
+        format!("{topic}.dlq")
+    }
+}
+
+/// Metric names. Labels are listed beside each name as the contract gives them.
+pub mod metrics {
+    // every service
+    pub const BUILD_INFO: &str = "nghenhan_build_info"; // {service,version}
+    pub const ERRORS_TOTAL: &str = "nghenhan_errors_total"; // {service,kind}
+    pub const KAFKA_CONSUMER_LAG: &str = "kafka_consumer_lag"; // {topic,partition}
+    pub const HEARTBEATS_SENT_TOTAL: &str = "nghenhan_heartbeats_sent_total";
+
+    // collector
+    pub const BINANCE_RATE_LIMIT_USED: &str = "binance_rate_limit_used"; // {limit,interval}
+    pub const BINANCE_RATE_LIMIT_MAX: &str = "binance_rate_limit_max"; // {limit,interval}
+    pub const BINANCE_REQUESTS_TOTAL: &str = "binance_requests_total"; // {endpoint,status}
+    pub const BINANCE_REQUEST_DURATION_SECONDS: &str = "binance_request_duration_seconds"; // {endpoint}
+    pub const BINANCE_RATE_LIMITED_TOTAL: &str = "binance_rate_limited_total"; // {status}
+    pub const BINANCE_WS_CONNECTED: &str = "binance_ws_connected"; // {stream}
+    pub const BINANCE_WS_RECONNECTS_TOTAL: &str = "binance_ws_reconnects_total"; // {reason}
+    pub const BINANCE_WS_MESSAGES_TOTAL: &str = "binance_ws_messages_total"; // {stream}
+    pub const COLLECTOR_PUBLISHED_TOTAL: &str = "collector_published_total"; // {topic}
+    pub const COLLECTOR_BACKFILL_RECORDS_TOTAL: &str = "collector_backfill_records_total"; // {symbol,stream}
+
+    // sync-verifier
+    pub const SYNC_LAST_EVENT_TIMESTAMP_SECONDS: &str = "sync_last_event_timestamp_seconds";
+    pub const SYNC_LAG_SECONDS: &str = "sync_lag_seconds";
+    pub const SYNC_MISSING_RECORDS: &str = "sync_missing_records";
+    pub const SYNC_GAPS_OPEN: &str = "sync_gaps_open";
+    pub const SYNC_GAPS_DETECTED_TOTAL: &str = "sync_gaps_detected_total";
+    pub const SYNC_GAPS_HEALED_TOTAL: &str = "sync_gaps_healed_total";
+    pub const SYNC_GAP_HEAL_SECONDS: &str = "sync_gap_heal_seconds";
+    pub const SYNC_RECORDS_PERSISTED_TOTAL: &str = "sync_records_persisted_total"; // {stream}
+    pub const SYNC_DUPLICATES_TOTAL: &str = "sync_duplicates_total"; // {stream}
+    pub const SYNC_MISMATCHES_TOTAL: &str = "sync_mismatches_total"; // {stream}
+    pub const SYNC_IN_SYNC: &str = "sync_in_sync"; // {symbol,stream}
+
+    // restart-watcher
+    pub const SERVICE_UP: &str = "service_up"; // {service}
+    pub const SERVICE_RESTARTS_TOTAL: &str = "service_restarts_total"; // {service,reason}
+    pub const SERVICE_BACKOFF_RESTARTING: &str = "service_backoff_restarting"; // {service}
+    pub const SERVICE_LAST_EXIT_CODE: &str = "service_last_exit_code"; // {service}
+    pub const SERVICE_HEARTBEAT_AGE_SECONDS: &str = "service_heartbeat_age_seconds"; // {service}
+    pub const SERVICE_START_TIME_SECONDS: &str = "service_start_time_seconds"; // {service}
+
+    /// Every name above, for checks that rules and dashboards use only contract metrics.
+    pub const ALL: &[&str] = &[
+        BUILD_INFO,
+        ERRORS_TOTAL,
+        KAFKA_CONSUMER_LAG,
+        HEARTBEATS_SENT_TOTAL,
+        BINANCE_RATE_LIMIT_USED,
+        BINANCE_RATE_LIMIT_MAX,
+        BINANCE_REQUESTS_TOTAL,
+        BINANCE_REQUEST_DURATION_SECONDS,
+        BINANCE_RATE_LIMITED_TOTAL,
+        BINANCE_WS_CONNECTED,
+        BINANCE_WS_RECONNECTS_TOTAL,
+        BINANCE_WS_MESSAGES_TOTAL,
+        COLLECTOR_PUBLISHED_TOTAL,
+        COLLECTOR_BACKFILL_RECORDS_TOTAL,
+        SYNC_LAST_EVENT_TIMESTAMP_SECONDS,
+        SYNC_LAG_SECONDS,
+        SYNC_MISSING_RECORDS,
+        SYNC_GAPS_OPEN,
+        SYNC_GAPS_DETECTED_TOTAL,
+        SYNC_GAPS_HEALED_TOTAL,
+        SYNC_GAP_HEAL_SECONDS,
+        SYNC_RECORDS_PERSISTED_TOTAL,
+        SYNC_DUPLICATES_TOTAL,
+        SYNC_MISMATCHES_TOTAL,
+        SYNC_IN_SYNC,
+        SERVICE_UP,
+        SERVICE_RESTARTS_TOTAL,
+        SERVICE_BACKOFF_RESTARTING,
+        SERVICE_LAST_EXIT_CODE,
+        SERVICE_HEARTBEAT_AGE_SECONDS,
+        SERVICE_START_TIME_SECONDS,
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn metric_names_are_unique_and_valid() {
+        let mut seen = HashSet::new();
+        for name in metrics::ALL {
+            assert!(seen.insert(*name), "duplicate metric name {name}");
+            let ok = name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            assert!(ok, "metric name {name} is not snake_case");
+        }
+    }
+
+    #[test]
+    fn dead_letter_topic_appends_suffix() {
+        assert_eq!(topics::dlq(topics::KLINES), "market.klines.v1.dlq");
+    }
+}

@@ -1,0 +1,22 @@
+//! The shared kit of every Nghenhan service, written once: typed config from the
+//! environment, JSON logs, the Prometheus registry with the metrics every service exports,
+//! the HTTP server for `/metrics`, `/healthz` and `/readyz`, Kafka clients whose librdkafka
+//! statistics become metrics, heartbeats, and graceful shutdown.
+//!
+//! It owns no business logic: nothing here knows about trades, gaps or restarts beyond the
+//! names in [`contract`], which is the single home of every topic and metric name.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod contract;
+pub mod error;
+pub mod heartbeat;
+pub mod http;
+pub mod kafka;
+pub mod shutdown;
+pub mod telemetry;
+pub mod time;
+
+pub use error::KitError;
+pub use telemetry::Telemetry;
