@@ -1,1 +1,15 @@
-//! placeholder
+//! discord-sink: a Discord-compatible webhook receiver for tests and offline demos.
+//!
+//! It records every POST to `/api/webhooks/{id}/{token}`, checks it against Discord's
+//! message limits, and answers as Discord does: 204 when accepted, 400 with Discord's error
+//! body when the payload breaks a limit, or 429 with `retry_after` while told to rate-limit.
+//! Control: `GET /sink/messages`, `DELETE /sink/messages`, `POST /sink/mode`.
+//!
+//! It is a test double of Discord's webhook API, never part of the production path.
+#![forbid(unsafe_code)]
+
+pub mod server;
+pub mod validate;
+
+pub use server::{serve, Sink};
+pub use validate::validate;
