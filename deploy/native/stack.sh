@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# The Nghenhan stack as native processes, for machines without a Docker engine.
+# Same configuration files as docker-compose.yml; see "render" below for what differs.
+#
+#   stack.sh install        install what is missing (idempotent, cached under .cache/)
+#   stack.sh up             install, then start every part not running and wait for health
+#   stack.sh down           stop exactly what this script started (its pid files)
+#   stack.sh status         each part: pid, health
+#   stack.sh start NAME     start one part (e.g. after a test killed it)
+#   stack.sh stop NAME      stop one part
+#
+# Layout: binaries in .cache/bin, Kafka jars in .cache/kafka/libs, state, logs and pid
+# files in .cache/run/{data,logs,pids}. Everything is bound to 127.0.0.1.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+CACHE="${NGH_CACHE:-$ROOT/.cache}"
+BIN="$CACHE/bin"
+RUN="$CACHE/run"
+PIDS="$RUN/pids"
+LOGS="$RUN/logs"
+DATA="$RUN/data"
+PROFILE="${PROFILE:-debug}"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE"
+
+# Versions: keep equal to the image tags in docker-compose.yml.
+PROMETHEUS_MODULE_VERSION="v0.315.1"   # Prometheus v3.15.1 (Go module v0.3xx.y = v3.xx.y)
+ALERTMANAGER_VERSION="v0.31.1"
+NODE_EXPORTER_VERSION="v1.9.1"
+
+PG_PORT="${PG_PORT:-5432}"
+SINK_PORT="${SINK_PORT:-9199}"
+DB_URL="postgres://nghenhan:nghenhan@127.0.0.1:$PG_PORT/nghenhan"
+
+# Start order; `down` stops in reverse.
+PARTS=(postgres kafka discord-sink alertmanager prometheus node-exporter collector sync-verifier restart-watcher)
+
+log() { printf '\033[1m[stack]\033[0m %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# ---------------------------------------------------------------- install
+
+apt_install() {
+  log "apt-get install $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null \
+    || { as_root apt-get update -q >/dev/null && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null; }
+}
+
+pg_bindir() {
+  local d
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    [ -x "$d/postgres" ] && { echo "$d"; return; }
+  done
+}
+
+install_system() {
+  local java_major
+  java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1 || true)
+  if [ -z "$java_major" ] || [ "$java_major" -lt 17 ]; then apt_install openjdk-17-jre-headless; fi
+  command -v mvn >/dev/null || apt_install maven
+  [ -n "$(pg_bindir)" ] || apt_install postgresql
+  command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || die "Go is needed to build Prometheus and Alertmanager (https://go.dev/dl); none found"
+  command -v cargo >/dev/null || die "Rust (cargo) is needed; install it with rustup"
+}
+
+gocmd() { if command -v go >/dev/null; then go "$@"; else /usr/local/go/bin/go "$@"; fi; }
+
+install_kafka() {
+  [ -f "$CACHE/kafka/libs/.complete" ] && return
+  log "fetching Kafka jars from Maven Central (deploy/kafka/pom.xml)"
+  rm -rf "$CACHE/kafka/libs"
+  mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$CACHE/kafka/libs"
+  touch "$CACHE/kafka/libs/.complete"
+}
+
+# `go install` refuses Prometheus (its go.mod has replace directives), so build it from the
+# module source. The web UI assets are not embedded this way; the HTTP API is complete.
+install_prometheus() {
+  [ -x "$BIN/prometheus" ] && [ -x "$BIN/promtool" ] && [ "$(cat "$BIN/.prometheus-version" 2>/dev/null)" = "$PROMETHEUS_MODULE_VERSION" ] && return
+  log "building Prometheus $PROMETHEUS_MODULE_VERSION and promtool (first time only, several minutes)"
+  local src
+  src=$(cd /tmp && gocmd mod download -json "github.com/prometheus/prometheus@$PROMETHEUS_MODULE_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -d "$src" ] || die "could not download the Prometheus module"
+  rm -rf "$CACHE/src/prometheus" && mkdir -p "$CACHE/src" "$BIN"
+  cp -r "$src" "$CACHE/src/prometheus" && chmod -R u+w "$CACHE/src/prometheus"
+  (cd "$CACHE/src/prometheus" && GOWORK=off gocmd build -o "$BIN/" ./cmd/prometheus ./cmd/promtool)
+  echo "$PROMETHEUS_MODULE_VERSION" > "$BIN/.prometheus-version"
+}
+
+install_go_tool() { # name version package...
+  local name=$1 version=$2; shift 2
+  [ -x "$BIN/$name" ] && [ "$(cat "$BIN/.$name-version" 2>/dev/null)" = "$version" ] && return
+  log "building $name $version"
+  mkdir -p "$BIN"
+  (cd /tmp && GOBIN="$BIN" gocmd install "${@/%/@$version}")
+  echo "$version" > "$BIN/.$name-version"
+}
+
+install_all() {
+  install_system
+  install_kafka
+  install_prometheus
+  install_go_tool alertmanager "$ALERTMANAGER_VERSION" \
+    github.com/prometheus/alertmanager/cmd/alertmanager github.com/prometheus/alertmanager/cmd/amtool
+  install_go_tool node_exporter "$NODE_EXPORTER_VERSION" github.com/prometheus/node_exporter
+  log "building the services (cargo, $PROFILE)"
+  local flag=""; [ "$PROFILE" = release ] && flag=--release
+  (cd "$ROOT" && cargo build -q $flag --bins)
+}
+
+# ---------------------------------------------------------------- render
+# The only differences from Compose: every `<compose-host>:<port>` becomes
+# `127.0.0.1:<port>`, `/etc/prometheus/` and `/etc/alertmanager/` become the repository's
+# folders, and `/run/secrets/` becomes .cache/run/secrets/.
+HOSTS='collector|sync-verifier|restart-watcher|exchange-sim|alertmanager|prometheus|node-exporter|cadvisor|kafka|postgres|grafana'
+render() { # src dst
+  mkdir -p "$(dirname "$2")"
+  sed -E -e "s#\\b($HOSTS):([0-9]+)#127.0.0.1:\\2#g" \
+         -e "s#/etc/prometheus/#$ROOT/prometheus/#g" \
+         -e "s#/etc/alertmanager/#$ROOT/alertmanager/#g" \
+         -e "s#/run/secrets/#$RUN/secrets/#g" "$1" > "$2"
+}
+
+webhook_secret() {
+  mkdir -p "$RUN/secrets"
+  local dst="$RUN/secrets/discord_webhook_url"
+  if [ -n "${DISCORD_WEBHOOK_URL:-}" ]; then
+    printf '%s\n' "$DISCORD_WEBHOOK_URL" > "$dst"
+  elif [ -s "$ROOT/secrets/discord_webhook_url" ]; then
+    cp "$ROOT/secrets/discord_webhook_url" "$dst"
+  else
+    printf 'http://127.0.0.1:%s/api/webhooks/0/local-sink\n' "$SINK_PORT" > "$dst"
+  fi
+  chmod 600 "$dst"
+}
+
+# ---------------------------------------------------------------- processes
+
+pidof_part() { local f="$PIDS/$1.pid"; [ -f "$f" ] && cat "$f"; }
+alive() { local pid; pid=$(pidof_part "$1") && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+
+spawn() { # name command... : runs in its own session, logs to .cache/run/logs/NAME.log
+  local name=$1; shift
+  mkdir -p "$PIDS" "$LOGS"
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 < /dev/null &
+  echo $! > "$PIDS/$name.pid"
+}
+
+http_ok() { curl -fs -o /dev/null --max-time 2 "$1"; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+health() { # name -> 0 when healthy
+  case $1 in
+    postgres) "$(pg_bindir)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" ;;
+    kafka) port_open 9092 && grep -q "Kafka Server started" "$LOGS/kafka.log" 2>/dev/null ;;
+    discord-sink) http_ok "http://127.0.0.1:$SINK_PORT/healthz" ;;
+    alertmanager) http_ok http://127.0.0.1:9093/-/ready ;;
+    prometheus) http_ok http://127.0.0.1:9090/-/ready ;;
+    node-exporter) http_ok http://127.0.0.1:9100/metrics ;;
+    collector) http_ok http://127.0.0.1:9101/readyz ;;
+    sync-verifier) http_ok http://127.0.0.1:9102/readyz ;;
+    restart-watcher) http_ok http://127.0.0.1:9103/readyz ;;
+  esac
+}
+
+url_of() {
+  case $1 in
+    postgres) echo "$DB_URL" ;;
+    kafka) echo "127.0.0.1:9092" ;;
+    discord-sink) echo "http://127.0.0.1:$SINK_PORT/sink/messages" ;;
+    alertmanager) echo "http://127.0.0.1:9093" ;;
+    prometheus) echo "http://127.0.0.1:9090" ;;
+    node-exporter) echo "http://127.0.0.1:9100/metrics" ;;
+    collector) echo "http://127.0.0.1:9101/metrics" ;;
+    sync-verifier) echo "http://127.0.0.1:9102/metrics" ;;
+    restart-watcher) echo "http://127.0.0.1:9103/metrics" ;;
+  esac
+}
+
+wait_healthy() { # name timeout_s
+  local name=$1 limit=$2 waited=0
+  printf '\033[1m[stack]\033[0m waiting for %-16s' "$name" >&2
+  until health "$name"; do
+    if ! alive "$name" && [ "$name" != postgres ]; then
+      printf ' exited\n' >&2; tail -n 20 "$LOGS/$name.log" >&2 || true; die "$name exited"
+    fi
+    [ "$waited" -ge "$limit" ] && { printf ' timed out\n' >&2; tail -n 20 "$LOGS/$name.log" >&2 || true; die "$name not healthy after ${limit}s"; }
+    sleep 1; waited=$((waited + 1)); printf '.' >&2
+  done
+  printf ' healthy (%ss)\n' "$waited" >&2
+}
+
+# PostgreSQL refuses to run as root: the server runs as the `postgres` user.
+pg_user() { if [ "$(id -u)" = 0 ]; then echo postgres; else id -un; fi; }
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+pg_datadir() {
+  local dir="$DATA/postgres"; mkdir -p "$DATA"
+  # The postgres user must reach the folder; fall back to /var/tmp if the checkout is private.
+  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$DATA" 2>/dev/null; then
+    dir="/var/tmp/nghenhan-pg-$(echo "$ROOT" | md5sum | cut -c1-8)"
+  fi
+  echo "$dir"
+}
+
+start_postgres() {
+  local bin dir; bin=$(pg_bindir); dir=$(pg_datadir)
+  mkdir -p "$dir" "$LOGS" "$PIDS"; [ "$(id -u)" = 0 ] && chown "$(pg_user)" "$dir" && chmod 700 "$dir"
+  if [ ! -f "$dir/PG_VERSION" ]; then
+    log "initialising PostgreSQL in $dir"
+    as_pg "$bin/initdb" -D "$dir" -U postgres --auth=trust >/dev/null
+  fi
+  touch "$LOGS/postgres.log"; [ "$(id -u)" = 0 ] && chown "$(pg_user)" "$LOGS/postgres.log"
+  if ! as_pg "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+    as_pg "$bin/pg_ctl" -D "$dir" -l "$LOGS/postgres.log" -w -t 60 \
+      -o "-p $PG_PORT -k $dir -c listen_addresses=127.0.0.1" start >/dev/null
+  fi
+  head -1 "$dir/postmaster.pid" > "$PIDS/postgres.pid"
+  local psql=("$bin/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1)
+  "${psql[@]}" -tc "SELECT 1 FROM pg_roles WHERE rolname='nghenhan'" | grep -q 1 \
+    || "${psql[@]}" -c "CREATE ROLE nghenhan LOGIN PASSWORD 'nghenhan'"
+  "${psql[@]}" -tc "SELECT 1 FROM pg_database WHERE datname='nghenhan'" | grep -q 1 \
+    || "${psql[@]}" -c "CREATE DATABASE nghenhan OWNER nghenhan"
+}
+
+start_kafka() {
+  local dir="$DATA/kafka" props="$RUN/kafka/server.properties"
+  local java=(java -Xms256m -Xmx1g -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.properties" -cp "$CACHE/kafka/libs/*")
+  mkdir -p "$dir" "$RUN/kafka"
+  sed "s#@LOG_DIR@#$dir#" "$ROOT/deploy/kafka/server.properties" > "$props"
+  if [ ! -f "$dir/meta.properties" ]; then
+    log "formatting Kafka storage (KRaft, standalone controller)"
+    local id; id=$("${java[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)
+    "${java[@]}" kafka.tools.StorageTool format -t "$id" -c "$props" --standalone >>"$LOGS/kafka.log" 2>&1
+  fi
+  : > "$LOGS/kafka.log.start"; mv "$LOGS/kafka.log.start" "$LOGS/kafka.log"
+  spawn kafka "${java[@]}" kafka.Kafka "$props"
+}
+
+service_env() { # name -> env assignments for a Rust service
+  local port=$1
+  echo "LISTEN_ADDR=127.0.0.1:$port KAFKA_BROKERS=127.0.0.1:9092 DATABASE_URL=$DB_URL RUST_LOG=${RUST_LOG:-info}"
+}
+
+start_part() {
+  local name=$1
+  if [ "$name" != postgres ] && alive "$name"; then return; fi
+  case $name in
+    postgres) start_postgres ;;
+    kafka) start_kafka ;;
+    discord-sink) spawn discord-sink env LISTEN_ADDR="127.0.0.1:$SINK_PORT" "$TARGET/discord-sink" ;;
+    alertmanager)
+      webhook_secret
+      render "$ROOT/alertmanager/alertmanager.yml" "$RUN/alertmanager/alertmanager.yml"
+      spawn alertmanager "$BIN/alertmanager" --config.file="$RUN/alertmanager/alertmanager.yml" \
+        --storage.path="$DATA/alertmanager" --web.listen-address=127.0.0.1:9093 --cluster.listen-address= ;;
+    prometheus)
+      render "$ROOT/prometheus/prometheus.yml" "$RUN/prometheus/prometheus.yml"
+      spawn prometheus "$BIN/prometheus" --config.file="$RUN/prometheus/prometheus.yml" \
+        --storage.tsdb.path="$DATA/prometheus" --web.listen-address=127.0.0.1:9090 --web.enable-lifecycle ;;
+    node-exporter) spawn node-exporter "$BIN/node_exporter" --web.listen-address=127.0.0.1:9100 ;;
+    collector) spawn collector env $(service_env 9101) "$TARGET/collector" ;;
+    sync-verifier) spawn sync-verifier env $(service_env 9102) "$TARGET/sync-verifier" ;;
+    restart-watcher) spawn restart-watcher env $(service_env 9103) "$TARGET/restart-watcher" ;;
+    *) die "unknown part '$name' (parts: ${PARTS[*]})" ;;
+  esac
+  wait_healthy "$name" 120
+}
+
+stop_part() {
+  local name=$1 pid
+  if [ "$name" = postgres ]; then
+    local dir; dir=$(pg_datadir)
+    [ -f "$dir/postmaster.pid" ] && as_pg "$(pg_bindir)/pg_ctl" -D "$dir" -m fast -w stop >/dev/null 2>&1 || true
+    rm -f "$PIDS/postgres.pid"; return
+  fi
+  pid=$(pidof_part "$name") || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$PIDS/$name.pid"
+}
+
+status() {
+  local name pid state bad=0
+  printf '%-16s %-8s %-9s %s\n' PART PID STATE URL
+  for name in "${PARTS[@]}"; do
+    pid=$(pidof_part "$name" || true)
+    if ! alive "$name"; then state=stopped; bad=1
+    elif health "$name"; then state=healthy
+    else state=unhealthy; bad=1; fi
+    printf '%-16s %-8s %-9s %s\n' "$name" "${pid:--}" "$state" "$(url_of "$name")"
+  done
+  printf '%-16s %-8s %-9s %s\n' grafana - absent "runs under Docker Compose only (no native Grafana build here)"
+  return $bad
+}
+
+up() {
+  install_all
+  local name
+  for name in "${PARTS[@]}"; do start_part "$name"; done
+  log "stack is up:"
+  status || true
+}
+
+down() {
+  local i
+  for ((i=${#PARTS[@]}-1; i>=0; i--)); do stop_part "${PARTS[$i]}"; done
+  log "stack is down"
+}
+
+case "${1:-}" in
+  install) install_all ;;
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  start) start_part "${2:?part name}" ;;
+  stop) stop_part "${2:?part name}" ;;
+  render) render "${2:?src}" "${3:?dst}" ;;
+  *) sed -n '2,12p' "$0"; exit 2 ;;
+esac
