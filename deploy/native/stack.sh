@@ -138,7 +138,12 @@ webhook_secret() {
 # ---------------------------------------------------------------- processes
 
 pidof_part() { local f="$PIDS/$1.pid"; [ -f "$f" ] && cat "$f"; }
-alive() { local pid; pid=$(pidof_part "$1") && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+# Running and not a zombie (a killed child of an exited shell may wait a while to be reaped).
+alive() {
+  local pid state; pid=$(pidof_part "$1") && [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+  state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)
+  [ -n "$state" ] && [ "$state" != Z ]
+}
 
 spawn() { # name command... : runs in its own session, logs to .cache/run/logs/NAME.log
   local name=$1; shift

@@ -1,1 +1,102 @@
-//! placeholder
+//! Helpers for the end-to-end tests in `tests/`, which run against the native stack that
+//! `make test` brings up (deploy/native/stack.sh). They talk to the real Kafka, Prometheus,
+//! Alertmanager and the discord-sink, and poll with deadlines instead of sleeping blindly.
+#![forbid(unsafe_code)]
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub const PROMETHEUS: &str = "http://127.0.0.1:9090";
+pub const ALERTMANAGER: &str = "http://127.0.0.1:9093";
+pub const SINK: &str = "http://127.0.0.1:9199";
+pub const KAFKA: &str = "127.0.0.1:9092";
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The native stack's cache folder (NGH_CACHE, as in stack.sh).
+pub fn cache() -> PathBuf {
+    std::env::var_os("NGH_CACHE").map(PathBuf::from).unwrap_or_else(|| root().join(".cache"))
+}
+
+/// Polls `check` every 500 ms until it yields `Some`, or fails after `limit` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let start = Instant::now();
+    let mut last_err = String::from("condition not met");
+    while start.elapsed() < limit {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = format!("{e:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("{what}: not within {limit:?} ({last_err})")
+}
+
+/// Runs an instant PromQL query and returns its result vector.
+pub async fn prom_query(client: &reqwest::Client, query: &str) -> Result<Vec<Value>> {
+    let body: Value = client
+        .get(format!("{PROMETHEUS}/api/v1/query"))
+        .query(&[("query", query)])
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    if body["status"] != "success" {
+        bail!("query {query} failed: {body}");
+    }
+    Ok(body["data"]["result"].as_array().cloned().unwrap_or_default())
+}
+
+/// The value of one result of a vector query.
+pub fn sample_value(sample: &Value) -> Option<f64> {
+    sample["value"][1].as_str()?.parse().ok()
+}
+
+/// The PID the native stack recorded for `part`.
+pub fn pid_of(part: &str) -> Result<u32> {
+    let path = cache().join("run/pids").join(format!("{part}.pid"));
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.trim().parse()?)
+}
+
+/// Sends `signal` (e.g. "KILL") to `part`'s process.
+pub fn kill(part: &str, signal: &str) -> Result<()> {
+    let pid = pid_of(part)?;
+    let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()?;
+    if !status.success() {
+        bail!("kill -{signal} {pid} ({part}) failed");
+    }
+    Ok(())
+}
+
+/// Runs `deploy/native/stack.sh <args>` and fails on a non-zero exit.
+pub fn stack(args: &[&str]) -> Result<()> {
+    let status = std::process::Command::new(root().join("deploy/native/stack.sh")).args(args).status()?;
+    if !status.success() {
+        bail!("stack.sh {args:?} exited with {status}");
+    }
+    Ok(())
+}
+
+/// Everything the discord-sink recorded.
+pub async fn sink_messages(client: &reqwest::Client) -> Result<Vec<discord_sink::server::Recorded>> {
+    Ok(client.get(format!("{SINK}/sink/messages")).send().await?.error_for_status()?.json().await?)
+}
+
+/// Forgets what the discord-sink recorded, so a test sees only its own messages.
+pub async fn clear_sink(client: &reqwest::Client) -> Result<()> {
+    client.delete(format!("{SINK}/sink/messages")).send().await?.error_for_status()?;
+    Ok(())
+}

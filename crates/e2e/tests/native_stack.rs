@@ -1,0 +1,106 @@
+//! End-to-end: the real Kafka, PostgreSQL, Prometheus and Alertmanager of the native stack.
+//! `make test` starts the stack, runs these with `--ignored`, and stops it.
+
+use anyhow::{ensure, Context, Result};
+use e2e::*;
+use kit::contract::{services, topics};
+use kit::heartbeat::Heartbeat;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Message};
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[tokio::test]
+#[ignore = "needs the native stack; `make test` runs it"]
+async fn native_stack_end_to_end() -> Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    for service in services::ALL {
+        stack(&["start", service])?; // a no-op when it runs; revives one an earlier run killed
+    }
+    heartbeats_flow_through_kafka().await?;
+    prometheus_scrapes_every_service(&client).await?;
+    killed_service_reaches_discord_as_service_down(&client).await?;
+    restart_is_counted_from_the_new_instance_id(&client).await?;
+    Ok(())
+}
+
+async fn heartbeats_flow_through_kafka() -> Result<()> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", KAFKA)
+        .set("group.id", format!("e2e-{}", std::process::id()))
+        .set("auto.offset.reset", "latest")
+        .create()?;
+    consumer.subscribe(&[topics::HEARTBEATS])?;
+    let mut seen = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.len() < services::ALL.len() {
+        let msg = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .with_context(|| format!("heartbeats within 30 s; saw only {seen:?}"))??;
+        let hb: Heartbeat = serde_json::from_slice(msg.payload().unwrap_or_default())?;
+        ensure!(msg.key() == Some(hb.service.as_bytes()), "heartbeat key must be the service name");
+        ensure!(hb.v == 1 && hb.interval_ms == 5000, "unexpected heartbeat {hb:?}");
+        seen.insert(hb.service);
+    }
+    Ok(())
+}
+
+async fn prometheus_scrapes_every_service(client: &reqwest::Client) -> Result<()> {
+    eventually("up == 1 for the three services", Duration::from_secs(60), || async {
+        let up = prom_query(client, r#"up{tier="app"} == 1"#).await?;
+        let names: HashSet<String> = up.iter().filter_map(|s| s["metric"]["service"].as_str().map(String::from)).collect();
+        Ok((names.len() == services::ALL.len()).then_some(()))
+    })
+    .await
+}
+
+async fn killed_service_reaches_discord_as_service_down(client: &reqwest::Client) -> Result<()> {
+    settle_previous_service_down(client).await?;
+    clear_sink(client).await?;
+    kill(services::COLLECTOR, "KILL")?;
+    let message = eventually("ServiceDown for collector at the Discord sink", Duration::from_secs(120), || async {
+        let found = sink_messages(client).await?.into_iter().find(|m| {
+            let title = m.body["embeds"][0]["title"].as_str().unwrap_or_default();
+            title.contains("FIRING") && title.contains("ServiceDown") && title.contains("collector")
+        });
+        Ok(found)
+    })
+    .await?;
+    ensure!(message.status == 204 && message.errors.is_empty(), "Discord would refuse it: {:?}", message.errors);
+    let embed = &message.body["embeds"][0];
+    let description = embed["description"].as_str().context("embed description")?;
+    ensure!(embed["title"].as_str().map_or(0, |t| t.chars().count()) <= 256, "title too long");
+    ensure!(description.chars().count() <= 4096, "description too long");
+    ensure!(description.contains("collector is down"), "summary missing: {description}");
+    ensure!(description.contains("runbook: docs/runbooks/ServiceDown.md"), "runbook missing: {description}");
+    Ok(())
+}
+
+/// On a stack that already alerted on the collector (a second run), Alertmanager would
+/// treat a new ServiceDown as the same notification until it has sent the resolution.
+async fn settle_previous_service_down(client: &reqwest::Client) -> Result<()> {
+    let url = format!("{ALERTMANAGER}/api/v2/alerts?filter=alertname=%22ServiceDown%22&filter=service=%22collector%22");
+    let alerts: Vec<serde_json::Value> = client.get(&url).send().await?.error_for_status()?.json().await?;
+    if alerts.is_empty() {
+        return Ok(());
+    }
+    eventually("the previous collector ServiceDown to resolve in Discord", Duration::from_secs(180), || async {
+        let resolved = sink_messages(client).await?.iter().any(|m| {
+            let title = m.body["embeds"][0]["title"].as_str().unwrap_or_default();
+            title.contains("RESOLVED") && title.contains("ServiceDown") && title.contains("collector")
+        });
+        Ok(resolved.then_some(()))
+    })
+    .await
+}
+
+async fn restart_is_counted_from_the_new_instance_id(client: &reqwest::Client) -> Result<()> {
+    let query = r#"sum(service_restarts_total{service="collector"})"#;
+    let before = prom_query(client, query).await?.first().and_then(sample_value).context("restart counter")?;
+    stack(&["start", services::COLLECTOR])?;
+    eventually("restart-watcher counts the collector restart", Duration::from_secs(60), || async {
+        let now = prom_query(client, query).await?.first().and_then(sample_value).unwrap_or(before);
+        Ok((now >= before + 1.0).then_some(()))
+    })
+    .await
+}
