@@ -82,6 +82,16 @@ pub mod metrics {
     pub const SERVICE_HEARTBEAT_AGE_SECONDS: &str = "service_heartbeat_age_seconds"; // {service}
     pub const SERVICE_START_TIME_SECONDS: &str = "service_start_time_seconds"; // {service}
 
+    /// exchange-sim's own metrics (a test double of Binance, not part of the platform).
+    pub mod sim {
+        pub const WS_CONNECTIONS: &str = "exchange_sim_ws_connections";
+        pub const WS_SENT_TOTAL: &str = "exchange_sim_ws_messages_sent_total";
+        pub const WS_DROPPED_TOTAL: &str = "exchange_sim_ws_messages_dropped_total";
+        pub const WS_DISCONNECTS_TOTAL: &str = "exchange_sim_ws_disconnects_total"; // {reason}
+        pub const REST_REQUESTS_TOTAL: &str = "exchange_sim_rest_requests_total"; // {endpoint,status}
+        pub const TRADES_TOTAL: &str = "exchange_sim_trades_total";
+    }
+
     /// Every name above, for checks that rules and dashboards use only contract metrics.
     pub const ALL: &[&str] = &[
         BUILD_INFO,

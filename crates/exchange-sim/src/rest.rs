@@ -1,0 +1,202 @@
+//! The REST subset of `/api/v3` with Binance's weights, the `X-MBX-USED-WEIGHT-1M`
+//! header on every answer, 429/418 with `Retry-After`, and Binance's error bodies.
+
+use crate::app::App;
+use crate::engine::levels;
+use crate::limits::Decision;
+use crate::market::Market;
+use crate::records::decimal;
+use http::StatusCode;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+pub const USED_WEIGHT_HEADER: &str = "x-mbx-used-weight-1m";
+const MAX_LIMIT: usize = 1000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// One REST answer: status, JSON body, used weight, and `Retry-After` when limited.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub used_weight: u32,
+    pub retry_after: Option<u64>,
+}
+
+/// A Binance error: HTTP status, code and message.
+#[derive(Debug)]
+struct ApiError(StatusCode, i64, String);
+
+fn bad(code: i64, msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, code, msg.into())
+}
+
+type Params = HashMap<String, String>;
+
+/// Splits a query string (values here never need percent-decoding beyond `%2F`-free ASCII).
+pub fn parse_query(query: Option<&str>) -> Params {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_string(), v.replace("%22", "\"").replace("%2C", ","))
+        })
+        .collect()
+}
+
+/// The weight of a request to `path` (BINANCE.md's table), or `None` for unknown paths.
+pub fn weight(path: &str, params: &Params) -> Option<u32> {
+    Some(match path {
+        "/api/v3/ping" | "/api/v3/time" => 1,
+        "/api/v3/exchangeInfo" => 20,
+        "/api/v3/aggTrades" => 4,
+        "/api/v3/klines" => 2,
+        "/api/v3/ticker/price" => if params.contains_key("symbol") { 2 } else { 4 },
+        "/api/v3/depth" => match params.get("limit").and_then(|l| l.parse::<u32>().ok()).unwrap_or(100) {
+            0..=100 => 5,
+            101..=500 => 25,
+            501..=1000 => 50,
+            _ => 250,
+        },
+        _ => return None,
+    })
+}
+
+/// Answers one REST request from `ip`.
+pub fn handle(app: &App, ip: IpAddr, path: &str, params: &Params) -> Reply {
+    let Some(weight) = weight(path, params) else {
+        return Reply { status: StatusCode::NOT_FOUND, body: json!({"code": -1000, "msg": "Unknown endpoint."}), used_weight: 0, retry_after: None };
+    };
+    let decision = app.limiter().check(ip, weight, app.real_ms());
+    let reply = match decision {
+        Decision::Allow { used } => match route(app, path, params) {
+            Ok(body) => Reply { status: StatusCode::OK, body, used_weight: used, retry_after: None },
+            Err(ApiError(status, code, msg)) => Reply { status, body: json!({"code": code, "msg": msg}), used_weight: used, retry_after: None },
+        },
+        Decision::Limited { used, retry_after_secs } => limited(used, retry_after_secs, app.limiter().limit()),
+        Decision::Banned { used, retry_after_secs } => banned(used, retry_after_secs),
+    };
+    app.metrics.rest_requests.with_label_values(&[path, reply.status.as_str()]).inc();
+    reply
+}
+
+fn limited(used: u32, retry_after: u64, limit: u32) -> Reply {
+    let msg = format!("Too much request weight used; current limit is {limit} request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.");
+    Reply { status: StatusCode::TOO_MANY_REQUESTS, body: json!({"code": -1003, "msg": msg}), used_weight: used, retry_after: Some(retry_after) }
+}
+
+fn banned(used: u32, retry_after: u64) -> Reply {
+    let until = kit::time::now_ms() + i64::try_from(retry_after * 1000).unwrap_or(0);
+    let msg = format!("Way too much request weight used; IP banned until {until}. Please use WebSocket Streams for live updates to avoid bans.");
+    Reply { status: StatusCode::IM_A_TEAPOT, body: json!({"code": -1003, "msg": msg}), used_weight: used, retry_after: Some(retry_after) }
+}
+
+fn route(app: &App, path: &str, p: &Params) -> Result<Value, ApiError> {
+    match path {
+        "/api/v3/ping" => Ok(json!({})),
+        "/api/v3/time" => Ok(json!({"serverTime": app.clock.now_ms()})),
+        "/api/v3/exchangeInfo" => Ok(exchange_info(app)),
+        "/api/v3/aggTrades" => with_market(app, p, |m| agg_trades(m, p)),
+        "/api/v3/klines" => with_market(app, p, |m| klines(m, p)),
+        "/api/v3/depth" => with_market(app, p, |m| depth(m, p)),
+        _ => ticker_price(app, p),
+    }
+}
+
+fn with_market(app: &App, p: &Params, f: impl FnOnce(&mut Market) -> Result<Value, ApiError>) -> Result<Value, ApiError> {
+    let name = p.get("symbol").filter(|s| !s.is_empty()).ok_or_else(|| mandatory("symbol"))?;
+    let symbol = app.symbol(name).ok_or_else(|| bad(-1121, "Invalid symbol."))?;
+    let mut market = app.market(symbol);
+    f(&mut market)
+}
+
+fn mandatory(name: &str) -> ApiError {
+    bad(-1102, format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."))
+}
+
+fn number<T: std::str::FromStr>(p: &Params, name: &str) -> Result<Option<T>, ApiError> {
+    match p.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| bad(-1100, format!("Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."))),
+    }
+}
+
+fn limit(p: &Params, default: usize, max: usize) -> Result<usize, ApiError> {
+    let limit = number::<usize>(p, "limit")?.unwrap_or(default);
+    if limit == 0 || limit > max {
+        return Err(bad(-1130, "Data sent for parameter 'limit' is not valid."));
+    }
+    Ok(limit)
+}
+
+fn agg_trades(m: &mut Market, p: &Params) -> Result<Value, ApiError> {
+    let limit = limit(p, 500, MAX_LIMIT)?;
+    let from_id: Option<u64> = number(p, "fromId")?;
+    let (start, end): (Option<i64>, Option<i64>) = (number(p, "startTime")?, number(p, "endTime")?);
+    let trades = match (from_id, start, end) {
+        (Some(id), _, _) => m.aggs_from_id(id, limit),
+        (None, Some(s), Some(e)) if e - s > HOUR_MS => return Err(bad(-1127, "More than 1 hours between startTime and endTime.")),
+        (None, Some(s), e) => m.aggs_by_time(s, e.unwrap_or(s + HOUR_MS), limit),
+        (None, None, Some(e)) => m.aggs_by_time(e - HOUR_MS, e, limit),
+        (None, None, None) => m.aggs_recent(limit),
+    };
+    Ok(trades.iter().map(|t| t.rest_json()).collect())
+}
+
+fn klines(m: &mut Market, p: &Params) -> Result<Value, ApiError> {
+    match p.get("interval").map(String::as_str) {
+        None | Some("") => return Err(mandatory("interval")),
+        Some("1m") => {}
+        Some(_) => return Err(bad(-1120, "Invalid interval.")),
+    }
+    let limit = limit(p, 500, MAX_LIMIT)?;
+    let rows = m.klines(number(p, "startTime")?, number(p, "endTime")?, limit);
+    Ok(rows.iter().map(|k| k.rest_json()).collect())
+}
+
+fn depth(m: &mut Market, p: &Params) -> Result<Value, ApiError> {
+    let limit = limit(p, 100, 5000)?;
+    let (last_update_id, bids, asks) = m.depth_snapshot(limit.min(100));
+    Ok(json!({"lastUpdateId": last_update_id, "bids": levels(&bids), "asks": levels(&asks)}))
+}
+
+fn ticker_price(app: &App, p: &Params) -> Result<Value, ApiError> {
+    let price = |s: &crate::app::SymbolState| json!({"symbol": s.name, "price": decimal(app.market(s).last_price().into())});
+    match p.get("symbol") {
+        Some(name) => app.symbol(name).map(price).ok_or_else(|| bad(-1121, "Invalid symbol.")),
+        None => Ok(app.symbols.iter().map(price).collect()),
+    }
+}
+
+fn exchange_info(app: &App) -> Value {
+    let limit = app.limiter().limit();
+    let symbols: Vec<Value> = app
+        .symbols
+        .iter()
+        .map(|s| {
+            let quote = "USDT";
+            let base = s.name.strip_suffix(quote).unwrap_or(&s.name);
+            json!({"symbol": s.name, "status": "TRADING", "baseAsset": base, "baseAssetPrecision": 8,
+                   "quoteAsset": quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
+                   "orderTypes": ["LIMIT", "MARKET"], "isSpotTradingAllowed": true, "permissions": ["SPOT"]})
+        })
+        .collect();
+    json!({
+        "timezone": "UTC",
+        "serverTime": app.clock.now_ms(),
+        "rateLimits": [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": limit},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
+            {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 300000}
+        ],
+        "exchangeFilters": [],
+        "symbols": symbols
+    })
+}

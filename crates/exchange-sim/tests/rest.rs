@@ -1,0 +1,141 @@
+//! REST: shapes against BINANCE.md, weights, the used-weight header, errors, 429 → 418.
+
+mod common;
+use common::*;
+use serde_json::Value;
+
+const WEIGHT: &str = "x-mbx-used-weight-1m";
+
+fn used(r: &reqwest::Response) -> u32 {
+    r.headers()[WEIGHT].to_str().expect("ascii").parse().expect("number")
+}
+
+#[tokio::test]
+async fn endpoints_have_binance_shapes_and_weights() {
+    let sim = sim(&[("SIM_TRADES_PER_SEC", "200")]).await;
+    let ping = sim.get("/api/v3/ping").await;
+    assert_eq!(used(&ping), 1);
+    assert_eq!(ping.json::<Value>().await.expect("json"), serde_json::json!({}));
+    assert!(sim.json("/api/v3/time").await["serverTime"].as_i64().expect("time") > 1_600_000_000_000);
+
+    let info = sim.get("/api/v3/exchangeInfo").await;
+    assert_eq!(used(&info), 1 + 1 + 20);
+    let info: Value = info.json().await.expect("json");
+    let weight = info["rateLimits"].as_array().expect("limits").iter().find(|l| l["rateLimitType"] == "REQUEST_WEIGHT").cloned().expect("weight limit");
+    assert_eq!((weight["interval"].as_str(), weight["intervalNum"].as_i64(), weight["limit"].as_i64()), (Some("MINUTE"), Some(1), Some(6000)));
+    assert_eq!(info["symbols"].as_array().map(Vec::len), Some(3));
+
+    let aggs = sim.get("/api/v3/aggTrades?symbol=BTCUSDT&limit=5").await;
+    assert_eq!(used(&aggs), 22 + 4);
+    let aggs: Vec<Value> = aggs.json().await.expect("json");
+    assert_eq!(aggs.len(), 5);
+    for w in aggs.windows(2) {
+        assert_eq!(w[1]["a"].as_u64().expect("a"), w[0]["a"].as_u64().expect("a") + 1);
+    }
+    let keys: Vec<&str> = aggs[0].as_object().expect("object").keys().map(String::as_str).collect();
+    assert_eq!(keys, ["M", "T", "a", "f", "l", "m", "p", "q"]);
+    assert!(aggs[0]["p"].as_str().expect("price string").split('.').nth(1).is_some_and(|d| d.len() == 8));
+
+    let klines = sim.get("/api/v3/klines?symbol=ETHUSDT&interval=1m&limit=2").await;
+    assert_eq!(used(&klines), 26 + 2);
+    let klines: Vec<Vec<Value>> = klines.json().await.expect("json");
+    assert_eq!(klines[0].len(), 12);
+    assert_eq!(klines[0][6].as_i64().expect("close"), klines[0][0].as_i64().expect("open") + 59_999);
+    assert_eq!(klines[0][11], "0");
+
+    let depth = sim.get("/api/v3/depth?symbol=BNBUSDT&limit=10").await;
+    assert_eq!(used(&depth), 28 + 5);
+    let depth: Value = depth.json().await.expect("json");
+    assert_eq!(depth["bids"].as_array().map(Vec::len), Some(10));
+    assert!(depth["lastUpdateId"].as_u64().is_some());
+
+    let one = sim.get("/api/v3/ticker/price?symbol=BTCUSDT").await;
+    assert_eq!(used(&one), 33 + 2);
+    let all = sim.get("/api/v3/ticker/price").await;
+    assert_eq!(used(&all), 35 + 4);
+    assert_eq!(all.json::<Vec<Value>>().await.expect("json").len(), 3);
+}
+
+#[tokio::test]
+async fn bad_parameters_get_binance_error_bodies() {
+    let sim = sim(&[]).await;
+    for (path, code) in [
+        ("/api/v3/aggTrades?symbol=NOPE", -1121),
+        ("/api/v3/aggTrades", -1102),
+        ("/api/v3/aggTrades?symbol=BTCUSDT&fromId=abc", -1100),
+        ("/api/v3/aggTrades?symbol=BTCUSDT&limit=1001", -1130),
+        ("/api/v3/aggTrades?symbol=BTCUSDT&startTime=0&endTime=3600001", -1127),
+        ("/api/v3/klines?symbol=BTCUSDT&interval=7m", -1120),
+        ("/api/v3/klines?symbol=BTCUSDT", -1102),
+    ] {
+        let r = sim.get(path).await;
+        assert_eq!(r.status(), 400, "{path}");
+        assert!(r.headers().contains_key(WEIGHT), "{path} lacks the weight header");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["code"], code, "{path}: {body}");
+        assert!(body["msg"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+}
+
+#[tokio::test]
+async fn crossing_the_weight_limit_gives_429_then_a_418_ban() {
+    let sim = sim(&[("SIM_WEIGHT_LIMIT", "10"), ("SIM_BAN_AFTER", "2"), ("SIM_BAN_SECS", "120")]).await;
+    let path = "/api/v3/aggTrades?symbol=BTCUSDT&limit=1";
+    assert_eq!(sim.get(path).await.status(), 200);
+    assert_eq!(sim.get(path).await.status(), 200);
+    for _ in 0..2 {
+        let r = sim.get(path).await;
+        assert_eq!(r.status(), 429);
+        assert_eq!(used(&r), 8);
+        let retry: u64 = r.headers()["retry-after"].to_str().expect("ascii").parse().expect("secs");
+        assert!((1..=60).contains(&retry));
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["code"], -1003);
+        assert!(body["msg"].as_str().expect("msg").starts_with("Too much request weight used"));
+    }
+    let banned = sim.get(path).await;
+    assert_eq!(banned.status(), 418);
+    assert_eq!(banned.headers()["retry-after"], "120");
+    let body: Value = banned.json().await.expect("json");
+    assert!(body["msg"].as_str().expect("msg").contains("IP banned until"));
+    assert_eq!(sim.get("/api/v3/ping").await.status(), 418, "a ban covers every endpoint");
+}
+
+#[tokio::test]
+async fn forced_limits_lower_limits_and_latency_apply() {
+    let sim = sim(&[]).await;
+    sim.control("ratelimit", serde_json::json!({"status": 418, "duration_ms": 1500})).await;
+    let r = sim.get("/api/v3/ping").await;
+    assert_eq!(r.status(), 418);
+    assert_eq!(r.headers()["retry-after"], "2");
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    assert_eq!(sim.get("/api/v3/ping").await.status(), 200);
+
+    sim.control("weight-limit", serde_json::json!({"limit": 25})).await;
+    let info: Value = sim.json("/api/v3/exchangeInfo").await;
+    assert_eq!(info["rateLimits"][0]["limit"], 25);
+    assert_eq!(sim.get("/api/v3/exchangeInfo").await.status(), 429);
+
+    sim.control("reset", serde_json::json!({})).await;
+    sim.control("weight-limit", serde_json::json!({"limit": 6000})).await;
+    sim.control("latency", serde_json::json!({"rest_ms": 300})).await;
+    let start = std::time::Instant::now();
+    assert_eq!(sim.get("/api/v3/ping").await.status(), 200);
+    assert!(start.elapsed() >= std::time::Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn rate_control_and_bounded_history_show_in_state() {
+    let sim = sim(&[("SIM_HISTORY_TRADES", "500"), ("SIM_TRADES_PER_SEC", "2000")]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let state = sim.json("/sim/state").await;
+    for s in state["symbols"].as_array().expect("symbols") {
+        assert_eq!(s["held_trades"], 500, "history must stay bounded: {s}");
+    }
+    sim.control("rate", serde_json::json!({"symbol": "ETHUSDT", "trades_per_sec": 0.0})).await;
+    let before = sim.json("/sim/state").await["symbols"][1]["last_id"].clone();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let after = sim.json("/sim/state").await;
+    assert_eq!(after["symbols"][1]["last_id"], before, "ETHUSDT stopped trading");
+    assert_eq!(after["symbols"][1]["trades_per_sec"], 0.0);
+}
