@@ -74,8 +74,9 @@ rule-test:
 e2e:
 	@trap '$(STACK) down' EXIT; $(STACK) up && cargo test -p e2e -- --ignored --nocapture
 
+# Speed and memory goals: each bench prints ratios against a baseline measured in the same run.
 bench:
-	@echo "no benchmarks yet: they arrive with the collector and sync-verifier (issues 4 and 5)"; exit 1
+	cargo bench -p exchange-sim --bench throughput
 
 drill:
 	@echo "make drill arrives with the alert rules (issue 7)"; exit 1

@@ -33,7 +33,7 @@ SINK_PORT="${SINK_PORT:-9199}"
 DB_URL="postgres://nghenhan:nghenhan@127.0.0.1:$PG_PORT/nghenhan"
 
 # Start order; `down` stops in reverse.
-PARTS=(postgres kafka discord-sink alertmanager prometheus node-exporter collector sync-verifier restart-watcher)
+PARTS=(postgres kafka discord-sink exchange-sim alertmanager prometheus node-exporter collector sync-verifier restart-watcher)
 
 log() { printf '\033[1m[stack]\033[0m %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -160,6 +160,7 @@ health() { # name -> 0 when healthy
     postgres) "$(pg_bindir)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" ;;
     kafka) port_open 9092 && grep -q "Kafka Server started" "$LOGS/kafka.log" 2>/dev/null ;;
     discord-sink) http_ok "http://127.0.0.1:$SINK_PORT/healthz" ;;
+    exchange-sim) http_ok http://127.0.0.1:9180/healthz ;;
     alertmanager) http_ok http://127.0.0.1:9093/-/ready ;;
     prometheus) http_ok http://127.0.0.1:9090/-/ready ;;
     node-exporter) http_ok http://127.0.0.1:9100/metrics ;;
@@ -174,6 +175,7 @@ url_of() {
     postgres) echo "$DB_URL" ;;
     kafka) echo "127.0.0.1:9092" ;;
     discord-sink) echo "http://127.0.0.1:$SINK_PORT/sink/messages" ;;
+    exchange-sim) echo "http://127.0.0.1:9180/sim/state" ;;
     alertmanager) echo "http://127.0.0.1:9093" ;;
     prometheus) echo "http://127.0.0.1:9090" ;;
     node-exporter) echo "http://127.0.0.1:9100/metrics" ;;
@@ -254,6 +256,7 @@ start_part() {
     postgres) start_postgres ;;
     kafka) start_kafka ;;
     discord-sink) spawn discord-sink env LISTEN_ADDR="127.0.0.1:$SINK_PORT" "$TARGET/discord-sink" ;;
+    exchange-sim) spawn exchange-sim env LISTEN_ADDR=127.0.0.1:9180 "$TARGET/exchange-sim" ;;
     alertmanager)
       webhook_secret
       render "$ROOT/alertmanager/alertmanager.yml" "$RUN/alertmanager/alertmanager.yml"
