@@ -150,6 +150,11 @@ impl App {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Wall-clock milliseconds: weight windows align to the clock, as Binance's do.
+    pub fn wall_ms(&self) -> u64 {
+        u64::try_from(kit::time::now_ms()).unwrap_or(0)
+    }
+
     pub fn symbol(&self, name: &str) -> Option<&SymbolState> {
         self.symbols.iter().find(|s| s.name == name)
     }

@@ -73,7 +73,7 @@ fn post(app: &App, op: &str, body: &[u8]) -> Result<(), (StatusCode, Value)> {
             if f.status != 429 && f.status != 418 {
                 return Err((StatusCode::BAD_REQUEST, json!({"error": "status must be 429 or 418"})));
             }
-            app.limiter().force(f.status, now + f.duration_ms);
+            app.limiter().force(f.status, app.wall_ms() + f.duration_ms);
         }
         "/sim/latency" => {
             let l: Latency = parse(body)?;

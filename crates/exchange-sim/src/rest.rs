@@ -11,7 +11,21 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-pub const USED_WEIGHT_HEADER: &str = "x-mbx-used-weight-1m";
+/// `(intervalNum, interval, letter)` of a weight window, as exchangeInfo and the
+/// `X-MBX-USED-WEIGHT-(intervalNum)(intervalLetter)` header name it.
+pub fn window_name(window_secs: u64) -> (u64, &'static str, char) {
+    if window_secs % 60 == 0 {
+        (window_secs / 60, "MINUTE", 'm')
+    } else {
+        (window_secs, "SECOND", 's')
+    }
+}
+
+/// The used-weight header of a window (`x-mbx-used-weight-1m` for Binance's minute).
+pub fn used_weight_header(window_secs: u64) -> String {
+    let (num, _, letter) = window_name(window_secs);
+    format!("x-mbx-used-weight-{num}{letter}")
+}
 const MAX_LIMIT: usize = 1000;
 const HOUR_MS: i64 = 3_600_000;
 
@@ -70,7 +84,7 @@ pub fn handle(app: &App, ip: IpAddr, path: &str, params: &Params) -> Reply {
     let Some(weight) = weight(path, params) else {
         return Reply { status: StatusCode::NOT_FOUND, body: json!({"code": -1000, "msg": "Unknown endpoint."}), used_weight: 0, retry_after: None };
     };
-    let decision = app.limiter().check(ip, weight, app.real_ms());
+    let decision = app.limiter().check(ip, weight, app.wall_ms());
     let reply = match decision {
         Decision::Allow { used } => match route(app, path, params) {
             Ok(body) => Reply { status: StatusCode::OK, body, used_weight: used, retry_after: None },
@@ -176,6 +190,7 @@ fn ticker_price(app: &App, p: &Params) -> Result<Value, ApiError> {
 
 fn exchange_info(app: &App) -> Value {
     let limit = app.limiter().limit();
+    let (num, interval, _) = window_name(app.config.weight_window_secs.max(1));
     let symbols: Vec<Value> = app
         .symbols
         .iter()
@@ -191,7 +206,7 @@ fn exchange_info(app: &App) -> Value {
         "timezone": "UTC",
         "serverTime": app.clock.now_ms(),
         "rateLimits": [
-            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": limit},
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": interval, "intervalNum": num, "limit": limit},
             {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
             {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
             {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 300000}

@@ -66,7 +66,9 @@ async fn api(app: &App, ip: IpAddr, path: &str, query: Option<&str>) -> Response
     let reply = rest::handle(app, ip, path, &rest::parse_query(query));
     let mut response = json_response(reply.status, &reply.body);
     let headers = response.headers_mut();
-    headers.insert(rest::USED_WEIGHT_HEADER, HeaderValue::from(reply.used_weight));
+    if let Ok(name) = http::HeaderName::try_from(rest::used_weight_header(app.config.weight_window_secs.max(1))) {
+        headers.insert(name, HeaderValue::from(reply.used_weight));
+    }
     if let Some(secs) = reply.retry_after {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }

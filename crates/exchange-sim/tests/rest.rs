@@ -5,14 +5,17 @@ use common::*;
 use serde_json::Value;
 
 const WEIGHT: &str = "x-mbx-used-weight-1m";
+/// Tests that count weight use hour-long windows (header `-60m`), so that no window ends
+/// in the middle of a test.
+const HOUR: (&str, &str) = ("SIM_WEIGHT_WINDOW_SECS", "3600");
 
 fn used(r: &reqwest::Response) -> u32 {
-    r.headers()[WEIGHT].to_str().expect("ascii").parse().expect("number")
+    r.headers()["x-mbx-used-weight-60m"].to_str().expect("ascii").parse().expect("number")
 }
 
 #[tokio::test]
 async fn endpoints_have_binance_shapes_and_weights() {
-    let sim = sim(&[("SIM_TRADES_PER_SEC", "200")]).await;
+    let sim = sim(&[("SIM_TRADES_PER_SEC", "200"), HOUR]).await;
     let ping = sim.get("/api/v3/ping").await;
     assert_eq!(used(&ping), 1);
     assert_eq!(ping.json::<Value>().await.expect("json"), serde_json::json!({}));
@@ -22,7 +25,7 @@ async fn endpoints_have_binance_shapes_and_weights() {
     assert_eq!(used(&info), 1 + 1 + 20);
     let info: Value = info.json().await.expect("json");
     let weight = info["rateLimits"].as_array().expect("limits").iter().find(|l| l["rateLimitType"] == "REQUEST_WEIGHT").cloned().expect("weight limit");
-    assert_eq!((weight["interval"].as_str(), weight["intervalNum"].as_i64(), weight["limit"].as_i64()), (Some("MINUTE"), Some(1), Some(6000)));
+    assert_eq!((weight["interval"].as_str(), weight["intervalNum"].as_i64(), weight["limit"].as_i64()), (Some("MINUTE"), Some(60), Some(6000)));
     assert_eq!(info["symbols"].as_array().map(Vec::len), Some(3));
 
     let aggs = sim.get("/api/v3/aggTrades?symbol=BTCUSDT&limit=5").await;
@@ -79,7 +82,7 @@ async fn bad_parameters_get_binance_error_bodies() {
 
 #[tokio::test]
 async fn crossing_the_weight_limit_gives_429_then_a_418_ban() {
-    let sim = sim(&[("SIM_WEIGHT_LIMIT", "10"), ("SIM_BAN_AFTER", "2"), ("SIM_BAN_SECS", "120")]).await;
+    let sim = sim(&[("SIM_WEIGHT_LIMIT", "10"), ("SIM_BAN_AFTER", "2"), ("SIM_BAN_SECS", "120"), HOUR]).await;
     let path = "/api/v3/aggTrades?symbol=BTCUSDT&limit=1";
     assert_eq!(sim.get(path).await.status(), 200);
     assert_eq!(sim.get(path).await.status(), 200);
@@ -88,7 +91,7 @@ async fn crossing_the_weight_limit_gives_429_then_a_418_ban() {
         assert_eq!(r.status(), 429);
         assert_eq!(used(&r), 8);
         let retry: u64 = r.headers()["retry-after"].to_str().expect("ascii").parse().expect("secs");
-        assert!((1..=60).contains(&retry));
+        assert!((1..=3600).contains(&retry));
         let body: Value = r.json().await.expect("json");
         assert_eq!(body["code"], -1003);
         assert!(body["msg"].as_str().expect("msg").starts_with("Too much request weight used"));
@@ -103,7 +106,7 @@ async fn crossing_the_weight_limit_gives_429_then_a_418_ban() {
 
 #[tokio::test]
 async fn forced_limits_lower_limits_and_latency_apply() {
-    let sim = sim(&[]).await;
+    let sim = sim(&[HOUR]).await;
     sim.control("ratelimit", serde_json::json!({"status": 418, "duration_ms": 1500})).await;
     let r = sim.get("/api/v3/ping").await;
     assert_eq!(r.status(), 418);
@@ -138,4 +141,13 @@ async fn rate_control_and_bounded_history_show_in_state() {
     let after = sim.json("/sim/state").await;
     assert_eq!(after["symbols"][1]["last_id"], before, "ETHUSDT stopped trading");
     assert_eq!(after["symbols"][1]["trades_per_sec"], 0.0);
+}
+
+#[tokio::test]
+async fn binance_minute_windows_use_the_1m_header() {
+    let sim = sim(&[]).await;
+    let r = sim.get("/api/v3/ping").await;
+    assert!(r.headers()[WEIGHT].to_str().expect("ascii").parse::<u32>().expect("number") >= 1);
+    let info = sim.json("/api/v3/exchangeInfo").await;
+    assert_eq!((info["rateLimits"][0]["interval"].as_str(), info["rateLimits"][0]["intervalNum"].as_i64()), (Some("MINUTE"), Some(1)));
 }
