@@ -1,18 +1,46 @@
 //! collector: owns every call to Binance (REST and WebSocket), because Binance's limits are
-//! per IP and one governor must see all of them. It publishes normalised records to Kafka.
+//! per IP and one governor must see all of them. It normalises stream frames to the
+//! contract's records and publishes them to Kafka, serves back-fill requests over REST,
+//! and samples the exchange's heads.
 //!
-//! It must not persist or verify data (sync-verifier does) and must not call Binance from
-//! anywhere but its governor. Today it runs the service frame (ops server, heartbeats);
-//! streams, governor and back-fill land with issue 4.
+//! It must not persist or verify data (sync-verifier does), and nothing here may call
+//! Binance's REST API except through [`rest::BinanceRest`], which asks the [`governor`].
 #![forbid(unsafe_code)]
+
+pub mod backfill;
+pub mod backoff;
+pub mod governor;
+pub mod heads;
+pub mod metrics;
+pub mod publish;
+pub mod rest;
+pub mod ws;
 
 use clap::Parser;
 use kit::app::Service;
 use kit::config::KitConfig;
 use kit::contract::{ports, services};
+use kit::KitError;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+fn symbol(s: &str) -> Result<String, String> {
+    let up = s.trim().to_uppercase();
+    if up.is_empty() || !up.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(format!("{s:?} is not a Binance symbol (letters and digits, e.g. BTCUSDT)"));
+    }
+    Ok(up)
+}
+
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a share in (0, 1]")),
+    }
+}
 
 /// collector's configuration, from the environment.
 #[derive(Debug, Clone, Parser)]
@@ -21,15 +49,124 @@ pub struct Config {
     /// Address of the ops server (/metrics, /healthz, /readyz).
     #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::COLLECTOR)))]
     pub listen: SocketAddr,
-
+    /// Symbols to collect, comma separated.
+    #[arg(long, env = "SYMBOLS", value_delimiter = ',', default_value = "BTCUSDT,ETHUSDT,BNBUSDT", value_parser = symbol)]
+    pub symbols: Vec<String>,
+    /// Binance REST base URL (exchange-sim: http://127.0.0.1:9180).
+    #[arg(long, env = "BINANCE_REST_URL", default_value = "https://api.binance.com")]
+    pub rest_url: String,
+    /// Binance WebSocket base URL (exchange-sim: ws://127.0.0.1:9180).
+    #[arg(long, env = "BINANCE_WS_URL", default_value = "wss://stream.binance.com:9443")]
+    pub ws_url: String,
+    /// Share of the REQUEST_WEIGHT limit the governor lets us use per window.
+    #[arg(long, env = "RATE_LIMIT_SHARE", default_value = "0.8", value_parser = share)]
+    pub rate_limit_share: f64,
+    /// Reconnect a WebSocket silent for this many seconds (klines arrive every 2 s).
+    #[arg(long, env = "WS_WATCHDOG_SECS", default_value_t = 15)]
+    pub ws_watchdog_secs: u64,
+    /// Planned reconnect after this many seconds (Binance cuts connections at 24 h).
+    #[arg(long, env = "WS_PLANNED_RECONNECT_SECS", default_value_t = 82_800)]
+    pub ws_planned_reconnect_secs: u64,
+    #[arg(long, env = "WS_BACKOFF_MIN_MS", default_value_t = 500)]
+    pub ws_backoff_min_ms: u64,
+    #[arg(long, env = "WS_BACKOFF_MAX_MS", default_value_t = 30_000)]
+    pub ws_backoff_max_ms: u64,
+    /// Seconds between samples of the exchange's heads.
+    #[arg(long, env = "HEADS_INTERVAL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heads_interval_secs: u64,
+    /// Kafka consumer group of the back-fill consumer.
+    #[arg(long, env = "BACKFILL_GROUP", default_value = "collector-backfill")]
+    pub backfill_group: String,
     #[command(flatten)]
     pub kit: KitConfig,
 }
 
+impl Config {
+    pub fn stream_config(&self) -> ws::StreamConfig {
+        ws::StreamConfig {
+            ws_base: self.ws_url.clone(),
+            symbols: self.symbols.clone(),
+            watchdog: Duration::from_secs(self.ws_watchdog_secs.max(1)),
+            planned_after: Duration::from_secs(self.ws_planned_reconnect_secs.max(1)),
+            backoff_min: Duration::from_millis(self.ws_backoff_min_ms.max(1)),
+            backoff_max: Duration::from_millis(self.ws_backoff_max_ms.max(self.ws_backoff_min_ms)),
+        }
+    }
+}
+
 /// Runs the collector until `shutdown` is cancelled.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), kit::KitError> {
-    let service = Service::start(services::COLLECTOR, env!("CARGO_PKG_VERSION"), config.kit, shutdown)?;
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), KitError> {
+    let mut service = Service::start(services::COLLECTOR, env!("CARGO_PKG_VERSION"), config.kit.clone(), shutdown)?;
+    let metrics = metrics::CollectorMetrics::register(service.telemetry.registry())?;
+    let governor = Arc::new(governor::Governor::new(config.rate_limit_share, Some(metrics.clone())));
+    let rest = rest::BinanceRest::new(&config.rest_url, governor, metrics.clone()).map_err(|e| KitError::Io(std::io::Error::other(e)))?;
+    let rest = Arc::new(rest);
+    let (publisher, watcher) = publish::Publisher::new(service.producer.clone(), service.telemetry.clone(), metrics.clone());
+    let publisher = Arc::new(publisher);
+    service.spawn("publish_watch", async move {
+        watcher.await;
+        Ok(())
+    });
+    service.spawn("exchange_info", load_limits(rest.clone(), service.telemetry.clone(), service.shutdown.clone()));
+    let streams = ws::Streams { config: config.stream_config(), publisher: publisher.clone(), metrics: metrics.clone(), telemetry: service.telemetry.clone() };
+    service.spawn("ws", streams.run(service.shutdown.clone()));
+    let interval = Duration::from_secs(config.heads_interval_secs);
+    let heads = heads::run(rest.clone(), publisher.clone(), config.symbols.clone(), interval, service.telemetry.clone(), service.shutdown.clone());
+    service.spawn("heads", heads);
+    spawn_backfill(&mut service, &config, rest, publisher, metrics)?;
     let app = service.ops_app();
     service.run(listener, app).await;
     Ok(())
+}
+
+fn spawn_backfill(service: &mut Service, config: &Config, rest: Arc<rest::BinanceRest>, publisher: Arc<publish::Publisher>, metrics: metrics::CollectorMetrics) -> Result<(), KitError> {
+    let client_id = format!("collector-backfill-{}", &service.identity.instance_id[..8]);
+    let consumer = kit::kafka::consumer(&config.kit.kafka_brokers, &client_id, &config.backfill_group, "earliest", service.kafka.clone())?;
+    let backfiller = backfill::Backfiller { rest, publisher, metrics, symbols: config.symbols.clone(), shutdown: service.shutdown.clone() };
+    let task = backfill::consume(backfiller, consumer, service.producer.clone(), service.telemetry.clone());
+    service.spawn("backfill", task);
+    Ok(())
+}
+
+/// Reads the weight limit from exchangeInfo, retrying with back-off until it succeeds.
+async fn load_limits(rest: Arc<rest::BinanceRest>, telemetry: kit::Telemetry, shutdown: CancellationToken) -> Result<(), KitError> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match rest.load_limits().await {
+            Ok(window) => {
+                tracing::info!(limit = window.limit, window = %window.label, "Binance request weight limit loaded");
+                return Ok(());
+            }
+            Err(err) => telemetry.error("exchange_info", &err),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn defaults_talk_to_the_real_binance() {
+        let c: Config = kit::config::parse_from_map(&HashMap::new()).expect("defaults");
+        assert_eq!(c.rest_url, "https://api.binance.com");
+        assert_eq!(c.ws_url, "wss://stream.binance.com:9443");
+        assert_eq!(c.symbols, ["BTCUSDT", "ETHUSDT", "BNBUSDT"]);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        for (k, v) in [("SYMBOLS", "BTC-USDT"), ("RATE_LIMIT_SHARE", "1.5"), ("HEADS_INTERVAL_SECS", "0")] {
+            let err = kit::config::parse_from_map::<Config>(&HashMap::from([(k, v)])).expect_err(k);
+            assert!(!err.to_string().is_empty());
+        }
+        let c: Config = kit::config::parse_from_map(&HashMap::from([("SYMBOLS", "btcusdt, ethusdt")])).expect("parses");
+        assert_eq!(c.symbols, ["BTCUSDT", "ETHUSDT"]);
+    }
 }

@@ -80,6 +80,8 @@ pub enum SessionCmd {
     Disconnect,
     /// Send `{"e":"serverShutdown"}` (then keep serving until the client leaves).
     ServerShutdown,
+    /// Send malformed frames: not JSON, a trade without a price, a negative quantity.
+    Garbage,
 }
 
 pub struct SymbolState {

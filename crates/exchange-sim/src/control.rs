@@ -65,6 +65,9 @@ fn post(app: &App, op: &str, body: &[u8]) -> Result<(), (StatusCode, Value)> {
         "/sim/disconnect" => {
             let _ = app.commands.send(SessionCmd::Disconnect);
         }
+        "/sim/garbage" => {
+            let _ = app.commands.send(SessionCmd::Garbage);
+        }
         "/sim/server-shutdown" => {
             let _ = app.commands.send(SessionCmd::ServerShutdown);
         }

@@ -20,6 +20,13 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+/// What `POST /sim/garbage` sends to every socket: three frames a client must reject.
+pub const MALFORMED: &[&str] = &[
+    "{not json",
+    r#"{"e":"aggTrade","E":1,"s":"BTCUSDT","a":1,"q":"1.0","f":1,"l":1,"T":1,"m":true,"M":true}"#,
+    r#"{"e":"aggTrade","E":1,"s":"BTCUSDT","a":1,"p":"1.0","q":"-5","f":1,"l":1,"T":1,"m":true,"M":true}"#,
+];
+
 /// Most events written before one flush.
 const BATCH: usize = 512;
 
@@ -109,6 +116,12 @@ impl Session {
             Ok(SessionCmd::ServerShutdown) => {
                 let event = json!({"e": "serverShutdown", "E": self.app.clock.now_ms()}).to_string();
                 ws.send(Message::text(event)).await.map_err(|_| "write_failed")
+            }
+            Ok(SessionCmd::Garbage) => {
+                for frame in MALFORMED {
+                    ws.send(Message::text(*frame)).await.map_err(|_| "write_failed")?;
+                }
+                Ok(())
             }
             Err(_) => Ok(()),
         }

@@ -234,3 +234,19 @@ async fn unknown_streams_are_refused() {
     assert!(tokio_tungstenite::connect_async(format!("{}/ws/nopeusdt@aggTrade", sim.ws)).await.is_err());
     assert!(tokio_tungstenite::connect_async(format!("{}/stream?streams=btcusdt@trade", sim.ws)).await.is_err());
 }
+
+#[tokio::test]
+async fn garbage_frames_reach_clients_and_the_stream_goes_on() {
+    let sim = sim(&[]).await;
+    let mut ws = connect(&format!("{}/ws/btcusdt@aggTrade", sim.ws)).await;
+    sim.control("garbage", json!({})).await;
+    let mut malformed = 0;
+    let deadline = tokio::time::Instant::now() + 2 * SEC;
+    while malformed < exchange_sim::ws::MALFORMED.len() {
+        let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout_at(deadline, ws.next()).await else { panic!("stream ended") };
+        if exchange_sim::ws::MALFORMED.contains(&t.as_str()) {
+            malformed += 1;
+        }
+    }
+    assert!(next_json(&mut ws, 2 * SEC).await.is_some(), "valid data follows");
+}

@@ -1,0 +1,172 @@
+//! Back-fill: takes requests from `sync.backfill.v1` (symbol, stream, id or time range),
+//! fetches the range over REST through the governor, page by page, and publishes it with
+//! `source = backfill`. A request's offset is stored only after all its records are
+//! delivered; a request that cannot be read goes to `sync.backfill.v1.dlq`.
+
+use crate::metrics::CollectorMetrics;
+use crate::publish::Publisher;
+use crate::rest::{BinanceRest, RestError, AGG_TRADES, KLINES};
+use kit::contract::topics;
+use kit::kafka::{self, KafkaContext};
+use kit::time::now_ms;
+use kit::Telemetry;
+use market::binance::{parse_agg_rows, parse_kline_rows};
+use market::{BackfillRange, BackfillRequest, Stream};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::FutureProducer;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const PAGE: usize = 1000;
+const KLINE_MS: i64 = 60_000;
+
+/// Why a request could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error("rest: {0}")]
+    Rest(#[from] RestError),
+    #[error("decode: {0}")]
+    Decode(#[from] market::binance::CodecError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("shutting down")]
+    Stopped,
+}
+
+pub struct Backfiller {
+    pub rest: Arc<BinanceRest>,
+    pub publisher: Arc<Publisher>,
+    pub metrics: CollectorMetrics,
+    pub symbols: Vec<String>,
+    pub shutdown: CancellationToken,
+}
+
+impl Backfiller {
+    /// Serves one request; returns how many records were published.
+    pub async fn handle(&self, req: &BackfillRequest) -> Result<usize, BackfillError> {
+        if !self.symbols.contains(&req.symbol) {
+            return Err(BackfillError::Invalid(format!("symbol {} is not collected", req.symbol)));
+        }
+        match (req.stream, &req.range) {
+            (Stream::AggTrade, BackfillRange::Ids { from_id, to_id }) if from_id <= to_id => self.aggs(&req.symbol, *from_id, *to_id).await,
+            (Stream::Kline, BackfillRange::Time { start_ms, end_ms }) if start_ms <= end_ms => self.klines(&req.symbol, *start_ms, *end_ms).await,
+            _ => Err(BackfillError::Invalid(format!("range {:?} does not fit stream {:?}", req.range, req.stream))),
+        }
+    }
+
+    async fn aggs(&self, symbol: &str, from: u64, to: u64) -> Result<usize, BackfillError> {
+        let (mut next, mut total) = (from, 0);
+        while next <= to {
+            let query = [("symbol", symbol.to_string()), ("fromId", next.to_string()), ("limit", PAGE.to_string())];
+            let body = self.get_retrying(AGG_TRADES, &query).await?;
+            let page: Vec<_> = parse_agg_rows(symbol, &body, now_ms())?.into_iter().filter(|t| t.agg_id <= to).collect();
+            let Some(last) = page.last().map(|t| t.agg_id) else { break };
+            self.publish(symbol, Stream::AggTrade, topics::AGGTRADES, &page).await?;
+            (next, total) = (last + 1, total + page.len());
+        }
+        Ok(total)
+    }
+
+    async fn klines(&self, symbol: &str, start: i64, end: i64) -> Result<usize, BackfillError> {
+        let (mut next, mut total) = (start, 0);
+        while next <= end {
+            let query = [("symbol", symbol.to_string()), ("interval", "1m".to_string()), ("startTime", next.to_string()), ("endTime", end.to_string()), ("limit", PAGE.to_string())];
+            let body = self.get_retrying(KLINES, &query).await?;
+            let page = parse_kline_rows(symbol, "1m", &body, now_ms())?;
+            let Some(last) = page.last().map(|k| k.open_time_ms) else { break };
+            self.publish(symbol, Stream::Kline, topics::KLINES, &page).await?;
+            (next, total) = (last + KLINE_MS, total + page.len());
+        }
+        Ok(total)
+    }
+
+    async fn publish<T: serde::Serialize>(&self, symbol: &str, stream: Stream, topic: &'static str, page: &[T]) -> Result<(), BackfillError> {
+        self.publisher.publish_all(topic, symbol, page).await?;
+        self.metrics.backfill_records.with_label_values(&[symbol, stream.as_str()]).inc_by(page.len() as u64);
+        Ok(())
+    }
+
+    /// Retries rate limits and transient failures (the governor makes them wait).
+    async fn get_retrying(&self, endpoint: crate::rest::Endpoint, query: &[(&str, String)]) -> Result<String, BackfillError> {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.rest.get(endpoint, query).await {
+                Ok(body) => return Ok(body),
+                Err(err) if err.retryable() => tracing::warn!(error = %err, "back-fill request failed; retrying"),
+                Err(err) => return Err(err.into()),
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(BackfillError::Stopped),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
+/// Reads a back-fill request, or says why it cannot.
+pub fn parse_request(payload: Option<&[u8]>) -> Result<BackfillRequest, String> {
+    let req: BackfillRequest = serde_json::from_slice(payload.ok_or("empty payload")?).map_err(|e| format!("not a back-fill request v1: {e}"))?;
+    if req.v != market::SCHEMA_VERSION {
+        return Err(format!("schema v{} is not supported", req.v));
+    }
+    Ok(req)
+}
+
+/// Consumes `sync.backfill.v1` until `shutdown`.
+pub async fn consume(
+    backfiller: Backfiller,
+    consumer: StreamConsumer<KafkaContext>,
+    producer: FutureProducer<KafkaContext>,
+    telemetry: Telemetry,
+) -> Result<(), kit::KitError> {
+    consumer.subscribe(&[topics::BACKFILL])?;
+    let shutdown = backfiller.shutdown.clone();
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            msg = consumer.recv() => msg,
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(err) => {
+                telemetry.error("kafka_consume", &err);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if handle_message(&backfiller, &msg, &producer, &telemetry).await {
+            consumer.store_offset_from_message(&msg)?;
+        }
+    }
+}
+
+/// Serves one message; whether its offset may be stored.
+async fn handle_message(b: &Backfiller, msg: &BorrowedMessage<'_>, producer: &FutureProducer<KafkaContext>, telemetry: &Telemetry) -> bool {
+    let req = match parse_request(msg.payload()) {
+        Ok(req) => req,
+        Err(reason) => {
+            telemetry.error("backfill_bad_request", &reason);
+            return kafka::dead_letter(producer, msg, &reason, &b.shutdown).await;
+        }
+    };
+    match b.handle(&req).await {
+        Ok(n) => {
+            tracing::info!(request_id = %req.request_id, symbol = %req.symbol, stream = req.stream.as_str(), records = n, "back-fill served");
+            true
+        }
+        Err(BackfillError::Stopped) => false,
+        Err(err @ BackfillError::Invalid(_)) => {
+            telemetry.error("backfill_bad_request", &err);
+            kafka::dead_letter(producer, msg, &err.to_string(), &b.shutdown).await
+        }
+        Err(err) => {
+            telemetry.error("backfill_failed", &err);
+            kafka::dead_letter(producer, msg, &err.to_string(), &b.shutdown).await
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The collector's metrics (names from `kit::contract::metrics`).
+
+use kit::contract::metrics as names;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct CollectorMetrics {
+    pub rate_limit_used: IntGaugeVec,
+    pub rate_limit_max: IntGaugeVec,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub rate_limited: IntCounterVec,
+    pub ws_connected: IntGaugeVec,
+    pub ws_reconnects: IntCounterVec,
+    pub ws_messages: IntCounterVec,
+    pub published: IntCounterVec,
+    pub backfill_records: IntCounterVec,
+}
+
+impl CollectorMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let buckets = vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let m = Self {
+            rate_limit_used: IntGaugeVec::new(Opts::new(names::BINANCE_RATE_LIMIT_USED, "Request weight used in the current window (Binance's header, or our count)."), &["limit", "interval"])?,
+            rate_limit_max: IntGaugeVec::new(Opts::new(names::BINANCE_RATE_LIMIT_MAX, "The exchange's limit, from exchangeInfo."), &["limit", "interval"])?,
+            requests: IntCounterVec::new(Opts::new(names::BINANCE_REQUESTS_TOTAL, "REST requests sent to Binance, by endpoint and HTTP status (or `error`)."), &["endpoint", "status"])?,
+            request_duration: HistogramVec::new(HistogramOpts::new(names::BINANCE_REQUEST_DURATION_SECONDS, "REST request latency.").buckets(buckets), &["endpoint"])?,
+            rate_limited: IntCounterVec::new(Opts::new(names::BINANCE_RATE_LIMITED_TOTAL, "429 and 418 answers received."), &["status"])?,
+            ws_connected: IntGaugeVec::new(Opts::new(names::BINANCE_WS_CONNECTED, "1 while the stream's WebSocket is connected."), &["stream"])?,
+            ws_reconnects: IntCounterVec::new(Opts::new(names::BINANCE_WS_RECONNECTS_TOTAL, "WebSocket reconnects, by reason."), &["reason"])?,
+            ws_messages: IntCounterVec::new(Opts::new(names::BINANCE_WS_MESSAGES_TOTAL, "Stream messages received."), &["stream"])?,
+            published: IntCounterVec::new(Opts::new(names::COLLECTOR_PUBLISHED_TOTAL, "Records delivered to Kafka."), &["topic"])?,
+            backfill_records: IntCounterVec::new(Opts::new(names::COLLECTOR_BACKFILL_RECORDS_TOTAL, "Records fetched by back-fill."), &["symbol", "stream"])?,
+        };
+        registry.register(Box::new(m.rate_limit_used.clone()))?;
+        registry.register(Box::new(m.rate_limit_max.clone()))?;
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.request_duration.clone()))?;
+        registry.register(Box::new(m.rate_limited.clone()))?;
+        registry.register(Box::new(m.ws_connected.clone()))?;
+        registry.register(Box::new(m.ws_reconnects.clone()))?;
+        registry.register(Box::new(m.ws_messages.clone()))?;
+        registry.register(Box::new(m.published.clone()))?;
+        registry.register(Box::new(m.backfill_records.clone()))?;
+        for status in ["429", "418"] {
+            m.rate_limited.with_label_values(&[status]);
+        }
+        Ok(m)
+    }
+}
