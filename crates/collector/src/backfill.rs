@@ -73,10 +73,11 @@ impl Backfiller {
 
     async fn klines(&self, symbol: &str, start: i64, end: i64) -> Result<usize, BackfillError> {
         let (mut next, mut total) = (start, 0);
+        let exchange_now = self.server_time_retrying().await?;
         while next <= end {
             let query = [("symbol", symbol.to_string()), ("interval", "1m".to_string()), ("startTime", next.to_string()), ("endTime", end.to_string()), ("limit", PAGE.to_string())];
             let body = self.get_retrying(KLINES, &query).await?;
-            let page = parse_kline_rows(symbol, "1m", &body, now_ms())?;
+            let page = parse_kline_rows(symbol, "1m", &body, exchange_now)?;
             let Some(last) = page.last().map(|k| k.open_time_ms) else { break };
             self.publish(symbol, Stream::Kline, topics::KLINES, &page).await?;
             (next, total) = (last + KLINE_MS, total + page.len());
@@ -88,6 +89,12 @@ impl Backfiller {
         self.publisher.publish_all(topic, symbol, page).await?;
         self.metrics.backfill_records.with_label_values(&[symbol, stream.as_str()]).inc_by(page.len() as u64);
         Ok(())
+    }
+
+    async fn server_time_retrying(&self) -> Result<i64, BackfillError> {
+        let body = self.get_retrying(crate::rest::TIME, &[]).await?;
+        let value: serde_json::Value = serde_json::from_str(&body).map_err(market::binance::CodecError::from)?;
+        value["serverTime"].as_i64().ok_or_else(|| BackfillError::Invalid(format!("no serverTime in {body}")))
     }
 
     /// Retries rate limits and transient failures (the governor makes them wait).

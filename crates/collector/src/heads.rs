@@ -1,5 +1,5 @@
 //! Heads: every interval, the exchange's newest aggregate trade id and newest closed 1m
-//! kline per symbol (two cheap requests through the governor) go to `market.heads.v1`,
+//! kline per symbol (three cheap requests through the governor: weight 4 + 2 + 1) go to `market.heads.v1`,
 //! so sync-verifier can count what it is missing.
 
 use crate::publish::Publisher;
@@ -19,9 +19,10 @@ pub async fn sample(rest: &BinanceRest, symbol: &str) -> Result<Head, String> {
     let s = symbol.to_string();
     let aggs = rest.get(AGG_TRADES, &[("symbol", s.clone()), ("limit", "1".into())]).await.map_err(|e: RestError| e.to_string())?;
     let klines = rest.get(KLINES, &[("symbol", s.clone()), ("interval", "1m".into()), ("limit", "2".into())]).await.map_err(|e| e.to_string())?;
+    let exchange_now = rest.server_time().await.map_err(|e| e.to_string())?;
     let now = now_ms();
     let last_agg_id = parse_agg_rows(symbol, &aggs, now).map_err(|e| e.to_string())?.last().map(|t| t.agg_id);
-    let last_closed = parse_kline_rows(symbol, "1m", &klines, now).map_err(|e| e.to_string())?.last().map(|k| k.open_time_ms);
+    let last_closed = parse_kline_rows(symbol, "1m", &klines, exchange_now).map_err(|e| e.to_string())?.last().map(|k| k.open_time_ms);
     Ok(Head { v: SCHEMA_VERSION, symbol: s, last_agg_id, last_closed_kline_open_ms: last_closed, interval: "1m".into(), observed_at_ms: now })
 }
 

@@ -19,7 +19,7 @@ pub mod ws;
 use clap::Parser;
 use kit::app::Service;
 use kit::config::KitConfig;
-use kit::contract::{ports, services};
+use kit::contract::{ports, services, topics};
 use kit::KitError;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -109,7 +109,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     });
     service.spawn("exchange_info", load_limits(rest.clone(), service.telemetry.clone(), service.shutdown.clone()));
     let streams = ws::Streams { config: config.stream_config(), publisher: publisher.clone(), metrics: metrics.clone(), telemetry: service.telemetry.clone() };
-    service.spawn("ws", streams.run(service.shutdown.clone()));
+    let (producer, shutdown, p) = (service.producer.clone(), service.shutdown.clone(), publisher.clone());
+    service.spawn("ws", async move {
+        p.set_partitions(kit::kafka::partition_counts(&producer, &[topics::AGGTRADES, topics::KLINES, topics::HEADS], &shutdown).await);
+        streams.run(shutdown).await
+    });
     let interval = Duration::from_secs(config.heads_interval_secs);
     let heads = heads::run(rest.clone(), publisher.clone(), config.symbols.clone(), interval, service.telemetry.clone(), service.shutdown.clone());
     service.spawn("heads", heads);

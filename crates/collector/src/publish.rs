@@ -30,6 +30,8 @@ pub struct Publisher {
     last_agg: Mutex<HashMap<String, u64>>,
     last_kline: Mutex<HashMap<String, i64>>,
     pending: mpsc::Sender<Pending>,
+    /// Partition counts per topic, learned before the first record (see `set_partitions`).
+    partitions: std::sync::RwLock<HashMap<String, i32>>,
 }
 
 impl Publisher {
@@ -37,8 +39,18 @@ impl Publisher {
     pub fn new(producer: FutureProducer<KafkaContext>, telemetry: Telemetry, metrics: CollectorMetrics) -> (Self, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::channel(100_000);
         let watcher = watch_deliveries(rx, telemetry.clone(), metrics.clone());
-        let me = Self { producer, telemetry, metrics, last_agg: Mutex::default(), last_kline: Mutex::default(), pending: tx };
+        let me = Self { producer, telemetry, metrics, last_agg: Mutex::default(), last_kline: Mutex::default(), pending: tx, partitions: Default::default() };
         (me, watcher)
+    }
+
+    /// Adopts the topics' partition counts; records are then sent to `partition_of(key)`.
+    pub fn set_partitions(&self, counts: HashMap<String, i32>) {
+        *self.partitions.write().unwrap_or_else(|p| p.into_inner()) = counts;
+    }
+
+    fn partition(&self, topic: &str, key: &str) -> Option<i32> {
+        let counts = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+        counts.get(topic).map(|n| kit::kafka::partition_of(key, *n))
     }
 
     /// Publishes a streamed trade unless an equal or newer id was already published.
@@ -90,8 +102,12 @@ impl Publisher {
                 return None;
             }
         };
+        let partition = self.partition(topic, key);
         loop {
-            let record = FutureRecord::to(topic).key(key).payload(&payload);
+            let mut record = FutureRecord::to(topic).key(key).payload(&payload);
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
             match self.producer.send_result(record) {
                 Ok(future) => return Some(future),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => tokio::time::sleep(Duration::from_millis(5)).await,

@@ -31,6 +31,7 @@ pub struct Endpoint {
     pub weight: u32,
 }
 
+pub const TIME: Endpoint = Endpoint { path: "/api/v3/time", weight: 1 };
 pub const EXCHANGE_INFO: Endpoint = Endpoint { path: "/api/v3/exchangeInfo", weight: 20 };
 pub const AGG_TRADES: Endpoint = Endpoint { path: "/api/v3/aggTrades", weight: 4 };
 pub const KLINES: Endpoint = Endpoint { path: "/api/v3/klines", weight: 2 };
@@ -88,6 +89,13 @@ impl BinanceRest {
             500..=599 | 403 => Err(RestError::Transient { endpoint, reason: format!("HTTP {status}: {body}") }),
             _ => Err(RestError::Api { endpoint, status, body }),
         }
+    }
+
+    /// The exchange's clock (ms): whether a kline has closed is the exchange's call.
+    pub async fn server_time(&self) -> Result<i64, RestError> {
+        let body = self.get(TIME, &[]).await?;
+        let value: serde_json::Value = serde_json::from_str(&body).map_err(|e| RestError::Transient { endpoint: TIME.path, reason: e.to_string() })?;
+        value["serverTime"].as_i64().ok_or_else(|| RestError::Api { endpoint: TIME.path, status: 200, body })
     }
 
     /// Reads REQUEST_WEIGHT from exchangeInfo and configures the governor with it.

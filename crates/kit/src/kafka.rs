@@ -16,6 +16,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -144,6 +145,43 @@ pub fn probe(producer: FutureProducer<KafkaContext>) -> Probe {
     })
 }
 
+/// The partition count of each of `topics`, asking the brokers (retrying while they are
+/// away) until every topic has partitions. Producers that choose partitions themselves
+/// (see [`partition_of`]) never leave records in librdkafka's unassigned queue, where the
+/// first records of a key could be sent after later ones.
+pub async fn partition_counts(producer: &FutureProducer<KafkaContext>, topics: &[&str], shutdown: &CancellationToken) -> HashMap<String, i32> {
+    let mut counts = HashMap::new();
+    for topic in topics {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let (p, t) = (producer.clone(), topic.to_string());
+            let fetched = tokio::task::spawn_blocking(move || {
+                p.client().fetch_metadata(Some(&t), Duration::from_secs(5)).map(|m| m.topics().first().map_or(0, |x| x.partitions().len()))
+            })
+            .await;
+            if let Ok(Ok(n)) = fetched {
+                if n > 0 {
+                    counts.insert(topic.to_string(), i32::try_from(n).unwrap_or(1));
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return counts,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+    counts
+}
+
+/// The partition of `key` among `count`: a stable FNV-1a hash, so one symbol's records
+/// always share a partition (and so keep their order).
+pub fn partition_of(key: &str, count: i32) -> i32 {
+    let hash = key.bytes().fold(0x811C_9DC5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    i32::try_from(hash % u32::try_from(count.max(1)).unwrap_or(1)).unwrap_or(0)
+}
+
 /// Sends a message that could not be read to `<topic>.dlq`, unchanged (key and payload),
 /// with the reason and its origin in headers, retrying until it is written or `shutdown`.
 /// Returns whether it was written, so the caller stores the offset only then.
@@ -212,6 +250,16 @@ mod tests {
         let text = telemetry.encode().expect("encode");
         assert!(text.contains(r#"kafka_consumer_lag{partition="0",topic="market.klines.v1"} 60"#), "{text}");
         assert!(!text.contains(r#"partition="-1""#));
+    }
+
+    #[test]
+    fn a_key_always_maps_to_the_same_partition_in_range() {
+        for key in ["BTCUSDT", "ETHUSDT", ""] {
+            let p = partition_of(key, 6);
+            assert!((0..6).contains(&p));
+            assert_eq!(p, partition_of(key, 6));
+        }
+        assert_eq!(partition_of("BTCUSDT", 1), 0);
     }
 
     #[test]
