@@ -16,9 +16,11 @@ pub fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
-/// Symbols unique to one test run, e.g. `T4821AUSDT`.
+/// Symbols unique to one test (process, clock and a counter), e.g. `T48213AUSDT`.
 pub fn symbols(n: usize) -> Vec<String> {
-    let tag = format!("{}{}", std::process::id(), kit::time::now_ms() % 100_000);
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let tag = format!("{}{}X{serial}", std::process::id(), kit::time::now_ms() % 100_000);
     (0..n).map(|i| format!("T{tag}{}USDT", (b'A' + i as u8) as char)).collect()
 }
 
