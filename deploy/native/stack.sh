@@ -9,6 +9,7 @@
 #   stack.sh start NAME     start one part (e.g. after a test killed it)
 #   stack.sh stop NAME      stop one part
 #
+# BINANCE=sim points the collector at the bundled exchange-sim instead of the real Binance.
 # Layout: binaries in .cache/bin, Kafka jars in .cache/kafka/libs, state, logs and pid
 # files in .cache/run/{data,logs,pids}. Everything is bound to 127.0.0.1.
 set -euo pipefail
@@ -249,6 +250,14 @@ service_env() { # name -> env assignments for a Rust service
   echo "LISTEN_ADDR=127.0.0.1:$port KAFKA_BROKERS=127.0.0.1:9092 DATABASE_URL=$DB_URL RUST_LOG=${RUST_LOG:-info}"
 }
 
+# BINANCE=sim points the collector at exchange-sim (offline demos, tests); the default is
+# the real Binance, as in production.
+collector_env() {
+  if [ "${BINANCE:-real}" = sim ]; then
+    echo "BINANCE_REST_URL=http://127.0.0.1:9180 BINANCE_WS_URL=ws://127.0.0.1:9180"
+  fi
+}
+
 start_part() {
   local name=$1
   if [ "$name" != postgres ] && alive "$name"; then return; fi
@@ -267,7 +276,7 @@ start_part() {
       spawn prometheus "$BIN/prometheus" --config.file="$RUN/prometheus/prometheus.yml" \
         --storage.tsdb.path="$DATA/prometheus" --web.listen-address=127.0.0.1:9090 --web.enable-lifecycle ;;
     node-exporter) spawn node-exporter "$BIN/node_exporter" --web.listen-address=127.0.0.1:9100 ;;
-    collector) spawn collector env $(service_env 9101) "$TARGET/collector" ;;
+    collector) spawn collector env $(service_env 9101) $(collector_env) "$TARGET/collector" ;;
     sync-verifier) spawn sync-verifier env $(service_env 9102) "$TARGET/sync-verifier" ;;
     restart-watcher) spawn restart-watcher env $(service_env 9103) "$TARGET/restart-watcher" ;;
     *) die "unknown part '$name' (parts: ${PARTS[*]})" ;;
