@@ -14,6 +14,7 @@ pub mod error;
 pub mod heartbeat;
 pub mod http;
 pub mod kafka;
+pub mod restarts;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

@@ -1,11 +1,19 @@
 //! sync-verifier: persists market data to PostgreSQL and proves it complete and current:
-//! continuity per symbol and stream, a gap ledger, back-fill requests, and how far behind
-//! the exchange's head each stream is.
+//! continuity per symbol and stream, a gap ledger, back-fill requests until each gap heals,
+//! mismatches between streamed and back-filled versions, and how far each stream is behind
+//! the exchange's head.
 //!
 //! It must not call Binance (the collector owns that traffic): gaps are healed by asking
-//! the collector over `sync.backfill.v1`. Today it runs the service frame with the database
-//! (migrations, readiness); consumption, continuity and healing land with issue 5.
+//! the collector over `sync.backfill.v1`. Offsets are stored only after the database
+//! commit; unreadable messages go to `<topic>.dlq`; on restart it resumes from the
+//! database, not from memory.
 #![forbid(unsafe_code)]
+
+pub mod continuity;
+pub mod metrics;
+pub mod pipeline;
+pub mod store;
+pub mod verifier;
 
 use clap::Parser;
 use kit::app::Service;
@@ -26,42 +34,60 @@ pub struct Config {
     /// Address of the ops server (/metrics, /healthz, /readyz).
     #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::SYNC_VERIFIER)))]
     pub listen: SocketAddr,
-
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://nghenhan:nghenhan@127.0.0.1:5432/nghenhan")]
     pub database_url: String,
-
+    /// Kafka consumer group (more instances split the partitions).
+    #[arg(long, env = "CONSUMER_GROUP", default_value = "sync-verifier")]
+    pub consumer_group: String,
+    /// Most records written in one transaction.
+    #[arg(long, env = "BATCH_MAX", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch_max: u64,
+    /// Longest wait to fill a batch, in milliseconds.
+    #[arg(long, env = "BATCH_WAIT_MS", default_value_t = 100)]
+    pub batch_wait_ms: u64,
+    /// A stream lagging more than this (seconds; klines: plus their interval) is not in sync.
+    #[arg(long, env = "SYNC_MAX_LAG_SECS", default_value_t = 30)]
+    pub max_lag_secs: u64,
+    /// First re-send of an unhealed gap's back-fill request, in seconds (then doubling, capped at 5 min).
+    #[arg(long, env = "BACKFILL_RETRY_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub backfill_retry_secs: u64,
     #[command(flatten)]
     pub kit: KitConfig,
 }
 
 /// Runs the verifier until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), kit::KitError> {
-    let mut service = Service::start(services::SYNC_VERIFIER, env!("CARGO_PKG_VERSION"), config.kit, shutdown)?;
+    let mut service = Service::start(services::SYNC_VERIFIER, env!("CARGO_PKG_VERSION"), config.kit.clone(), shutdown)?;
     let pool = PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(3))
         .connect_lazy(&config.database_url)
         .map_err(|e| kit::KitError::Io(std::io::Error::other(format!("DATABASE_URL: {e}"))))?;
-    service.spawn("db_migrate", migrate_until_done(pool.clone(), service.telemetry.clone(), service.shutdown.clone()));
+    let metrics = metrics::SyncMetrics::register(service.telemetry.registry())?;
+    let client_id = format!("sync-verifier-{}", &service.identity.instance_id[..8]);
+    let consumer = kit::kafka::consumer(&config.kit.kafka_brokers, &client_id, &config.consumer_group, "earliest", service.kafka.clone())?;
+    let pipeline = pipeline::Pipeline::new(config, pool.clone(), metrics, service.producer.clone(), service.telemetry.clone(), service.shutdown.clone());
+    let pipeline = Arc::new(pipeline);
+    service.spawn("verify", pipeline.clone().run(consumer));
     let app = service.ops_app().probe("postgres", pg_probe(pool));
     service.run(listener, app).await;
     Ok(())
 }
 
 /// Applies the embedded migrations, retrying with capped back-off while the database is away.
-async fn migrate_until_done(pool: PgPool, telemetry: kit::Telemetry, shutdown: CancellationToken) -> Result<(), kit::KitError> {
+pub async fn migrate_until_done(pool: &PgPool, telemetry: &kit::Telemetry, shutdown: &CancellationToken) -> bool {
     let mut delay = Duration::from_millis(500);
     loop {
-        match sqlx::migrate!("./migrations").run(&pool).await {
+        match sqlx::migrate!("./migrations").run(pool).await {
             Ok(()) => {
                 tracing::info!("database migrations applied");
-                return Ok(());
+                return true;
             }
             Err(err) => telemetry.error("db_migrate", &err),
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return false,
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(10));

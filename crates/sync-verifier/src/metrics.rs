@@ -1,0 +1,56 @@
+//! sync-verifier's metrics (names from `kit::contract::metrics`).
+
+use kit::contract::metrics as names;
+use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct SyncMetrics {
+    pub last_event: GaugeVec,
+    pub lag: GaugeVec,
+    pub missing: IntGaugeVec,
+    pub gaps_open: IntGaugeVec,
+    pub gaps_detected: IntCounterVec,
+    pub gaps_healed: IntCounterVec,
+    pub heal_seconds: Histogram,
+    pub persisted: IntCounterVec,
+    pub duplicates: IntCounterVec,
+    pub mismatches: IntCounterVec,
+    pub in_sync: IntGaugeVec,
+}
+
+impl SyncMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let ss = &["symbol", "stream"];
+        let heal_buckets = vec![1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+        let m = Self {
+            last_event: GaugeVec::new(Opts::new(names::SYNC_LAST_EVENT_TIMESTAMP_SECONDS, "Exchange time of the newest stored record."), ss)?,
+            lag: GaugeVec::new(Opts::new(names::SYNC_LAG_SECONDS, "Now minus the exchange time of the newest stored record."), ss)?,
+            missing: IntGaugeVec::new(Opts::new(names::SYNC_MISSING_RECORDS, "Records between the contiguous watermark and the exchange head, not stored."), ss)?,
+            gaps_open: IntGaugeVec::new(Opts::new(names::SYNC_GAPS_OPEN, "Gaps not yet healed."), ss)?,
+            gaps_detected: IntCounterVec::new(Opts::new(names::SYNC_GAPS_DETECTED_TOTAL, "Gaps opened."), ss)?,
+            gaps_healed: IntCounterVec::new(Opts::new(names::SYNC_GAPS_HEALED_TOTAL, "Gaps healed."), ss)?,
+            heal_seconds: Histogram::with_opts(HistogramOpts::new(names::SYNC_GAP_HEAL_SECONDS, "Time from a gap's detection to its healing.").buckets(heal_buckets))?,
+            persisted: IntCounterVec::new(Opts::new(names::SYNC_RECORDS_PERSISTED_TOTAL, "Records newly stored."), &["stream"])?,
+            duplicates: IntCounterVec::new(Opts::new(names::SYNC_DUPLICATES_TOTAL, "Records received again (already stored)."), &["stream"])?,
+            mismatches: IntCounterVec::new(Opts::new(names::SYNC_MISMATCHES_TOTAL, "Records received again with different data."), &["stream"])?,
+            in_sync: IntGaugeVec::new(Opts::new(names::SYNC_IN_SYNC, "1 when the stream has no open gap, nothing missing and a small lag."), ss)?,
+        };
+        registry.register(Box::new(m.last_event.clone()))?;
+        registry.register(Box::new(m.lag.clone()))?;
+        registry.register(Box::new(m.missing.clone()))?;
+        registry.register(Box::new(m.gaps_open.clone()))?;
+        registry.register(Box::new(m.gaps_detected.clone()))?;
+        registry.register(Box::new(m.gaps_healed.clone()))?;
+        registry.register(Box::new(m.heal_seconds.clone()))?;
+        registry.register(Box::new(m.persisted.clone()))?;
+        registry.register(Box::new(m.duplicates.clone()))?;
+        registry.register(Box::new(m.mismatches.clone()))?;
+        registry.register(Box::new(m.in_sync.clone()))?;
+        for stream in ["aggTrade", "kline"] {
+            for c in [&m.persisted, &m.duplicates, &m.mismatches] {
+                c.with_label_values(&[stream]);
+            }
+        }
+        Ok(m)
+    }
+}

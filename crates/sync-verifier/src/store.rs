@@ -1,0 +1,244 @@
+//! PostgreSQL: batched idempotent writes (UNNEST … ON CONFLICT DO NOTHING), the gap
+//! ledger and the continuity state the verifier resumes from.
+
+use crate::continuity::Gap;
+use market::{AggTrade, Kline, Source, Stream};
+use sqlx::{PgConnection, PgPool, Row};
+
+pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
+
+fn source(s: &str) -> Source {
+    if s == "backfill" { Source::Backfill } else { Source::Ws }
+}
+
+/// Inserts new trades; returns the ids that were new (the others were already stored).
+pub async fn insert_aggs(tx: &mut PgConnection, rows: &[AggTrade]) -> sqlx::Result<Vec<i64>> {
+    let col = |f: fn(&AggTrade) -> String| rows.iter().map(f).collect::<Vec<String>>();
+    let int = |f: fn(&AggTrade) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+    sqlx::query_scalar(
+        "INSERT INTO aggtrades (symbol, agg_id, price, qty, first_trade_id, last_trade_id, trade_time_ms, buyer_is_maker, source, received_at_ms)
+         SELECT s, a, p::numeric, q::numeric, f, l, t, m, src, r
+         FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bool[], $9::text[], $10::bigint[])
+              AS x(s, a, p, q, f, l, t, m, src, r)
+         ON CONFLICT (symbol, agg_id) DO NOTHING
+         RETURNING agg_id",
+    )
+    .bind(col(|r| r.symbol.clone()))
+    .bind(int(|r| r.agg_id as i64))
+    .bind(col(|r| r.price.clone()))
+    .bind(col(|r| r.qty.clone()))
+    .bind(int(|r| r.first_trade_id as i64))
+    .bind(int(|r| r.last_trade_id as i64))
+    .bind(int(|r| r.trade_time_ms))
+    .bind(rows.iter().map(|r| r.buyer_is_maker).collect::<Vec<bool>>())
+    .bind(col(|r| r.source.as_str().to_string()))
+    .bind(int(|r| r.received_at_ms))
+    .fetch_all(tx)
+    .await
+}
+
+/// The stored versions of `ids` of `symbol`.
+pub async fn stored_aggs(tx: &mut PgConnection, symbol: &str, ids: &[i64]) -> sqlx::Result<Vec<AggTrade>> {
+    let rows = sqlx::query(
+        "SELECT agg_id, price::text AS price, qty::text AS qty, first_trade_id, last_trade_id, trade_time_ms, buyer_is_maker, source, received_at_ms
+         FROM aggtrades WHERE symbol = $1 AND agg_id = ANY($2)",
+    )
+    .bind(symbol)
+    .bind(ids)
+    .fetch_all(tx)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AggTrade {
+                v: 1,
+                symbol: symbol.to_string(),
+                agg_id: r.try_get::<i64, _>("agg_id")? as u64,
+                price: r.try_get("price")?,
+                qty: r.try_get("qty")?,
+                first_trade_id: r.try_get::<i64, _>("first_trade_id")? as u64,
+                last_trade_id: r.try_get::<i64, _>("last_trade_id")? as u64,
+                trade_time_ms: r.try_get("trade_time_ms")?,
+                buyer_is_maker: r.try_get("buyer_is_maker")?,
+                event_time_ms: None,
+                received_at_ms: r.try_get("received_at_ms")?,
+                source: source(&r.try_get::<String, _>("source")?),
+            })
+        })
+        .collect()
+}
+
+/// Inserts new klines; returns the open times that were new.
+pub async fn insert_klines(tx: &mut PgConnection, rows: &[Kline]) -> sqlx::Result<Vec<i64>> {
+    let col = |f: fn(&Kline) -> String| rows.iter().map(f).collect::<Vec<String>>();
+    let int = |f: fn(&Kline) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+    let opt = |f: fn(&Kline) -> Option<i64>| rows.iter().map(f).collect::<Vec<Option<i64>>>();
+    sqlx::query_scalar(
+        "INSERT INTO klines (symbol, interval, open_time_ms, close_time_ms, open, high, low, close, volume, quote_volume, trades,
+                             taker_buy_base, taker_buy_quote, source, received_at_ms, first_trade_id, last_trade_id)
+         SELECT s, i, t, ct, o::numeric, h::numeric, l::numeric, c::numeric, v::numeric, qv::numeric, n, tb::numeric, tq::numeric, src, r, f, lt
+         FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                     $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[])
+              AS x(s, i, t, ct, o, h, l, c, v, qv, n, tb, tq, src, r, f, lt)
+         ON CONFLICT (symbol, interval, open_time_ms) DO NOTHING
+         RETURNING open_time_ms",
+    )
+    .bind(col(|r| r.symbol.clone()))
+    .bind(col(|r| r.interval.clone()))
+    .bind(int(|r| r.open_time_ms))
+    .bind(int(|r| r.close_time_ms))
+    .bind(col(|r| r.open.clone()))
+    .bind(col(|r| r.high.clone()))
+    .bind(col(|r| r.low.clone()))
+    .bind(col(|r| r.close.clone()))
+    .bind(col(|r| r.volume.clone()))
+    .bind(col(|r| r.quote_volume.clone()))
+    .bind(int(|r| r.trades as i64))
+    .bind(col(|r| r.taker_buy_base.clone()))
+    .bind(col(|r| r.taker_buy_quote.clone()))
+    .bind(col(|r| r.source.as_str().to_string()))
+    .bind(int(|r| r.received_at_ms))
+    .bind(opt(|r| r.first_trade_id))
+    .bind(opt(|r| r.last_trade_id))
+    .fetch_all(tx)
+    .await
+}
+
+/// The stored versions of klines of `symbol` at `open_times`.
+pub async fn stored_klines(tx: &mut PgConnection, symbol: &str, interval: &str, open_times: &[i64]) -> sqlx::Result<Vec<Kline>> {
+    let rows = sqlx::query(
+        "SELECT open_time_ms, close_time_ms, open::text AS open, high::text AS high, low::text AS low, close::text AS close,
+                volume::text AS volume, quote_volume::text AS quote_volume, trades, taker_buy_base::text AS tbb,
+                taker_buy_quote::text AS tbq, source, received_at_ms, first_trade_id, last_trade_id
+         FROM klines WHERE symbol = $1 AND interval = $2 AND open_time_ms = ANY($3)",
+    )
+    .bind(symbol)
+    .bind(interval)
+    .bind(open_times)
+    .fetch_all(tx)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Kline {
+                v: 1,
+                symbol: symbol.to_string(),
+                interval: interval.to_string(),
+                open_time_ms: r.try_get("open_time_ms")?,
+                close_time_ms: r.try_get("close_time_ms")?,
+                open: r.try_get("open")?,
+                high: r.try_get("high")?,
+                low: r.try_get("low")?,
+                close: r.try_get("close")?,
+                volume: r.try_get("volume")?,
+                quote_volume: r.try_get("quote_volume")?,
+                trades: r.try_get::<i64, _>("trades")? as u64,
+                taker_buy_base: r.try_get("tbb")?,
+                taker_buy_quote: r.try_get("tbq")?,
+                first_trade_id: r.try_get("first_trade_id")?,
+                last_trade_id: r.try_get("last_trade_id")?,
+                event_time_ms: None,
+                received_at_ms: r.try_get("received_at_ms")?,
+                source: source(&r.try_get::<String, _>("source")?),
+            })
+        })
+        .collect()
+}
+
+pub async fn save_state(tx: &mut PgConnection, symbol: &str, stream: Stream, max_seen: i64, last_event_ms: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO stream_state (symbol, stream, max_seen, last_event_ms) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (symbol, stream) DO UPDATE SET max_seen = GREATEST(stream_state.max_seen, EXCLUDED.max_seen),
+             last_event_ms = GREATEST(stream_state.last_event_ms, EXCLUDED.last_event_ms), updated_at = now()",
+    )
+    .bind(symbol)
+    .bind(stream.as_str())
+    .bind(max_seen)
+    .bind(last_event_ms)
+    .execute(tx)
+    .await
+    .map(|_| ())
+}
+
+pub async fn open_gap(tx: &mut PgConnection, symbol: &str, stream: Stream, gap: &Gap, cause: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar("INSERT INTO gaps (symbol, stream, first_missing, last_missing, cause) VALUES ($1, $2, $3, $4, $5) RETURNING id")
+        .bind(symbol)
+        .bind(stream.as_str())
+        .bind(gap.first)
+        .bind(gap.last)
+        .bind(cause)
+        .fetch_one(tx)
+        .await
+}
+
+/// Closes a gap; returns how long it was open, in seconds.
+pub async fn heal_gap(tx: &mut PgConnection, id: i64) -> sqlx::Result<f64> {
+    sqlx::query_scalar(
+        "UPDATE gaps SET healed_at = now(), heal_seconds = EXTRACT(EPOCH FROM now() - opened_at)::float8
+         WHERE id = $1 RETURNING heal_seconds",
+    )
+    .bind(id)
+    .fetch_one(tx)
+    .await
+}
+
+pub async fn count_request(pool: &PgPool, id: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE gaps SET backfill_requests = backfill_requests + 1 WHERE id = $1").bind(id).execute(pool).await.map(|_| ())
+}
+
+/// Stored continuity state: (symbol, stream, max_seen, last_event_ms).
+pub async fn load_states(pool: &PgPool) -> sqlx::Result<Vec<(String, String, i64, i64)>> {
+    sqlx::query_as("SELECT symbol, stream, max_seen, last_event_ms FROM stream_state").fetch_all(pool).await
+}
+
+/// Open gaps with the keys that are still missing from the tables.
+pub async fn load_open_gaps(pool: &PgPool, step_of: impl Fn(&str) -> i64) -> sqlx::Result<Vec<(String, String, Gap)>> {
+    let rows: Vec<(i64, String, String, i64, i64)> =
+        sqlx::query_as("SELECT id, symbol, stream, first_missing, last_missing FROM gaps WHERE healed_at IS NULL ORDER BY id").fetch_all(pool).await?;
+    let mut gaps = Vec::new();
+    for (id, symbol, stream, first, last) in rows {
+        let present: Vec<i64> = if stream == Stream::AggTrade.as_str() {
+            sqlx::query_scalar("SELECT agg_id FROM aggtrades WHERE symbol = $1 AND agg_id BETWEEN $2 AND $3 ORDER BY agg_id")
+        } else {
+            sqlx::query_scalar("SELECT open_time_ms FROM klines WHERE symbol = $1 AND open_time_ms BETWEEN $2 AND $3 ORDER BY open_time_ms")
+        }
+        .bind(&symbol)
+        .bind(first)
+        .bind(last)
+        .fetch_all(pool)
+        .await?;
+        let step = step_of(&stream);
+        let mut gap = Gap::new(first, last);
+        gap.id = id;
+        gap.missing = missing_ranges(first, last, step, &present);
+        gaps.push((symbol, stream, gap));
+    }
+    Ok(gaps)
+}
+
+/// The ranges of `first..=last` (in steps) not in the sorted `present`.
+pub fn missing_ranges(first: i64, last: i64, step: i64, present: &[i64]) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut next = first;
+    for &k in present {
+        if k > next {
+            out.push((next, k - step));
+        }
+        next = next.max(k + step);
+    }
+    if next <= last {
+        out.push((next, last));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_ranges_are_the_complement_of_what_is_present() {
+        assert_eq!(missing_ranges(1, 10, 1, &[]), vec![(1, 10)]);
+        assert_eq!(missing_ranges(1, 10, 1, &[1, 2, 5, 10]), vec![(3, 4), (6, 9)]);
+        assert_eq!(missing_ranges(0, 180, 60, &[60]), vec![(0, 0), (120, 180)]);
+        assert!(missing_ranges(1, 3, 1, &[1, 2, 3]).is_empty());
+    }
+}

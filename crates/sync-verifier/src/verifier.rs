@@ -1,0 +1,241 @@
+//! The verifier's core: applies a batch of records to the database and to the continuity
+//! state of each (symbol, stream) in one transaction, and says what to do once it commits
+//! (back-fill requests to send, metrics to move). State changes are made on a copy that
+//! replaces the live state only after the commit, so a failed transaction changes nothing.
+
+use crate::continuity::{Effect, Gap, Stream as Continuity};
+use crate::store;
+use kit::restarts::RestartEvent;
+use market::{AggTrade, BackfillRange, BackfillRequest, Head, Kline, Stream};
+use sqlx::PgConnection;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+pub const KLINE_STEP_MS: i64 = 60_000;
+
+/// One decoded message.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Agg(AggTrade),
+    Kline(Kline),
+    Head(Head),
+    Restart(RestartEvent),
+}
+
+pub type Key = (String, Stream);
+
+#[derive(Debug, Clone)]
+pub struct StreamState {
+    pub continuity: Continuity,
+    pub last_event_ms: i64,
+}
+
+/// What a committed batch did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub requests: Vec<(i64, BackfillRequest)>,
+    pub opened: Vec<Key>,
+    pub healed: Vec<(Key, f64)>,
+    pub persisted: BTreeMap<Stream, u64>,
+    pub duplicates: BTreeMap<Stream, u64>,
+    pub mismatches: BTreeMap<Stream, u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Verifier {
+    pub streams: HashMap<Key, StreamState>,
+    pub heads: HashMap<Key, i64>,
+    restarts: VecDeque<RestartEvent>,
+}
+
+pub fn step_of(stream: Stream) -> i64 {
+    match stream {
+        Stream::AggTrade => 1,
+        Stream::Kline => KLINE_STEP_MS,
+    }
+}
+
+/// Keyed records of one stream: (symbol, key, event time) plus the records.
+struct Keyed {
+    stream: Stream,
+    rows: Vec<(String, i64, i64)>,
+}
+
+impl Verifier {
+    /// State as stored: continuity per stream and the gaps still open.
+    pub fn resume(states: Vec<(String, String, i64, i64)>, gaps: Vec<(String, String, Gap)>) -> Self {
+        let mut v = Self::default();
+        for (symbol, stream, max_seen, last_event_ms) in states {
+            let Some(stream) = parse_stream(&stream) else { continue };
+            let continuity = Continuity::resume(step_of(stream), Some(max_seen), Vec::new());
+            v.streams.insert((symbol, stream), StreamState { continuity, last_event_ms });
+        }
+        for (symbol, stream, gap) in gaps {
+            if let Some(s) = parse_stream(&stream).and_then(|st| v.streams.get_mut(&(symbol, st))) {
+                s.continuity.gaps.push(gap);
+            }
+        }
+        v
+    }
+
+    /// Applies `batch` within `tx`; the caller commits, then calls [`Verifier::commit`].
+    pub async fn apply(&self, tx: &mut PgConnection, batch: &[Input], now_ms: i64) -> sqlx::Result<(HashMap<Key, StreamState>, Outcome)> {
+        let mut work = self.streams.clone();
+        let mut out = Outcome::default();
+        let aggs: Vec<AggTrade> = batch.iter().filter_map(|i| if let Input::Agg(a) = i { Some(a.clone()) } else { None }).collect();
+        let klines: Vec<Kline> = batch.iter().filter_map(|i| if let Input::Kline(k) = i { Some(k.clone()) } else { None }).collect();
+        if !aggs.is_empty() {
+            let inserted = store::insert_aggs(tx, &aggs).await?;
+            self.check_aggs(tx, &aggs, &inserted, &mut out).await?;
+            let keyed = Keyed { stream: Stream::AggTrade, rows: aggs.iter().map(|a| (a.symbol.clone(), a.agg_id as i64, a.trade_time_ms)).collect() };
+            self.advance(tx, &mut work, keyed, now_ms, &mut out).await?;
+        }
+        if !klines.is_empty() {
+            let inserted = store::insert_klines(tx, &klines).await?;
+            self.check_klines(tx, &klines, &inserted, &mut out).await?;
+            let keyed = Keyed { stream: Stream::Kline, rows: klines.iter().map(|k| (k.symbol.clone(), k.open_time_ms, k.close_time_ms)).collect() };
+            self.advance(tx, &mut work, keyed, now_ms, &mut out).await?;
+        }
+        Ok((work, out))
+    }
+
+    /// Adopts the state of a committed batch and the batch's heads and restarts.
+    pub fn commit(&mut self, work: HashMap<Key, StreamState>, batch: &[Input]) {
+        self.streams = work;
+        for input in batch {
+            match input {
+                Input::Head(h) => {
+                    if let Some(id) = h.last_agg_id {
+                        self.heads.insert((h.symbol.clone(), Stream::AggTrade), id as i64);
+                    }
+                    if let Some(t) = h.last_closed_kline_open_ms {
+                        self.heads.insert((h.symbol.clone(), Stream::Kline), t);
+                    }
+                }
+                Input::Restart(r) => {
+                    self.restarts.push_back(r.clone());
+                    if self.restarts.len() > 100 {
+                        self.restarts.pop_front();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn check_aggs(&self, tx: &mut PgConnection, aggs: &[AggTrade], inserted: &[i64], out: &mut Outcome) -> sqlx::Result<()> {
+        let new: std::collections::HashSet<(&str, i64)> = aggs.iter().filter(|a| inserted.contains(&(a.agg_id as i64))).map(|a| (a.symbol.as_str(), a.agg_id as i64)).collect();
+        *out.persisted.entry(Stream::AggTrade).or_default() += inserted.len() as u64;
+        let again: Vec<&AggTrade> = aggs.iter().filter(|a| !new.contains(&(a.symbol.as_str(), a.agg_id as i64))).collect();
+        *out.duplicates.entry(Stream::AggTrade).or_default() += again.len() as u64;
+        for (symbol, records) in group(&again, |a| a.symbol.as_str()) {
+            let ids: Vec<i64> = records.iter().map(|a| a.agg_id as i64).collect();
+            let stored = store::stored_aggs(tx, &symbol, &ids).await?;
+            for r in records {
+                if let Some(s) = stored.iter().find(|s| s.agg_id == r.agg_id).filter(|s| !s.same_data(r)) {
+                    tracing::warn!(%symbol, agg_id = r.agg_id, stored = ?s, received = ?r, "aggregate trade mismatch");
+                    *out.mismatches.entry(Stream::AggTrade).or_default() += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn check_klines(&self, tx: &mut PgConnection, klines: &[Kline], inserted: &[i64], out: &mut Outcome) -> sqlx::Result<()> {
+        *out.persisted.entry(Stream::Kline).or_default() += inserted.len() as u64;
+        let again: Vec<&Kline> = klines.iter().filter(|k| !inserted.contains(&k.open_time_ms)).collect();
+        *out.duplicates.entry(Stream::Kline).or_default() += again.len() as u64;
+        for (symbol, records) in group(&again, |k| k.symbol.as_str()) {
+            let times: Vec<i64> = records.iter().map(|k| k.open_time_ms).collect();
+            let stored = store::stored_klines(tx, &symbol, &records[0].interval, &times).await?;
+            for r in records {
+                if let Some(s) = stored.iter().find(|s| s.open_time_ms == r.open_time_ms).filter(|s| !s.same_data(r)) {
+                    tracing::warn!(%symbol, open_time = r.open_time_ms, stored = ?s, received = ?r, "kline mismatch");
+                    *out.mismatches.entry(Stream::Kline).or_default() += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves continuity forward with the batch's keys (in key order per symbol).
+    async fn advance(&self, tx: &mut PgConnection, work: &mut HashMap<Key, StreamState>, mut keyed: Keyed, now_ms: i64, out: &mut Outcome) -> sqlx::Result<()> {
+        keyed.rows.sort();
+        let stream = keyed.stream;
+        for (symbol, key, event_ms) in keyed.rows {
+            let state = work.entry((symbol.clone(), stream)).or_insert_with(|| StreamState { continuity: Continuity::new(step_of(stream)), last_event_ms: event_ms });
+            state.last_event_ms = state.last_event_ms.max(event_ms);
+            match state.continuity.observe(key) {
+                Effect::GapOpened(gap) => {
+                    let cause = self.cause(now_ms);
+                    let id = store::open_gap(tx, &symbol, stream, &gap, &cause).await?;
+                    if let Some(g) = state.continuity.gaps.last_mut() {
+                        g.id = id;
+                    }
+                    tracing::warn!(%symbol, stream = stream.as_str(), first = gap.first, last = gap.last, %cause, "gap opened");
+                    out.requests.push((id, request(&symbol, stream, gap.first, gap.last, id, now_ms)));
+                    out.opened.push((symbol.clone(), stream));
+                }
+                Effect::Healed(gap) => {
+                    let secs = store::heal_gap(tx, gap.id).await?;
+                    tracing::info!(%symbol, stream = stream.as_str(), first = gap.first, last = gap.last, secs, "gap healed");
+                    out.healed.push(((symbol.clone(), stream), secs));
+                }
+                _ => {}
+            }
+        }
+        for ((symbol, s), state) in work.iter().filter(|((_, s), _)| *s == stream) {
+            if let Some(max) = state.continuity.max_seen {
+                store::save_state(tx, symbol, *s, max, state.last_event_ms).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Why a gap opening now probably happened: a recent restart, or a loss on the stream.
+    fn cause(&self, now_ms: i64) -> String {
+        let recent = self.restarts.iter().rev().find(|r| now_ms - r.at_ms <= 300_000 && r.at_ms <= now_ms + 60_000);
+        match recent {
+            Some(r) => format!("restart of {} ({}) at {}", r.service, r.reason, r.at_ms),
+            None => "stream loss".to_string(),
+        }
+    }
+
+    /// Requests for what is still missing of the gap `id` (for re-sending).
+    pub fn rerequests(&self, id: i64, now_ms: i64) -> Vec<BackfillRequest> {
+        for ((symbol, stream), state) in &self.streams {
+            if let Some(gap) = state.continuity.gaps.iter().find(|g| g.id == id) {
+                return gap.missing.iter().take(10).map(|(a, b)| request(symbol, *stream, *a, *b, id, now_ms)).collect();
+            }
+        }
+        Vec::new()
+    }
+
+    /// Ids of every open gap.
+    pub fn open_gap_ids(&self) -> Vec<i64> {
+        self.streams.values().flat_map(|s| s.continuity.gaps.iter().map(|g| g.id)).collect()
+    }
+}
+
+fn group<'a, T>(items: &[&'a T], key: impl Fn(&T) -> &str) -> BTreeMap<String, Vec<&'a T>> {
+    let mut map: BTreeMap<String, Vec<&'a T>> = BTreeMap::new();
+    for item in items {
+        map.entry(key(item).to_string()).or_default().push(item);
+    }
+    map
+}
+
+pub fn parse_stream(s: &str) -> Option<Stream> {
+    match s {
+        "aggTrade" => Some(Stream::AggTrade),
+        "kline" => Some(Stream::Kline),
+        _ => None,
+    }
+}
+
+fn request(symbol: &str, stream: Stream, first: i64, last: i64, gap_id: i64, now_ms: i64) -> BackfillRequest {
+    let range = match stream {
+        Stream::AggTrade => BackfillRange::Ids { from_id: first.max(0) as u64, to_id: last.max(0) as u64 },
+        Stream::Kline => BackfillRange::Time { start_ms: first, end_ms: last },
+    };
+    BackfillRequest { v: 1, request_id: format!("gap-{gap_id}-{now_ms}"), symbol: symbol.to_string(), stream, range, reason: format!("gap {gap_id}"), requested_at_ms: now_ms }
+}
