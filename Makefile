@@ -58,7 +58,7 @@ install:
 test: install unit check-config rule-test e2e
 
 unit:
-	cargo test --workspace --all-targets
+	cargo test --workspace
 
 # promtool and amtool on the committed files and on the native renderings of them (the
 # renderings resolve the rule and template globs, so the rules are checked as loaded).
@@ -83,8 +83,10 @@ e2e:
 bench:
 	$(STACK) install
 	$(STACK) start kafka
+	$(STACK) start postgres
 	cargo bench -p exchange-sim --bench throughput
 	cargo bench -p collector --bench publish
+	cargo bench -p sync-verifier --bench persist
 
 drill:
 	@echo "make drill arrives with the alert rules (issue 7)"; exit 1

@@ -226,7 +226,8 @@ start_postgres() {
   head -1 "$dir/postmaster.pid" > "$PIDS/postgres.pid"
   local psql=("$bin/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1)
   "${psql[@]}" -tc "SELECT 1 FROM pg_roles WHERE rolname='nghenhan'" | grep -q 1 \
-    || "${psql[@]}" -c "CREATE ROLE nghenhan LOGIN PASSWORD 'nghenhan'"
+    || "${psql[@]}" -c "CREATE ROLE nghenhan LOGIN CREATEDB PASSWORD 'nghenhan'"
+  "${psql[@]}" -c "ALTER ROLE nghenhan CREATEDB" >/dev/null # tests create databases of their own
   "${psql[@]}" -tc "SELECT 1 FROM pg_database WHERE datname='nghenhan'" | grep -q 1 \
     || "${psql[@]}" -c "CREATE DATABASE nghenhan OWNER nghenhan"
 }
