@@ -111,10 +111,14 @@ impl Stream {
         Effect::Filled { gap_first: self.gaps[i].first }
     }
 
-    /// Keys missing between the watermark and `head` (the exchange's newest key).
-    pub fn missing_to(&self, head: i64) -> i64 {
+    /// Keys missing between the watermark and `head` (the exchange's newest key, when
+    /// known): the gaps' missing keys plus what lies beyond the newest key seen.
+    pub fn missing_to(&self, head: Option<i64>) -> i64 {
         let gaps: i64 = self.gaps.iter().map(|g| g.missing_count(self.step)).sum();
-        let beyond = self.max_seen.map_or(0, |m| ((head - m) / self.step).max(0));
+        let beyond = match (head, self.max_seen) {
+            (Some(h), Some(m)) => (h.saturating_sub(m) / self.step).max(0),
+            _ => 0,
+        };
         gaps + beyond
     }
 }
@@ -139,7 +143,9 @@ mod tests {
         s.observe(10);
         assert_eq!(s.observe(15), Effect::GapOpened(Gap::new(11, 14)));
         assert_eq!(s.watermark(), Some(10));
-        assert_eq!(s.missing_to(20), 4 + 5);
+        assert_eq!(s.missing_to(Some(20)), 4 + 5);
+        assert_eq!(s.missing_to(None), 4);
+        assert_eq!(s.missing_to(Some(i64::MIN)), 4, "an old head adds nothing");
         assert_eq!(s.observe(13), Effect::Filled { gap_first: 11 });
         assert_eq!(s.gaps[0].missing, vec![(11, 12), (14, 14)]);
         assert_eq!(s.observe(13), Effect::Duplicate);
@@ -159,7 +165,7 @@ mod tests {
         assert_eq!(s.observe(60_000), Effect::Advanced);
         assert_eq!(s.observe(240_000), Effect::GapOpened(Gap::new(120_000, 180_000)));
         assert_eq!(s.gaps[0].missing_count(60_000), 2);
-        assert_eq!(s.missing_to(300_000), 2 + 1);
+        assert_eq!(s.missing_to(Some(300_000)), 2 + 1);
     }
 
     #[test]

@@ -264,7 +264,7 @@ impl Pipeline {
             let labels = [symbol.as_str(), stream.as_str()];
             let c = &state.continuity;
             let lag = ((now - state.last_event_ms) as f64 / 1000.0).max(0.0);
-            let missing = v.heads.get(&(symbol.clone(), *stream)).map_or_else(|| c.missing_to(i64::MIN), |h| c.missing_to(*h));
+            let missing = c.missing_to(v.heads.get(&(symbol.clone(), *stream)).copied());
             let max_lag = self.config.max_lag_secs as f64 + if *stream == Stream::Kline { 60.0 } else { 0.0 };
             let m = &self.metrics;
             m.last_event.with_label_values(&labels).set(state.last_event_ms as f64 / 1000.0);
