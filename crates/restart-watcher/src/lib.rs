@@ -1,12 +1,16 @@
 //! restart-watcher: learns of restarts and of services that went silent, from the
-//! heartbeats every service publishes (and, with issue 6, from the Docker Engine event
-//! stream), and exports them as `service_*` metrics.
+//! heartbeats every service publishes and, where a Docker Engine is reachable, from its
+//! event stream; detects back-off restart loops; exports `service_*` metrics and publishes
+//! each restart to `platform.restarts.v1`.
 //!
-//! It must not restart anything itself: it watches and reports.
+//! It must not restart anything itself, nor write to Docker: it watches and reports.
 #![forbid(unsafe_code)]
 
+pub mod docker;
+pub mod loops;
 pub mod metrics;
 pub mod tracker;
+pub mod watch;
 
 use clap::Parser;
 use kit::app::Service;
@@ -15,16 +19,20 @@ use kit::contract::{ports, services, topics};
 use kit::heartbeat::{Heartbeat, HEARTBEAT_VERSION};
 use kit::kafka::{self, KafkaContext};
 use kit::time::now_ms;
+use kit::restarts::RestartEvent;
+use loops::LoopRules;
 use metrics::WatchMetrics;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracker::{Observation, Tracker};
+use tracker::Tracker;
+use watch::Watch;
 
 /// restart-watcher's configuration, from the environment.
 #[derive(Debug, Clone, Parser)]
@@ -42,6 +50,24 @@ pub struct Config {
     #[arg(long, env = "CONSUMER_GROUP", default_value = "restart-watcher")]
     pub consumer_group: String,
 
+    /// Docker Engine API (unix:///var/run/docker.sock, or a read-only socket proxy such as
+    /// tcp://docker-proxy:2375); unset: heartbeats only.
+    #[arg(long, env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+
+    /// The compose project whose containers are watched.
+    #[arg(long, env = "COMPOSE_PROJECT", default_value = "nghenhan")]
+    pub compose_project: String,
+
+    /// Restarts after short runs, within the window, that make a back-off loop.
+    #[arg(long, env = "BACKOFF_THRESHOLD", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub backoff_threshold: u64,
+    #[arg(long, env = "BACKOFF_WINDOW_SECS", default_value_t = 120)]
+    pub backoff_window_secs: u64,
+    /// A run shorter than this is short; staying up longer ends a loop (Docker: 10 s).
+    #[arg(long, env = "BACKOFF_RESET_SECS", default_value_t = 10)]
+    pub backoff_reset_secs: u64,
+
     #[command(flatten)]
     pub kit: KitConfig,
 }
@@ -51,29 +77,65 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let mut service = Service::start(services::RESTART_WATCHER, env!("CARGO_PKG_VERSION"), config.kit.clone(), shutdown)?;
     let metrics = WatchMetrics::register(service.telemetry.registry(), &config.expected_services)?;
     let interval_ms = i64::try_from(config.kit.heartbeat_interval_ms).unwrap_or(i64::MAX);
-    let tracker = Arc::new(Mutex::new(Tracker::new(config.expected_services.clone(), interval_ms, now_ms())));
+    let tracker = Tracker::new(config.expected_services.clone(), interval_ms, now_ms());
+    let rules = LoopRules {
+        threshold: usize::try_from(config.backoff_threshold).unwrap_or(3),
+        window_ms: i64::try_from(config.backoff_window_secs * 1000).unwrap_or(i64::MAX),
+        reset_ms: i64::try_from(config.backoff_reset_secs * 1000).unwrap_or(i64::MAX),
+    };
+    let watch = Arc::new(Mutex::new(Watch::new(tracker, rules, metrics)));
     let client_id = format!("restart-watcher-{}", &service.identity.instance_id[..8]);
     let consumer = kafka::consumer(&config.kit.kafka_brokers, &client_id, &config.consumer_group, "latest", service.kafka.clone())?;
     let watcher = Watcher {
         consumer,
-        tracker: tracker.clone(),
-        metrics: metrics.clone(),
+        watch: watch.clone(),
         producer: service.producer.clone(),
         telemetry: service.telemetry.clone(),
         shutdown: service.shutdown.clone(),
     };
+    if let Some(host) = &config.docker_host {
+        let endpoint = docker::Endpoint::parse(host).map_err(|e| kit::KitError::Io(std::io::Error::other(e.to_string())))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(docker::watch(endpoint, config.compose_project.clone(), tx, service.telemetry.clone(), service.shutdown.clone()));
+        service.spawn("docker", follow_docker(rx, watch.clone(), service.producer.clone(), service.telemetry.clone()));
+    }
     service.spawn("heartbeat_consume", watcher.consume());
-    service.spawn("metrics_refresh", refresh(tracker, metrics, service.shutdown.clone()));
+    service.spawn("metrics_refresh", refresh(watch, service.shutdown.clone()));
     let app = service.ops_app();
     service.run(listener, app).await;
     Ok(())
 }
 
+type Shared = Arc<Mutex<Watch>>;
+
+fn lock(watch: &Shared) -> std::sync::MutexGuard<'_, Watch> {
+    watch.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Publishes a restart event to `platform.restarts.v1` (key = service); failures are counted.
+async fn publish(producer: &FutureProducer<KafkaContext>, telemetry: &kit::Telemetry, event: &RestartEvent) {
+    let Ok(payload) = serde_json::to_vec(event) else { return };
+    let record = FutureRecord::to(topics::RESTARTS).key(&event.service).payload(&payload);
+    if let Err((err, _)) = producer.send(record, Duration::from_secs(5)).await {
+        telemetry.error("restart_publish", &err);
+    }
+}
+
+async fn follow_docker(mut rx: tokio::sync::mpsc::Receiver<docker::Seen>, watch: Shared, producer: FutureProducer<KafkaContext>, telemetry: kit::Telemetry) -> Result<(), kit::KitError> {
+    while let Some(seen) = rx.recv().await {
+        let event = lock(&watch).docker(seen);
+        if let Some(event) = event {
+            tracing::info!(service = %event.service, reason = %event.reason, exit_code = ?event.exit_code, "restart (docker)");
+            publish(&producer, &telemetry, &event).await;
+        }
+    }
+    Ok(())
+}
+
 struct Watcher {
     consumer: StreamConsumer<KafkaContext>,
-    tracker: Arc<Mutex<Tracker>>,
-    metrics: WatchMetrics,
-    producer: rdkafka::producer::FutureProducer<KafkaContext>,
+    watch: Shared,
+    producer: FutureProducer<KafkaContext>,
     telemetry: kit::Telemetry,
     shutdown: CancellationToken,
 }
@@ -98,7 +160,12 @@ impl Watcher {
 
     async fn handle(&self, msg: &BorrowedMessage<'_>) -> Result<(), kit::KitError> {
         match parse(msg.payload()) {
-            Ok(hb) => self.observe(&hb),
+            Ok(hb) => {
+                let event = lock(&self.watch).heartbeat(&hb, now_ms());
+                if let Some(event) = event {
+                    publish(&self.producer, &self.telemetry, &event).await;
+                }
+            }
             Err(reason) => {
                 self.telemetry.error("bad_heartbeat", &reason);
                 if !kafka::dead_letter(&self.producer, msg, &reason, &self.shutdown).await {
@@ -108,17 +175,6 @@ impl Watcher {
         }
         self.consumer.store_offset_from_message(msg)?;
         Ok(())
-    }
-
-    fn observe(&self, hb: &Heartbeat) {
-        let observation = match self.tracker.lock() {
-            Ok(mut tracker) => tracker.observe(hb, now_ms()),
-            Err(poisoned) => poisoned.into_inner().observe(hb, now_ms()),
-        };
-        if let Observation::Restarted { previous_instance, .. } = observation {
-            tracing::info!(service = %hb.service, %previous_instance, instance = %hb.instance_id, "service restarted");
-            self.metrics.restarted(&hb.service, "unknown");
-        }
     }
 }
 
@@ -132,19 +188,14 @@ pub fn parse(payload: Option<&[u8]>) -> Result<Heartbeat, String> {
     Ok(hb)
 }
 
-async fn refresh(tracker: Arc<Mutex<Tracker>>, metrics: WatchMetrics, shutdown: CancellationToken) -> Result<(), kit::KitError> {
+async fn refresh(watch: Shared, shutdown: CancellationToken) -> Result<(), kit::KitError> {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = ticker.tick() => {}
+            _ = ticker.tick() => lock(&watch).refresh(now_ms()),
         }
-        let snapshot = match tracker.lock() {
-            Ok(t) => t.snapshot(now_ms()),
-            Err(poisoned) => poisoned.into_inner().snapshot(now_ms()),
-        };
-        metrics.show(&snapshot);
     }
 }
 

@@ -7,6 +7,8 @@ use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 /// The `service_*` metrics.
 #[derive(Clone)]
 pub struct WatchMetrics {
+    backoff_restarting: IntGaugeVec,
+    last_exit_code: IntGaugeVec,
     up: IntGaugeVec,
     restarts: IntCounterVec,
     heartbeat_age: GaugeVec,
@@ -21,6 +23,10 @@ impl WatchMetrics {
         let restarts = IntCounterVec::new(Opts::new(names::SERVICE_RESTARTS_TOTAL, "Restarts seen, by cause."), &["service", "reason"])?;
         let heartbeat_age = GaugeVec::new(Opts::new(names::SERVICE_HEARTBEAT_AGE_SECONDS, "Seconds since the service's last heartbeat."), &["service"])?;
         let start_time = GaugeVec::new(Opts::new(names::SERVICE_START_TIME_SECONDS, "Unix time the running instance started."), &["service"])?;
+        let backoff_restarting = IntGaugeVec::new(Opts::new(names::SERVICE_BACKOFF_RESTARTING, "1 while the service is in a back-off restart loop."), &["service"])?;
+        let last_exit_code = IntGaugeVec::new(Opts::new(names::SERVICE_LAST_EXIT_CODE, "Exit code of the service's last death (Docker source)."), &["service"])?;
+        registry.register(Box::new(backoff_restarting.clone()))?;
+        registry.register(Box::new(last_exit_code.clone()))?;
         registry.register(Box::new(up.clone()))?;
         registry.register(Box::new(restarts.clone()))?;
         registry.register(Box::new(heartbeat_age.clone()))?;
@@ -28,7 +34,26 @@ impl WatchMetrics {
         for service in expected {
             restarts.with_label_values(&[service, "unknown"]);
         }
-        Ok(Self { up, restarts, heartbeat_age, start_time })
+        for service in expected {
+            backoff_restarting.with_label_values(&[service]).set(0);
+        }
+        Ok(Self { backoff_restarting, last_exit_code, up, restarts, heartbeat_age, start_time })
+    }
+
+    pub fn backoff(&self, service: &str, looping: bool) {
+        self.backoff_restarting.with_label_values(&[service]).set(i64::from(looping));
+    }
+
+    pub fn exit_code(&self, service: &str, code: i64) {
+        self.last_exit_code.with_label_values(&[service]).set(code);
+    }
+
+    pub fn backoff_value(&self, service: &str) -> i64 {
+        self.backoff_restarting.with_label_values(&[service]).get()
+    }
+
+    pub fn restarts_value(&self, service: &str, reason: &str) -> u64 {
+        self.restarts.with_label_values(&[service, reason]).get()
     }
 
     pub fn restarted(&self, service: &str, reason: &str) {

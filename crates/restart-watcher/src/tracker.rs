@@ -16,7 +16,7 @@ pub enum Observation {
     /// Another heartbeat from the current instance.
     Alive,
     /// A new instance replaced the previous one: the service restarted.
-    Restarted { previous_instance: String, previous_seen_ms: i64 },
+    Restarted { previous_instance: String, previous_started_ms: i64, previous_seen_ms: i64 },
     /// A late heartbeat from an instance that was already replaced; ignored.
     Stale,
 }
@@ -79,12 +79,12 @@ impl Tracker {
             return Observation::Stale;
         }
         let previous_instance = std::mem::replace(&mut state.instance_id, hb.instance_id.clone());
-        let previous_seen_ms = state.last_seen_ms;
+        let (previous_seen_ms, previous_started_ms) = (state.last_seen_ms, state.started_at_ms);
         state.retired.insert(previous_instance.clone());
         state.started_at_ms = hb.started_at_ms;
         state.last_seen_ms = now_ms;
         state.interval_ms = interval_ms;
-        Observation::Restarted { previous_instance, previous_seen_ms }
+        Observation::Restarted { previous_instance, previous_started_ms, previous_seen_ms }
     }
 
     /// The status of every seen or expected service at `now_ms`, sorted by name.
@@ -137,7 +137,7 @@ mod tests {
         assert_eq!(t.observe(&beat("collector", "a", 0, 0), 0), Observation::FirstSeen);
         assert_eq!(t.observe(&beat("collector", "a", 0, 1), 5_000), Observation::Alive);
         let restarted = t.observe(&beat("collector", "b", 9_000, 0), 9_500);
-        assert_eq!(restarted, Observation::Restarted { previous_instance: "a".into(), previous_seen_ms: 5_000 });
+        assert_eq!(restarted, Observation::Restarted { previous_instance: "a".into(), previous_started_ms: 0, previous_seen_ms: 5_000 });
         assert_eq!(t.observe(&beat("collector", "a", 0, 2), 9_600), Observation::Stale);
         let status = &t.snapshot(10_000)[0];
         assert_eq!(status.start_time_seconds, Some(9.0));

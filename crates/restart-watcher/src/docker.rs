@@ -1,0 +1,367 @@
+//! Docker Engine API, read-only, over the unix socket or a socket proxy (`tcp://host:port`):
+//! negotiates the API version, lists the compose project's containers, streams `/events`
+//! (die, start, oom, health_status) and inspects containers for `RestartCount`,
+//! `State.Restarting`, the exit code and `OOMKilled`. A broken event stream is reopened
+//! with `since` = the last event's time, and events already handled are skipped, so nothing
+//! is lost or counted twice.
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The newest API version this client speaks.
+pub const MAX_API: &str = "1.47";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("DOCKER_HOST {0:?}: use unix:///path or tcp://host:port")]
+    BadHost(String),
+    #[error("connecting to the Docker Engine: {0}")]
+    Connect(#[from] std::io::Error),
+    #[error("http: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("request: {0}")]
+    Request(#[from] http::Error),
+    #[error("{path}: HTTP {status}")]
+    Status { path: String, status: u16 },
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Where the Engine API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(String),
+    Tcp(String),
+}
+
+impl Endpoint {
+    pub fn parse(host: &str) -> Result<Self, DockerError> {
+        if let Some(path) = host.strip_prefix("unix://") {
+            return Ok(Endpoint::Unix(path.to_string()));
+        }
+        match host.strip_prefix("tcp://").or_else(|| host.strip_prefix("http://")) {
+            Some(addr) if !addr.is_empty() => Ok(Endpoint::Tcp(addr.trim_end_matches('/').to_string())),
+            _ => Err(DockerError::BadHost(host.to_string())),
+        }
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+pub struct Docker {
+    endpoint: Endpoint,
+    prefix: String,
+}
+
+/// The smaller of two `major.minor` versions.
+pub fn min_version(a: &str, b: &str) -> String {
+    let parse = |v: &str| -> (u32, u32) {
+        let (ma, mi) = v.split_once('.').unwrap_or((v, "0"));
+        (ma.parse().unwrap_or(0), mi.parse().unwrap_or(0))
+    };
+    if parse(a) <= parse(b) { a.to_string() } else { b.to_string() }
+}
+
+impl Docker {
+    /// Connects and negotiates the API version (`GET /version`).
+    pub async fn negotiate(endpoint: Endpoint) -> Result<Self, DockerError> {
+        let mut d = Self { endpoint, prefix: String::new() };
+        let version = d.get_json("/version").await?;
+        let server = version["ApiVersion"].as_str().unwrap_or(MAX_API);
+        d.prefix = format!("/v{}", min_version(server, MAX_API));
+        Ok(d)
+    }
+
+    pub fn api_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    async fn send(&self, path: &str) -> Result<http::Response<hyper::body::Incoming>, DockerError> {
+        let io: Box<dyn Io> = match &self.endpoint {
+            Endpoint::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await?),
+            Endpoint::Tcp(a) => Box::new(tokio::net::TcpStream::connect(a).await?),
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let uri = format!("{}{path}", self.prefix);
+        let req = http::Request::get(&uri).header(http::header::HOST, "docker").body(Empty::<Bytes>::new())?;
+        let response = sender.send_request(req).await?;
+        if !response.status().is_success() {
+            return Err(DockerError::Status { path: uri, status: response.status().as_u16() });
+        }
+        Ok(response)
+    }
+
+    pub async fn get_json(&self, path: &str) -> Result<Value, DockerError> {
+        let body = self.send(path).await?.into_body().collect().await?.to_bytes();
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// Containers of the compose `project` (all states).
+    pub async fn containers(&self, project: &str) -> Result<Vec<Value>, DockerError> {
+        let filters = urlencode(&format!(r#"{{"label":["com.docker.compose.project={project}"]}}"#));
+        let list = self.get_json(&format!("/containers/json?all=1&filters={filters}")).await?;
+        Ok(list.as_array().cloned().unwrap_or_default())
+    }
+
+    pub async fn inspect(&self, id: &str) -> Result<Value, DockerError> {
+        self.get_json(&format!("/containers/{id}/json")).await
+    }
+
+    /// Streams container events from `since` (Unix seconds) into `tx` until the stream ends.
+    pub async fn events(&self, project: &str, since: Option<i64>, tx: &mpsc::Sender<Value>) -> Result<(), DockerError> {
+        let filters = urlencode(&format!(
+            r#"{{"type":["container"],"event":["die","start","oom","health_status"],"label":["com.docker.compose.project={project}"]}}"#
+        ));
+        let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
+        let mut body = self.send(&format!("/events?filters={filters}{since}")).await?.into_body().into_data_stream();
+        let mut buffer = Vec::new();
+        while let Some(chunk) = body.next().await {
+            buffer.extend_from_slice(&chunk?);
+            for event in split_objects(&mut buffer) {
+                if tx.send(event).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Takes every complete JSON object off the front of `buffer` (events arrive as a stream
+/// of objects, usually one per line, possibly split across chunks).
+pub fn split_objects(buffer: &mut Vec<u8>) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut stream = serde_json::Deserializer::from_slice(buffer).into_iter::<Value>();
+    let mut consumed = 0;
+    while let Some(Ok(v)) = stream.next() {
+        consumed = stream.byte_offset();
+        out.push(v);
+    }
+    buffer.drain(..consumed);
+    out
+}
+
+/// What the watcher learned from Docker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seen {
+    /// A restart by the restart policy (or a manual start after a die).
+    Restart { service: String, at_ms: i64, exit_code: Option<i64>, reason: String, restart_count: u64, run_ms: Option<i64> },
+    /// `State.Restarting` of the service's container.
+    Restarting { service: String, restarting: bool },
+    /// The event stream is connected (true) or broken (false).
+    Connected(bool),
+}
+
+/// Turns Docker events (with inspections) into [`Seen`] facts; remembers dies, OOM kills
+/// and health per service until the next start.
+#[derive(Debug, Default)]
+pub struct Interpreter {
+    pending_die: HashMap<String, (Option<i64>, Option<i64>)>,
+    oom: HashSet<String>,
+    unhealthy: HashSet<String>,
+    handled: HashSet<String>,
+    pub last_time: Option<i64>,
+}
+
+fn service_of(event: &Value) -> Option<String> {
+    event["Actor"]["Attributes"]["com.docker.compose.service"].as_str().map(String::from)
+}
+
+/// The cause of a restart from what preceded it.
+pub fn reason(oom: bool, unhealthy: bool, exit_code: Option<i64>) -> &'static str {
+    match (oom, unhealthy, exit_code) {
+        (true, _, _) => "oom",
+        (_, true, _) => "unhealthy",
+        (_, _, Some(137 | 143)) => "killed",
+        (_, _, Some(0)) | (_, _, None) => "unknown",
+        _ => "crash",
+    }
+}
+
+impl Interpreter {
+    /// Handles one event; `inspect` is the container's inspection when it was taken.
+    pub fn event(&mut self, event: &Value, inspect: Option<&Value>) -> Vec<Seen> {
+        let key = format!("{}/{}/{}", event["timeNano"], event["id"], event["Action"]);
+        if !self.handled.insert(key) {
+            return Vec::new(); // replayed after a reconnect
+        }
+        self.last_time = event["time"].as_i64().or(self.last_time);
+        let Some(service) = service_of(event) else { return Vec::new() };
+        let attrs = &event["Actor"]["Attributes"];
+        let action = event["Action"].as_str().unwrap_or_default();
+        let restarting = inspect.and_then(|i| i["State"]["Restarting"].as_bool());
+        let mut out = Vec::new();
+        match action {
+            "die" => {
+                let exit = attrs["exitCode"].as_str().and_then(|c| c.parse().ok());
+                let run_ms = attrs["execDuration"].as_str().and_then(|d| d.parse::<i64>().ok()).map(|s| s * 1000);
+                if inspect.and_then(|i| i["State"]["OOMKilled"].as_bool()) == Some(true) {
+                    self.oom.insert(service.clone());
+                }
+                self.pending_die.insert(service.clone(), (exit, run_ms));
+            }
+            "oom" => {
+                self.oom.insert(service.clone());
+            }
+            "start" => {
+                if let Some((exit_code, run_ms)) = self.pending_die.remove(&service) {
+                    let why = reason(self.oom.remove(&service), self.unhealthy.remove(&service), exit_code);
+                    let restart_count = inspect.and_then(|i| i["RestartCount"].as_u64()).unwrap_or(0);
+                    let at_ms = event["timeNano"].as_i64().map_or(0, |n| n / 1_000_000);
+                    out.push(Seen::Restart { service: service.clone(), at_ms, exit_code, reason: why.into(), restart_count, run_ms });
+                }
+            }
+            a if a.starts_with("health_status") => {
+                if a.ends_with("unhealthy") {
+                    self.unhealthy.insert(service.clone());
+                } else if a.ends_with("healthy") {
+                    self.unhealthy.remove(&service);
+                }
+            }
+            _ => {}
+        }
+        if let Some(r) = restarting {
+            out.push(Seen::Restarting { service, restarting: r });
+        }
+        out
+    }
+}
+
+/// Follows the project's containers until `shutdown`, reconnecting the event stream with
+/// back-off; sends what it learns to `out`.
+pub async fn watch(endpoint: Endpoint, project: String, out: mpsc::Sender<Seen>, telemetry: kit::Telemetry, shutdown: CancellationToken) {
+    let mut interpreter = Interpreter::default();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match follow(&endpoint, &project, &mut interpreter, &out, &shutdown).await {
+            Ok(()) if shutdown.is_cancelled() => return,
+            Ok(()) => telemetry.error("docker_events", &"event stream ended"),
+            Err(err) => telemetry.error("docker_events", &err),
+        }
+        let _ = out.send(Seen::Connected(false)).await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn follow(endpoint: &Endpoint, project: &str, it: &mut Interpreter, out: &mpsc::Sender<Seen>, shutdown: &CancellationToken) -> Result<(), DockerError> {
+    let docker = Docker::negotiate(endpoint.clone()).await?;
+    for c in docker.containers(project).await? {
+        let id = c["Id"].as_str().unwrap_or_default();
+        let inspect = docker.inspect(id).await?;
+        if let Some(service) = c["Labels"]["com.docker.compose.service"].as_str() {
+            let restarting = inspect["State"]["Restarting"].as_bool().unwrap_or(false);
+            let _ = out.send(Seen::Restarting { service: service.to_string(), restarting }).await;
+        }
+    }
+    let _ = out.send(Seen::Connected(true)).await;
+    let (tx, mut rx) = mpsc::channel(256);
+    let since = it.last_time;
+    let stream = docker.events(project, since, &tx);
+    tokio::pin!(stream);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            ended = &mut stream => return ended,
+            Some(event) = rx.recv() => {
+                let inspect = match event["id"].as_str() {
+                    Some(id) => docker.inspect(id).await.ok(),
+                    None => None,
+                };
+                for seen in it.event(&event, inspect.as_ref()) {
+                    let _ = out.send(seen).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(action: &str, service: &str, nano: i64, attrs: Value) -> Value {
+        let mut a = json!({"com.docker.compose.service": service, "com.docker.compose.project": "nghenhan"});
+        a.as_object_mut().expect("object").extend(attrs.as_object().cloned().unwrap_or_default());
+        json!({"Type": "container", "Action": action, "status": action, "id": format!("c-{service}"), "time": nano / 1_000_000_000, "timeNano": nano, "Actor": {"ID": format!("c-{service}"), "Attributes": a}})
+    }
+
+    #[test]
+    fn endpoints_and_versions() {
+        assert_eq!(Endpoint::parse("unix:///var/run/docker.sock").expect("unix"), Endpoint::Unix("/var/run/docker.sock".into()));
+        assert_eq!(Endpoint::parse("tcp://docker-proxy:2375").expect("tcp"), Endpoint::Tcp("docker-proxy:2375".into()));
+        assert!(Endpoint::parse("ftp://x").is_err());
+        assert_eq!(min_version("1.51", MAX_API), MAX_API);
+        assert_eq!(min_version("1.41", MAX_API), "1.41");
+    }
+
+    #[test]
+    fn objects_are_split_across_chunks() {
+        let mut buf = br#"{"a":1}
+{"b":2}{"c":"#.to_vec();
+        assert_eq!(split_objects(&mut buf), vec![json!({"a":1}), json!({"b":2})]);
+        buf.extend_from_slice(b"3}\n");
+        assert_eq!(split_objects(&mut buf), vec![json!({"c":3})]);
+        assert!(split_objects(&mut buf).is_empty());
+    }
+
+    #[test]
+    fn die_then_start_is_a_restart_with_its_cause() {
+        let mut it = Interpreter::default();
+        assert!(it.event(&ev("die", "collector", 1_000_000_000, json!({"exitCode": "1", "execDuration": "3"})), None).is_empty());
+        let inspect = json!({"RestartCount": 4, "State": {"Restarting": false}});
+        let seen = it.event(&ev("start", "collector", 2_000_000_000, json!({})), Some(&inspect));
+        assert_eq!(seen[0], Seen::Restart { service: "collector".into(), at_ms: 2_000, exit_code: Some(1), reason: "crash".into(), restart_count: 4, run_ms: Some(3_000) });
+        assert_eq!(seen[1], Seen::Restarting { service: "collector".into(), restarting: false });
+    }
+
+    #[test]
+    fn oom_unhealthy_and_kill_causes() {
+        let mut it = Interpreter::default();
+        it.event(&ev("oom", "sync-verifier", 1, json!({})), None);
+        it.event(&ev("die", "sync-verifier", 2, json!({"exitCode": "137"})), None);
+        let seen = it.event(&ev("start", "sync-verifier", 3, json!({})), None);
+        assert!(matches!(&seen[0], Seen::Restart { reason, .. } if reason == "oom"));
+        it.event(&ev("health_status: unhealthy", "collector", 4, json!({})), None);
+        it.event(&ev("die", "collector", 5, json!({"exitCode": "143"})), None);
+        assert!(matches!(&it.event(&ev("start", "collector", 6, json!({})), None)[0], Seen::Restart { reason, .. } if reason == "unhealthy"));
+        it.event(&ev("die", "collector", 7, json!({"exitCode": "137"})), None);
+        assert!(matches!(&it.event(&ev("start", "collector", 8, json!({})), None)[0], Seen::Restart { reason, .. } if reason == "killed"));
+    }
+
+    #[test]
+    fn replayed_events_after_a_reconnect_are_not_counted_twice() {
+        let mut it = Interpreter::default();
+        let die = ev("die", "collector", 10, json!({"exitCode": "2"}));
+        let start = ev("start", "collector", 11, json!({}));
+        it.event(&die, None);
+        assert_eq!(it.event(&start, None).len(), 1);
+        it.event(&die, None);
+        assert!(it.event(&start, None).is_empty(), "the same events replayed by `since`");
+    }
+}

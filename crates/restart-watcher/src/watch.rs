@@ -1,0 +1,127 @@
+//! The watcher's state: heartbeats (tracker), Docker facts and back-off loops per service,
+//! turned into restart events and metrics. Clock-free: callers pass Unix ms.
+//!
+//! A restart is counted once: Docker's die/start (with its cause) when the Docker source
+//! saw it, else the heartbeat's new instance id (cause `unknown`).
+
+use crate::docker::Seen;
+use crate::loops::{LoopRules, LoopState};
+use crate::metrics::WatchMetrics;
+use crate::tracker::{Observation, Tracker};
+use kit::heartbeat::Heartbeat;
+use kit::restarts::{RestartEvent, RESTART_VERSION};
+use std::collections::HashMap;
+
+/// How long a Docker-reported restart covers the heartbeat's view of the same restart.
+const SAME_RESTART_MS: i64 = 30_000;
+
+pub struct Watch {
+    pub tracker: Tracker,
+    rules: LoopRules,
+    loops: HashMap<String, LoopState>,
+    docker_restart_ms: HashMap<String, i64>,
+    restart_counts: HashMap<String, u64>,
+    metrics: WatchMetrics,
+}
+
+impl Watch {
+    pub fn new(tracker: Tracker, rules: LoopRules, metrics: WatchMetrics) -> Self {
+        Self { tracker, rules, loops: HashMap::new(), docker_restart_ms: HashMap::new(), restart_counts: HashMap::new(), metrics }
+    }
+
+    /// A heartbeat received at `now_ms`; returns the restart event to publish, if any.
+    pub fn heartbeat(&mut self, hb: &Heartbeat, now_ms: i64) -> Option<RestartEvent> {
+        let Observation::Restarted { previous_instance, previous_started_ms, previous_seen_ms } = self.tracker.observe(hb, now_ms) else { return None };
+        tracing::info!(service = %hb.service, %previous_instance, instance = %hb.instance_id, "new instance: restart");
+        let covered = self.docker_restart_ms.get(&hb.service).is_some_and(|t| (now_ms - t).abs() <= SAME_RESTART_MS);
+        if covered {
+            return None;
+        }
+        let run_ms = Some((previous_seen_ms - previous_started_ms).max(0));
+        Some(self.restarted(&hb.service, hb.started_at_ms, None, "unknown", run_ms))
+    }
+
+    /// A fact from the Docker source; returns the restart event to publish, if any.
+    pub fn docker(&mut self, seen: Seen) -> Option<RestartEvent> {
+        match seen {
+            Seen::Restart { service, at_ms, exit_code, reason, restart_count, run_ms } => {
+                self.docker_restart_ms.insert(service.clone(), at_ms);
+                let mut event = self.restarted(&service, at_ms, exit_code, &reason, run_ms);
+                event.restart_count = event.restart_count.max(restart_count);
+                Some(event)
+            }
+            Seen::Restarting { service, restarting } => {
+                self.loops.entry(service).or_default().docker_restarting(restarting);
+                None
+            }
+            Seen::Connected(_) => None,
+        }
+    }
+
+    fn restarted(&mut self, service: &str, at_ms: i64, exit_code: Option<i64>, reason: &str, run_ms: Option<i64>) -> RestartEvent {
+        self.metrics.restarted(service, reason);
+        if let Some(code) = exit_code {
+            self.metrics.exit_code(service, code);
+        }
+        self.loops.entry(service.to_string()).or_default().restarted(&self.rules, at_ms, run_ms);
+        let count = self.restart_counts.entry(service.to_string()).or_default();
+        *count += 1;
+        RestartEvent { v: RESTART_VERSION, service: service.to_string(), at_ms, exit_code, reason: reason.to_string(), restart_count: *count, run_time_ms: run_ms }
+    }
+
+    /// Sets every gauge for `now_ms`.
+    pub fn refresh(&mut self, now_ms: i64) {
+        let statuses = self.tracker.snapshot(now_ms);
+        self.metrics.show(&statuses);
+        for s in &statuses {
+            let state = self.loops.entry(s.service.clone()).or_default();
+            let looping = state.looping(&self.rules, now_ms, s.up);
+            self.metrics.backoff(&s.service, looping);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watch() -> Watch {
+        let metrics = WatchMetrics::register(&prometheus::Registry::new(), &[]).expect("metrics");
+        Watch::new(Tracker::new(vec![], 5_000, 0), LoopRules::default(), metrics)
+    }
+
+    fn beat(instance: &str, started: i64) -> Heartbeat {
+        Heartbeat { v: 1, service: "collector".into(), instance_id: instance.into(), started_at_ms: started, seq: 0, sent_at_ms: started, interval_ms: 5_000 }
+    }
+
+    #[test]
+    fn a_crash_loop_from_heartbeats_enters_and_leaves_back_off() {
+        let mut w = watch();
+        w.heartbeat(&beat("a", 0), 0);
+        let mut t = 0;
+        for i in 1..=3 {
+            t += 2_000; // each instance lives 2 s
+            let e = w.heartbeat(&beat(&format!("i{i}"), t), t).expect("restart");
+            assert_eq!((e.reason.as_str(), e.restart_count), ("unknown", i));
+        }
+        w.refresh(t + 100);
+        assert_eq!(w.metrics.backoff_value("collector"), 1);
+        for k in 1..=3 {
+            w.heartbeat(&Heartbeat { seq: k, ..beat("i3", t) }, t + k as i64 * 5_000);
+        }
+        w.refresh(t + 15_000);
+        assert_eq!(w.metrics.backoff_value("collector"), 0, "up past the reset time");
+    }
+
+    #[test]
+    fn docker_restarts_carry_their_cause_and_cover_the_heartbeat() {
+        let mut w = watch();
+        w.heartbeat(&beat("a", 0), 0);
+        let seen = Seen::Restart { service: "collector".into(), at_ms: 10_000, exit_code: Some(137), reason: "oom".into(), restart_count: 1, run_ms: Some(9_000) };
+        let e = w.docker(seen).expect("event");
+        assert_eq!((e.reason.as_str(), e.exit_code), ("oom", Some(137)));
+        assert!(w.heartbeat(&beat("b", 10_050), 10_100).is_none(), "the same restart, seen by heartbeat");
+        assert_eq!(w.metrics.restarts_value("collector", "oom"), 1);
+        assert_eq!(w.metrics.restarts_value("collector", "unknown"), 0);
+    }
+}
