@@ -283,20 +283,27 @@ async fn follow(endpoint: &Endpoint, project: &str, it: &mut Interpreter, out: &
     let since = it.last_time;
     let stream = docker.events(project, since, &tx);
     tokio::pin!(stream);
-    loop {
+    let ended = loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            ended = &mut stream => return ended,
-            Some(event) = rx.recv() => {
-                let inspect = match event["id"].as_str() {
-                    Some(id) => docker.inspect(id).await.ok(),
-                    None => None,
-                };
-                for seen in it.event(&event, inspect.as_ref()) {
-                    let _ = out.send(seen).await;
-                }
-            }
+            ended = &mut stream => break ended,
+            Some(event) = rx.recv() => handle(&docker, it, &event, out).await,
         }
+    };
+    // The stream is gone; events it delivered before that are still queued.
+    while let Ok(event) = rx.try_recv() {
+        handle(&docker, it, &event, out).await;
+    }
+    ended
+}
+
+async fn handle(docker: &Docker, it: &mut Interpreter, event: &Value, out: &mpsc::Sender<Seen>) {
+    let inspect = match event["id"].as_str() {
+        Some(id) => docker.inspect(id).await.ok(),
+        None => None,
+    };
+    for seen in it.event(event, inspect.as_ref()) {
+        let _ = out.send(seen).await;
     }
 }
 
