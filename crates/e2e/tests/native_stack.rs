@@ -21,6 +21,7 @@ async fn native_stack_end_to_end() -> Result<()> {
     prometheus_scrapes_every_service(&client).await?;
     killed_service_reaches_discord_as_service_down(&client).await?;
     restart_is_counted_from_the_new_instance_id(&client).await?;
+    a_crash_loop_reaches_discord_as_backoff_restarting(&client).await?;
     Ok(())
 }
 
@@ -103,4 +104,30 @@ async fn restart_is_counted_from_the_new_instance_id(client: &reqwest::Client) -
         Ok((now >= before + 1.0).then_some(()))
     })
     .await
+}
+
+/// Kills the collector right after each start, as a crash loop would, and expects
+/// restart-watcher's back-off detection to reach the Discord sink through the real
+/// Prometheus and Alertmanager.
+async fn a_crash_loop_reaches_discord_as_backoff_restarting(client: &reqwest::Client) -> Result<()> {
+    clear_sink(client).await?;
+    for _ in 0..4 {
+        kill(services::COLLECTOR, "KILL")?;
+        stack(&["start", services::COLLECTOR])?;
+        tokio::time::sleep(Duration::from_millis(1500)).await; // one heartbeat, then die again
+    }
+    let message = eventually("ServiceBackoffRestarting for collector at the Discord sink", Duration::from_secs(120), || async {
+        let found = sink_messages(client).await?.into_iter().find(|m| {
+            let title = m.body["embeds"][0]["title"].as_str().unwrap_or_default();
+            title.contains("FIRING") && title.contains("ServiceBackoffRestarting") && title.contains("collector")
+        });
+        Ok(found)
+    })
+    .await?;
+    ensure!(message.status == 204 && message.errors.is_empty(), "Discord would refuse it: {:?}", message.errors);
+    let description = message.body["embeds"][0]["description"].as_str().context("description")?;
+    ensure!(description.contains("back-off restart loop"), "summary missing: {description}");
+    let loop_flag = prom_query(client, r#"service_backoff_restarting{service="collector"}"#).await?;
+    ensure!(loop_flag.iter().filter_map(sample_value).any(|v| v == 1.0), "the metric shows the loop");
+    Ok(())
 }
