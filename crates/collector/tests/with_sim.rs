@@ -197,6 +197,10 @@ async fn disconnects_stalls_and_server_shutdowns_reconnect() {
     kit_wait("reconnects(&c, 'error').await + reconnects(&c, 'closed').await >= 1.0", || async { reconnects(&c, "error").await + reconnects(&c, "closed").await >= 1.0 }).await;
     sim.control("stall", json!({"duration_ms": 3000})).await;
     kit_wait("reconnects(&c, 'stalled').await >= 1.0", || async { reconnects(&c, "stalled").await >= 1.0 }).await;
+    // serverShutdown goes to open sockets only: wait until the stall is over and data flows.
+    tokio::time::sleep(3 * SEC).await;
+    let flowing = aggs.for_a_while::<AggTrade>(Duration::from_millis(200)).await.len();
+    aggs.until(20 * SEC, |r: &[AggTrade]| r.len() >= flowing + 5).await;
     sim.control("server-shutdown", json!({})).await;
     kit_wait("reconnects(&c, 'server_shutdown').await >= 1.0", || async { reconnects(&c, "server_shutdown").await >= 1.0 }).await;
 
