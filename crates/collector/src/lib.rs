@@ -96,7 +96,7 @@ impl Config {
 
 /// Runs the collector until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), KitError> {
-    let mut service = Service::start(services::COLLECTOR, env!("CARGO_PKG_VERSION"), config.kit.clone(), shutdown)?;
+    let mut service = Service::start(services::COLLECTOR, env!("CARGO_PKG_VERSION"), config.kit.clone(), &listener, shutdown)?;
     let metrics = metrics::CollectorMetrics::register(service.telemetry.registry())?;
     let governor = Arc::new(governor::Governor::new(config.rate_limit_share, Some(metrics.clone())));
     let rest = rest::BinanceRest::new(&config.rest_url, governor, metrics.clone()).map_err(|e| KitError::Io(std::io::Error::other(e)))?;

@@ -56,7 +56,7 @@ async fn prometheus_scrapes_every_service(client: &reqwest::Client) -> Result<()
 }
 
 async fn killed_service_reaches_discord_as_service_down(client: &reqwest::Client) -> Result<()> {
-    settle_previous_service_down(client).await?;
+    settle_previous(client, "ServiceDown").await?;
     clear_sink(client).await?;
     kill(services::COLLECTOR, "KILL")?;
     let message = eventually("ServiceDown for collector at the Discord sink", Duration::from_secs(120), || async {
@@ -78,17 +78,18 @@ async fn killed_service_reaches_discord_as_service_down(client: &reqwest::Client
 }
 
 /// On a stack that already alerted on the collector (a second run), Alertmanager would
-/// treat a new ServiceDown as the same notification until it has sent the resolution.
-async fn settle_previous_service_down(client: &reqwest::Client) -> Result<()> {
-    let url = format!("{ALERTMANAGER}/api/v2/alerts?filter=alertname=%22ServiceDown%22&filter=service=%22collector%22");
+/// treat a new alert of the same group as the same notification until it has sent the
+/// resolution: wait for that first.
+async fn settle_previous(client: &reqwest::Client, alertname: &str) -> Result<()> {
+    let url = format!("{ALERTMANAGER}/api/v2/alerts?filter=alertname=%22{alertname}%22&filter=service=%22collector%22");
     let alerts: Vec<serde_json::Value> = client.get(&url).send().await?.error_for_status()?.json().await?;
     if alerts.is_empty() {
         return Ok(());
     }
-    eventually("the previous collector ServiceDown to resolve in Discord", Duration::from_secs(180), || async {
+    eventually(&format!("the previous collector {alertname} to resolve in Discord"), Duration::from_secs(180), || async {
         let resolved = sink_messages(client).await?.iter().any(|m| {
             let title = m.body["embeds"][0]["title"].as_str().unwrap_or_default();
-            title.contains("RESOLVED") && title.contains("ServiceDown") && title.contains("collector")
+            title.contains("RESOLVED") && title.contains(&format!("{alertname} ")) && title.contains("collector")
         });
         Ok(resolved.then_some(()))
     })
@@ -110,6 +111,7 @@ async fn restart_is_counted_from_the_new_instance_id(client: &reqwest::Client) -
 /// restart-watcher's back-off detection to reach the Discord sink through the real
 /// Prometheus and Alertmanager.
 async fn a_crash_loop_reaches_discord_as_backoff_restarting(client: &reqwest::Client) -> Result<()> {
+    settle_previous(client, "ServiceBackoffRestarting").await?;
     clear_sink(client).await?;
     for _ in 0..4 {
         kill(services::COLLECTOR, "KILL")?;

@@ -26,11 +26,13 @@ pub struct Service {
 }
 
 impl Service {
-    /// Sets up telemetry and Kafka, and starts heartbeats and topic creation.
-    pub fn start(service: &'static str, version: &str, config: KitConfig, shutdown: CancellationToken) -> Result<Self, KitError> {
+    /// Sets up telemetry and Kafka, and starts heartbeats and topic creation; `listener`
+    /// (the ops server's) names the replica.
+    pub fn start(service: &'static str, version: &str, config: KitConfig, listener: &TcpListener, shutdown: CancellationToken) -> Result<Self, KitError> {
         let telemetry = Telemetry::new(service, version)?;
         let kafka = KafkaContext::new(&telemetry)?;
-        let identity = Identity::new(service);
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let identity = Identity::new(service, crate::heartbeat::replica_name(port));
         let client_id = format!("{service}-{}", &identity.instance_id[..8]);
         let producer = kafka::producer(&config.kafka_brokers, &client_id, kafka.clone())?;
         let mut me = Self { telemetry, kafka, producer, identity, shutdown, config, tasks: JoinSet::new() };

@@ -14,11 +14,15 @@ use tokio_util::sync::CancellationToken;
 /// Schema version of [`Heartbeat`].
 pub const HEARTBEAT_VERSION: u32 = 1;
 
-/// One heartbeat. `instance_id` is new for every process, so a new id means a restart.
+/// One heartbeat. `instance_id` is new for every process; `replica` names the slot the
+/// process fills (host and port), so a new instance id in the same replica is a restart,
+/// while a new replica is another instance running beside the first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub v: u32,
     pub service: String,
+    #[serde(default)]
+    pub replica: String,
     pub instance_id: String,
     pub started_at_ms: i64,
     pub seq: u64,
@@ -30,14 +34,15 @@ pub struct Heartbeat {
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub service: &'static str,
+    pub replica: String,
     pub instance_id: String,
     pub started_at_ms: i64,
 }
 
 impl Identity {
-    /// A fresh identity for this process.
-    pub fn new(service: &'static str) -> Self {
-        Self { service, instance_id: uuid::Uuid::new_v4().to_string(), started_at_ms: now_ms() }
+    /// A fresh identity for this process, in `replica` (see [`replica_name`]).
+    pub fn new(service: &'static str, replica: String) -> Self {
+        Self { service, replica, instance_id: uuid::Uuid::new_v4().to_string(), started_at_ms: now_ms() }
     }
 
     /// The `seq`-th heartbeat of this process.
@@ -45,6 +50,7 @@ impl Identity {
         Heartbeat {
             v: HEARTBEAT_VERSION,
             service: self.service.to_string(),
+            replica: self.replica.clone(),
             instance_id: self.instance_id.clone(),
             started_at_ms: self.started_at_ms,
             seq,
@@ -52,6 +58,18 @@ impl Identity {
             interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
         }
     }
+}
+
+/// The replica of a process serving on `port`: `HOSTNAME` (a container's name under Docker),
+/// else /etc/hostname, and the port — stable across restarts of the same slot.
+pub fn replica_name(port: u16) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{port}")
 }
 
 /// Publishes heartbeats until `shutdown`; a failed send is counted, never fatal.
@@ -88,11 +106,14 @@ mod tests {
 
     #[test]
     fn beats_share_the_instance_and_count_up() {
-        let id = Identity::new("collector");
+        let id = Identity::new("collector", replica_name(9101));
         let (a, b) = (id.beat(0, Duration::from_secs(5)), id.beat(1, Duration::from_secs(5)));
         assert_eq!(a.instance_id, b.instance_id);
         assert_eq!((a.seq, b.seq, a.interval_ms, a.v), (0, 1, 5000, 1));
-        assert_ne!(Identity::new("collector").instance_id, id.instance_id);
+        assert_ne!(Identity::new("collector", "h:1".into()).instance_id, id.instance_id);
+        assert!(a.replica.ends_with(":9101"));
+        let old = r#"{"v":1,"service":"c","instance_id":"i","started_at_ms":1,"seq":0,"sent_at_ms":1,"interval_ms":5000}"#;
+        assert_eq!(serde_json::from_str::<Heartbeat>(old).expect("v1 without replica").replica, "");
         let json = serde_json::to_string(&a).expect("json");
         assert_eq!(serde_json::from_str::<Heartbeat>(&json).expect("parse"), a);
     }

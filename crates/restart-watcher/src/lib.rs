@@ -74,7 +74,7 @@ pub struct Config {
 
 /// Runs the watcher until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), kit::KitError> {
-    let mut service = Service::start(services::RESTART_WATCHER, env!("CARGO_PKG_VERSION"), config.kit.clone(), shutdown)?;
+    let mut service = Service::start(services::RESTART_WATCHER, env!("CARGO_PKG_VERSION"), config.kit.clone(), &listener, shutdown)?;
     let metrics = WatchMetrics::register(service.telemetry.registry(), &config.expected_services)?;
     let interval_ms = i64::try_from(config.kit.heartbeat_interval_ms).unwrap_or(i64::MAX);
     let tracker = Tracker::new(config.expected_services.clone(), interval_ms, now_ms());

@@ -1,6 +1,7 @@
 //! Heartbeat tracking, pure and clock-free: the caller passes "now" (Unix ms), so tests
-//! drive time directly. A new instance id for a service is a restart; no heartbeat for
-//! [`DOWN_AFTER_INTERVALS`] intervals means the service is down.
+//! drive time directly. A new instance id in a replica (host and port) is a restart; a new
+//! replica is another instance beside the others (scale-out), not a restart. A service is
+//! up while any replica sent a heartbeat within [`DOWN_AFTER_INTERVALS`] intervals.
 
 use kit::heartbeat::Heartbeat;
 use std::collections::{HashMap, HashSet};
@@ -40,10 +41,13 @@ struct ServiceState {
     retired: HashSet<String>,
 }
 
-/// Heartbeat state of every service seen, plus those expected to exist.
+/// Replicas not heard from for this long are forgotten (when another replica is alive).
+const FORGET_MS: i64 = 600_000;
+
+/// Heartbeat state of every replica of every service seen, plus the services expected.
 #[derive(Debug)]
 pub struct Tracker {
-    services: HashMap<String, ServiceState>,
+    services: HashMap<String, HashMap<String, ServiceState>>,
     expected: Vec<String>,
     default_interval_ms: i64,
     started_ms: i64,
@@ -59,7 +63,9 @@ impl Tracker {
     /// Takes one heartbeat received at `now_ms`.
     pub fn observe(&mut self, hb: &Heartbeat, now_ms: i64) -> Observation {
         let interval_ms = i64::try_from(hb.interval_ms).unwrap_or(i64::MAX).max(1);
-        let Some(state) = self.services.get_mut(&hb.service) else {
+        let replicas = self.services.entry(hb.service.clone()).or_default();
+        replicas.retain(|r, st| *r == hb.replica || now_ms - st.last_seen_ms < FORGET_MS);
+        let Some(state) = replicas.get_mut(&hb.replica) else {
             let state = ServiceState {
                 instance_id: hb.instance_id.clone(),
                 started_at_ms: hb.started_at_ms,
@@ -67,7 +73,7 @@ impl Tracker {
                 interval_ms,
                 retired: HashSet::new(),
             };
-            self.services.insert(hb.service.clone(), state);
+            replicas.insert(hb.replica.clone(), state);
             return Observation::FirstSeen;
         };
         if state.instance_id == hb.instance_id {
@@ -96,7 +102,9 @@ impl Tracker {
     }
 
     fn status(&self, service: &str, now_ms: i64) -> Status {
-        let Some(state) = self.services.get(service) else {
+        // The service is as alive as its freshest replica.
+        let freshest = self.services.get(service).and_then(|r| r.values().max_by_key(|st| st.last_seen_ms));
+        let Some(state) = freshest else {
             let grace = DOWN_AFTER_INTERVALS * self.default_interval_ms;
             return Status {
                 service: service.to_string(),
@@ -123,6 +131,7 @@ mod tests {
         Heartbeat {
             v: 1,
             service: service.into(),
+            replica: "host:9101".into(),
             instance_id: instance.into(),
             started_at_ms: started,
             seq,
@@ -141,6 +150,17 @@ mod tests {
         assert_eq!(t.observe(&beat("collector", "a", 0, 2), 9_600), Observation::Stale);
         let status = &t.snapshot(10_000)[0];
         assert_eq!(status.start_time_seconds, Some(9.0));
+    }
+
+    #[test]
+    fn a_second_replica_is_scale_out_not_a_restart() {
+        let mut t = Tracker::new(vec![], 5_000, 0);
+        t.observe(&beat("sync-verifier", "a", 0, 0), 0);
+        let other = Heartbeat { replica: "host:9202".into(), ..beat("sync-verifier", "b", 100, 0) };
+        assert_eq!(t.observe(&other, 200), Observation::FirstSeen);
+        assert_eq!(t.observe(&beat("sync-verifier", "a", 0, 1), 5_000), Observation::Alive);
+        assert!(matches!(t.observe(&beat("sync-verifier", "c", 6_000, 0), 6_100), Observation::Restarted { .. }), "a new instance in replica 1");
+        assert!(t.snapshot(12_000)[0].up);
     }
 
     #[test]

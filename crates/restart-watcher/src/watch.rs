@@ -91,7 +91,7 @@ mod tests {
     }
 
     fn beat(instance: &str, started: i64) -> Heartbeat {
-        Heartbeat { v: 1, service: "collector".into(), instance_id: instance.into(), started_at_ms: started, seq: 0, sent_at_ms: started, interval_ms: 5_000 }
+        Heartbeat { v: 1, service: "collector".into(), replica: "host:9101".into(), instance_id: instance.into(), started_at_ms: started, seq: 0, sent_at_ms: started, interval_ms: 5_000 }
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub struct Config {
 
 /// Runs the verifier until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), kit::KitError> {
-    let mut service = Service::start(services::SYNC_VERIFIER, env!("CARGO_PKG_VERSION"), config.kit.clone(), shutdown)?;
+    let mut service = Service::start(services::SYNC_VERIFIER, env!("CARGO_PKG_VERSION"), config.kit.clone(), &listener, shutdown)?;
     let pool = PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(3))
