@@ -46,10 +46,13 @@ pub struct Backfiller {
 }
 
 impl Backfiller {
-    /// Serves one request; returns how many records were published.
+    /// Serves one request; returns how many records were published. A request for a
+    /// symbol this collector does not collect belongs to another collector (each may own
+    /// some symbols): it is skipped, not an error.
     pub async fn handle(&self, req: &BackfillRequest) -> Result<usize, BackfillError> {
         if !self.symbols.contains(&req.symbol) {
-            return Err(BackfillError::Invalid(format!("symbol {} is not collected", req.symbol)));
+            tracing::debug!(symbol = %req.symbol, "back-fill request for a symbol collected elsewhere; skipped");
+            return Ok(0);
         }
         match (req.stream, &req.range) {
             (Stream::AggTrade, BackfillRange::Ids { from_id, to_id }) if from_id <= to_id => self.aggs(&req.symbol, *from_id, *to_id).await,

@@ -135,9 +135,10 @@ async fn klines_are_back_filled_by_time_range_and_bad_requests_dead_lettered() {
         assert!(t.same_data(k), "{k:?} vs {t:?}");
     }
 
-    let bad = backfill("NOTCOLLECTED", Stream::Kline, BackfillRange::Ids { from_id: 1, to_id: 2 });
+    // a kline request with an id range cannot be served: dead-lettered with the reason
+    let bad = backfill(&symbol, Stream::Kline, BackfillRange::Ids { from_id: 1, to_id: 2 });
     request_backfill(&bad).await;
-    let dlq = Records::new(&topics::dlq(topics::BACKFILL), &["NOTCOLLECTED".to_string()]);
+    let dlq = Records::new(&topics::dlq(topics::BACKFILL), &syms);
     let dead: Vec<BackfillRequest> = dlq.until(20 * SEC, |r: &[BackfillRequest]| r.iter().any(|x| x == &bad)).await;
     assert_eq!(dead.iter().filter(|x| *x == &bad).count(), 1, "the request is dead-lettered once, unchanged");
     assert!(c.metric("nghenhan_errors_total{kind=\"backfill_bad_request\"").await >= 1.0);
