@@ -40,6 +40,9 @@ pub struct Config {
     /// Kafka consumer group (more instances split the partitions).
     #[arg(long, env = "CONSUMER_GROUP", default_value = "sync-verifier")]
     pub consumer_group: String,
+    /// Where a new consumer group starts: `earliest` (everything retained) or `latest`.
+    #[arg(long, env = "CONSUMER_OFFSET_RESET", default_value = "earliest", value_parser = ["earliest", "latest"])]
+    pub offset_reset: String,
     /// Most records written in one transaction.
     #[arg(long, env = "BATCH_MAX", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub batch_max: u64,
@@ -66,7 +69,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .map_err(|e| kit::KitError::Io(std::io::Error::other(format!("DATABASE_URL: {e}"))))?;
     let metrics = metrics::SyncMetrics::register(service.telemetry.registry())?;
     let client_id = format!("sync-verifier-{}", &service.identity.instance_id[..8]);
-    let consumer = kit::kafka::consumer(&config.kit.kafka_brokers, &client_id, &config.consumer_group, "earliest", service.kafka.clone())?;
+    let consumer = kit::kafka::consumer(&config.kit.kafka_brokers, &client_id, &config.consumer_group, &config.offset_reset, service.kafka.clone())?;
     let pipeline = pipeline::Pipeline::new(config, pool.clone(), metrics, service.producer.clone(), service.telemetry.clone(), service.shutdown.clone());
     let pipeline = Arc::new(pipeline);
     service.spawn("verify", pipeline.clone().run(consumer));
