@@ -69,6 +69,9 @@ check-config:
 	$(BIN)/promtool check config $(RENDERED)/prometheus.yml
 	$(BIN)/promtool check rules prometheus/rules/*.yml
 	$(BIN)/amtool check-config alertmanager/alertmanager.yml $(RENDERED)/alertmanager.yml
+	$(BIN)/amtool config routes test --config.file=alertmanager/alertmanager.yml --verify.receivers=watchdog alertname=Watchdog severity=warning
+	$(BIN)/amtool config routes test --config.file=alertmanager/alertmanager.yml --verify.receivers=discord alertname=DataGapOpen severity=critical
+	$(BIN)/amtool config routes test --config.file=alertmanager/alertmanager.yml --verify.receivers=discord alertname=ServiceRestarted severity=warning
 
 rule-test:
 	$(BIN)/promtool test rules prometheus/tests/*.yml

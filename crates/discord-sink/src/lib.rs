@@ -3,7 +3,8 @@
 //! It records every POST to `/api/webhooks/{id}/{token}`, checks it against Discord's
 //! message limits, and answers as Discord does: 204 when accepted, 400 with Discord's error
 //! body when the payload breaks a limit, or 429 with `retry_after` while told to rate-limit.
-//! Control: `GET /sink/messages`, `DELETE /sink/messages`, `POST /sink/mode`.
+//! Control: `GET /sink/messages`, `DELETE /sink/messages`, `POST /sink/mode`. It also
+//! takes the Watchdog's heartbeat webhook (`POST /watchdog`, counted at `GET /sink/watchdog`).
 //!
 //! It is a test double of Discord's webhook API, never part of the production path.
 #![forbid(unsafe_code)]

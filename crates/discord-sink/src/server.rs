@@ -42,6 +42,8 @@ fn default_retry_after() -> f64 {
 struct State {
     recorded: Vec<Recorded>,
     mode: Mode,
+    watchdog_pings: u64,
+    watchdog_last_ms: i64,
 }
 
 /// The sink's shared state.
@@ -108,6 +110,17 @@ async fn handle(sink: Sink, req: Request<Incoming>) -> Result<Response<Full<Byte
             reply(StatusCode::NO_CONTENT, &Value::Null)
         }
         (&Method::POST, "/sink/mode") => set_mode(&sink, &raw),
+        // Alertmanager's webhook for the always-firing Watchdog: a heartbeat, counted.
+        (&Method::POST, "/watchdog") => {
+            let mut state = sink.lock();
+            state.watchdog_pings += 1;
+            state.watchdog_last_ms = kit::time::now_ms();
+            reply(StatusCode::OK, &json!({"ok": true}))
+        }
+        (&Method::GET, "/sink/watchdog") => {
+            let state = sink.lock();
+            reply(StatusCode::OK, &json!({"pings": state.watchdog_pings, "last_ms": state.watchdog_last_ms}))
+        }
         (&Method::GET, "/" | "/healthz") => reply(StatusCode::OK, &json!({"recorded": sink.lock().recorded.len()})),
         _ => reply(StatusCode::NOT_FOUND, &json!({"message":"404: Not Found","code":0})),
     };
@@ -177,6 +190,11 @@ mod tests {
         let statuses: Vec<u16> = recorded.iter().map(|r| r.status).collect();
         assert_eq!(statuses, vec![204, 400, 429, 204]);
         assert!(recorded[1].errors[0].contains("title"));
+
+        assert_eq!(client.post(format!("{base}/watchdog")).json(&json!({"alerts": []})).send().await.expect("ping").status(), 200);
+        let w: Value = client.get(format!("{base}/sink/watchdog")).send().await.expect("get").json().await.expect("json");
+        assert_eq!(w["pings"], 1);
+        assert_eq!(recorded.len(), 4, "watchdog pings are not Discord messages");
         token.cancel();
     }
 }
