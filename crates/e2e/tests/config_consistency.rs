@@ -87,3 +87,94 @@ fn every_scrape_target_is_a_compose_service_on_its_contract_port() -> Result<()>
     }
     Ok(())
 }
+
+/// Every alert of DESIGN.md's contract.
+const ALERTS: [&str; 16] = [
+    "HighCpuUsage", "HighMemoryUsage", "HighErrorRate", "ServiceDown", "ServiceRestarted", "ServiceBackoffRestarting",
+    "DataSyncLagging", "DataGapOpen", "DataMissingRecords", "DataSyncStalled", "BinanceRateLimitNearLimit",
+    "BinanceRateLimited", "BinanceWebSocketDown", "KafkaConsumerLagHigh", "AlertDeliveryFailing", "Watchdog",
+];
+
+/// Metrics exported by the stack's own parts (Prometheus, node-exporter, cAdvisor, the
+/// process collector), which the contract does not list.
+const FOREIGN_PREFIXES: [&str; 6] = ["process_", "node_", "container_", "alertmanager_", "prometheus_", "go_"];
+
+/// Metric names in a PromQL expression: identifiers that are not functions, keywords,
+/// label names or values, or durations.
+pub fn metric_names(expr: &str) -> Vec<String> {
+    const KEYWORDS: [&str; 20] = ["by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset", "sum", "max", "min", "avg", "count", "topk", "bottomk", "quantile", "stddev"];
+    let no_strings: String = expr.split('"').enumerate().filter(|(i, _)| i % 2 == 0).map(|(_, s)| s).collect::<Vec<_>>().join("\"\"");
+    let mut names = Vec::new();
+    let mut depth_braces = 0;
+    let chars: Vec<char> = no_strings.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '{' { depth_braces += 1; }
+        if c == '}' { depth_braces -= 1; }
+        if (c.is_ascii_alphabetic() || c == '_') && (i == 0 || !(chars[i - 1].is_ascii_alphanumeric() || chars[i - 1] == '_' || chars[i - 1] == '.')) {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':') {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let next = chars[i..].iter().find(|c| !c.is_whitespace()).copied();
+            let in_grouping = no_strings[..start].trim_end().ends_with(['(', ',']) && no_strings[..start].rfind(['(']).is_some_and(|p| {
+                let before = no_strings[..p].trim_end();
+                ["by", "without", "on", "ignoring", "group_left", "group_right"].iter().any(|k| before.ends_with(k))
+            });
+            let is_duration = start > 0 && chars[start - 1].is_ascii_digit();
+            if depth_braces == 0 && next != Some('(') && !KEYWORDS.contains(&word.as_str()) && !in_grouping && !is_duration && word != "x" {
+                names.push(word);
+            }
+            continue;
+        }
+        i += 1;
+    }
+    names
+}
+
+fn is_known_metric(name: &str) -> bool {
+    name == "up" || kit::contract::metrics::ALL.contains(&name) || FOREIGN_PREFIXES.iter().any(|p| name.starts_with(p))
+        || [kit::contract::metrics::sim::WS_CONNECTIONS, kit::contract::metrics::sim::WS_SENT_TOTAL, kit::contract::metrics::sim::WS_DROPPED_TOTAL,
+            kit::contract::metrics::sim::WS_DISCONNECTS_TOTAL, kit::contract::metrics::sim::REST_REQUESTS_TOTAL, kit::contract::metrics::sim::TRADES_TOTAL].contains(&name)
+        || ["_bucket", "_sum", "_count"].iter().any(|s| name.strip_suffix(s).is_some_and(|base| kit::contract::metrics::ALL.contains(&base)))
+}
+
+#[test]
+fn metric_names_are_found_in_promql() {
+    let names = metric_names(r#"sum by (service) (rate(nghenhan_errors_total{kind="x"}[1m])) > 0.5 or label_replace(1 - avg(rate(node_cpu_seconds_total{mode="idle"}[1m])), "service", "host", "", "")"#);
+    assert_eq!(names, ["nghenhan_errors_total", "node_cpu_seconds_total"]);
+    assert_eq!(metric_names("max by (limit, interval) (binance_rate_limit_used / binance_rate_limit_max) > 0.8"), ["binance_rate_limit_used", "binance_rate_limit_max"]);
+    assert!(!is_known_metric("made_up_metric_total"));
+}
+
+#[test]
+fn every_contract_alert_is_a_complete_rule_on_contract_metrics() -> Result<()> {
+    let mut seen = HashSet::new();
+    let dir = e2e::root().join("prometheus/rules");
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        let rules: Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
+        for group in rules["groups"].as_sequence().context("groups")? {
+            for rule in group["rules"].as_sequence().context("rules")? {
+                let name = rule["alert"].as_str().context("alert name")?.to_string();
+                let severity = rule["labels"]["severity"].as_str().unwrap_or_default();
+                assert!(["critical", "warning"].contains(&severity), "{name}: severity {severity:?}");
+                for key in ["summary", "description", "runbook"] {
+                    assert!(rule["annotations"][key].as_str().is_some_and(|v| !v.is_empty()), "{name}: no {key}");
+                }
+                let runbook = rule["annotations"]["runbook"].as_str().unwrap_or_default();
+                assert!(e2e::root().join(runbook).is_file(), "{name}: runbook {runbook} missing");
+                for metric in metric_names(rule["expr"].as_str().context("expr")?) {
+                    assert!(is_known_metric(&metric), "{name} uses {metric}, which is not in kit::contract");
+                }
+                seen.insert(name);
+            }
+        }
+    }
+    for alert in ALERTS {
+        assert!(seen.contains(alert), "no rule for {alert}");
+    }
+    Ok(())
+}
