@@ -100,3 +100,31 @@ pub async fn clear_sink(client: &reqwest::Client) -> Result<()> {
     client.delete(format!("{SINK}/sink/messages")).send().await?.error_for_status()?;
     Ok(())
 }
+
+/// Every PromQL expression of the provisioned dashboards: (dashboard, panel, expression,
+/// whether the panel says it is empty on the native stack).
+pub fn dashboard_queries() -> Result<Vec<(String, String, String, bool)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root().join("grafana/dashboards"))? {
+        let path = entry?.path();
+        let dash: Value = serde_json::from_str(&std::fs::read_to_string(&path)?).with_context(|| format!("{}", path.display()))?;
+        let title = dash["title"].as_str().unwrap_or_default().to_string();
+        for panel in dash["panels"].as_array().into_iter().flatten() {
+            let name = panel["title"].as_str().unwrap_or_default().to_string();
+            let compose_only = panel["description"].as_str().unwrap_or_default().contains("Compose only");
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().context("target without expr")?;
+                out.push((title.clone(), name.clone(), expr.to_string(), compose_only));
+            }
+        }
+        if let Some(expr) = dash["annotations"]["list"][0]["expr"].as_str() {
+            out.push((title.clone(), "annotation: restarts".into(), expr.to_string(), false));
+        }
+    }
+    Ok(out)
+}
+
+/// A dashboard expression with Grafana's variables replaced as "All" would.
+pub fn concrete(expr: &str) -> String {
+    expr.replace("$__rate_interval", "1m").replace("$service", ".*").replace("$symbol", ".*")
+}

@@ -178,3 +178,19 @@ fn every_contract_alert_is_a_complete_rule_on_contract_metrics() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn every_dashboard_query_uses_contract_metrics() -> Result<()> {
+    let queries = e2e::dashboard_queries()?;
+    assert!(queries.len() >= 40, "{} queries", queries.len());
+    let titles: HashSet<String> = queries.iter().map(|q| q.0.clone()).collect();
+    for t in ["Overview", "Resources", "Errors", "Data sync", "Binance rate limits", "Restarts"] {
+        assert!(titles.iter().any(|x| x.ends_with(t)), "no {t} dashboard");
+    }
+    for (dash, panel, expr, _) in &queries {
+        for metric in metric_names(&e2e::concrete(expr)) {
+            assert!(is_known_metric(&metric) || metric == "ALERTS" || metric == "time", "{dash} / {panel}: {metric} is not in kit::contract");
+        }
+    }
+    Ok(())
+}
