@@ -19,6 +19,7 @@ async fn native_stack_end_to_end() -> Result<()> {
     }
     heartbeats_flow_through_kafka().await?;
     prometheus_scrapes_every_service(&client).await?;
+    exchange_faults_reach_discord(&client).await?;
     killed_service_reaches_discord_as_service_down(&client).await?;
     restart_is_counted_from_the_new_instance_id(&client).await?;
     a_crash_loop_reaches_discord_as_backoff_restarting(&client).await?;
@@ -131,5 +132,48 @@ async fn a_crash_loop_reaches_discord_as_backoff_restarting(client: &reqwest::Cl
     ensure!(description.contains("back-off restart loop"), "summary missing: {description}");
     let loop_flag = prom_query(client, r#"service_backoff_restarting{service="collector"}"#).await?;
     ensure!(loop_flag.iter().filter_map(sample_value).any(|v| v == 1.0), "the metric shows the loop");
+    Ok(())
+}
+
+const SIM: &str = "http://127.0.0.1:9180";
+
+async fn sim_control(client: &reqwest::Client, op: &str, body: serde_json::Value) -> Result<()> {
+    client.post(format!("{SIM}/sim/{op}")).json(&body).send().await?.error_for_status()?;
+    Ok(())
+}
+
+async fn firing_title(client: &reqwest::Client, alertname: &str) -> Result<Option<String>> {
+    Ok(sink_messages(client).await?.into_iter().find_map(|m| {
+        let title = m.body["embeds"][0]["title"].as_str().unwrap_or_default().to_string();
+        let ok = m.status == 204 && m.errors.is_empty();
+        (ok && title.contains("FIRING") && title.contains(&format!("] {alertname}"))).then_some(title)
+    }))
+}
+
+/// Faults injected into the stack's exchange-sim (the collector talks to it) reach Discord
+/// as DataGapOpen, BinanceRateLimited and HighErrorRate through the real Prometheus and
+/// Alertmanager: dropped trades open a gap that a 418 ban keeps from healing, the ban is
+/// a rate limit, and malformed frames every second are errors.
+async fn exchange_faults_reach_discord(client: &reqwest::Client) -> Result<()> {
+    clear_sink(client).await?;
+    sim_control(client, "drop", serde_json::json!({"symbol": "BTCUSDT", "stream": "aggTrade", "count": 25})).await?;
+    sim_control(client, "ratelimit", serde_json::json!({"status": 418, "duration_ms": 60_000})).await?;
+    let garbage = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for _ in 0..70 {
+                let _ = sim_control(&client, "garbage", serde_json::json!({})).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let mut titles = Vec::new();
+    for alert in ["BinanceRateLimited", "DataGapOpen", "HighErrorRate"] {
+        let title = eventually(&format!("{alert} at the Discord sink"), Duration::from_secs(150), || firing_title(client, alert)).await?;
+        titles.push(title);
+    }
+    garbage.abort();
+    sim_control(client, "reset", serde_json::json!({})).await?;
+    ensure!(titles[1].contains("DataGapOpen"), "{titles:?}");
     Ok(())
 }
