@@ -60,14 +60,7 @@ async fn killed_service_reaches_discord_as_service_down(client: &reqwest::Client
     settle_previous(client, "ServiceDown").await?;
     clear_sink(client).await?;
     kill(services::COLLECTOR, "KILL")?;
-    let message = eventually("ServiceDown for collector at the Discord sink", Duration::from_secs(120), || async {
-        let found = sink_messages(client).await?.into_iter().find(|m| {
-            let title = m.body["embeds"][0]["title"].as_str().unwrap_or_default();
-            title.contains("FIRING") && title.contains("ServiceDown") && title.contains("collector")
-        });
-        Ok(found)
-    })
-    .await?;
+    let message = eventually("ServiceDown for collector at the Discord sink", Duration::from_secs(120), || firing(client, "ServiceDown", "collector")).await?;
     ensure!(message.status == 204 && message.errors.is_empty(), "Discord would refuse it: {:?}", message.errors);
     let embed = &message.body["embeds"][0];
     let description = embed["description"].as_str().context("embed description")?;
@@ -119,12 +112,8 @@ async fn a_crash_loop_reaches_discord_as_backoff_restarting(client: &reqwest::Cl
         stack(&["start", services::COLLECTOR])?;
         tokio::time::sleep(Duration::from_millis(1500)).await; // one heartbeat, then die again
     }
-    let message = eventually("ServiceBackoffRestarting for collector at the Discord sink", Duration::from_secs(120), || async {
-        let found = sink_messages(client).await?.into_iter().find(|m| {
-            let title = m.body["embeds"][0]["title"].as_str().unwrap_or_default();
-            title.contains("FIRING") && title.contains("ServiceBackoffRestarting") && title.contains("collector")
-        });
-        Ok(found)
+    let message = eventually("ServiceBackoffRestarting for collector at the Discord sink", Duration::from_secs(120), || {
+        firing(client, "ServiceBackoffRestarting", "collector")
     })
     .await?;
     ensure!(message.status == 204 && message.errors.is_empty(), "Discord would refuse it: {:?}", message.errors);
@@ -142,12 +131,17 @@ async fn sim_control(client: &reqwest::Client, op: &str, body: serde_json::Value
     Ok(())
 }
 
-async fn firing_title(client: &reqwest::Client, alertname: &str) -> Result<Option<String>> {
-    Ok(sink_messages(client).await?.into_iter().find_map(|m| {
-        let title = m.body["embeds"][0]["title"].as_str().unwrap_or_default().to_string();
-        let ok = m.status == 204 && m.errors.is_empty();
-        (ok && title.contains("FIRING") && title.contains(&format!("] {alertname}"))).then_some(title)
+/// The first FIRING message for `alertname` (and `context`, e.g. the service) at the sink.
+async fn firing(client: &reqwest::Client, alertname: &str, context: &str) -> Result<Option<discord_sink::server::Recorded>> {
+    Ok(sink_messages(client).await?.into_iter().find(|m| {
+        let title = m.body["embeds"][0]["title"].as_str().unwrap_or_default();
+        title.contains("FIRING") && title.contains(&format!("] {alertname}")) && title.contains(context)
     }))
+}
+
+async fn firing_title(client: &reqwest::Client, alertname: &str) -> Result<Option<String>> {
+    let found = firing(client, alertname, "").await?.filter(|m| m.status == 204 && m.errors.is_empty());
+    Ok(found.and_then(|m| m.body["embeds"][0]["title"].as_str().map(String::from)))
 }
 
 /// Faults injected into the stack's exchange-sim (the collector talks to it) reach Discord
