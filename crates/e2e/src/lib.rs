@@ -111,7 +111,7 @@ pub fn dashboard_queries() -> Result<Vec<(String, String, String, bool)>> {
         let title = dash["title"].as_str().unwrap_or_default().to_string();
         for panel in dash["panels"].as_array().into_iter().flatten() {
             let name = panel["title"].as_str().unwrap_or_default().to_string();
-            let compose_only = panel["description"].as_str().unwrap_or_default().contains("Compose only");
+            let compose_only = name.contains("Compose only");
             for target in panel["targets"].as_array().into_iter().flatten() {
                 let expr = target["expr"].as_str().context("target without expr")?;
                 out.push((title.clone(), name.clone(), expr.to_string(), compose_only));
