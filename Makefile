@@ -80,7 +80,7 @@ rule-test:
 # plain `cargo test`; here they run against a native stack that is started (the collector
 # pointed at exchange-sim) and always stopped.
 e2e:
-	@export BINANCE=sim; trap '$(STACK) down' EXIT; $(STACK) up && cargo test --workspace -- --ignored
+	@export BINANCE=sim; trap '$(STACK) down' EXIT; $(STACK) up && cargo test --workspace --no-fail-fast -- --ignored
 
 # Speed and memory goals: each bench prints ratios against a baseline measured in the same run.
 bench:
