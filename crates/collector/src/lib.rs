@@ -134,21 +134,12 @@ fn spawn_backfill(service: &mut Service, config: &Config, rest: Arc<rest::Binanc
 
 /// Reads the weight limit from exchangeInfo, retrying with back-off until it succeeds.
 async fn load_limits(rest: Arc<rest::BinanceRest>, telemetry: kit::Telemetry, shutdown: CancellationToken) -> Result<(), KitError> {
-    let mut delay = Duration::from_secs(1);
-    loop {
-        match rest.load_limits().await {
-            Ok(window) => {
-                tracing::info!(limit = window.limit, window = %window.label, "Binance request weight limit loaded");
-                return Ok(());
-            }
-            Err(err) => telemetry.error("exchange_info", &err),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(60));
+    let load = || rest.load_limits();
+    let window = kit::shutdown::retry(&shutdown, Duration::from_secs(1), Duration::from_secs(60), load, |e| telemetry.error("exchange_info", &e)).await;
+    if let Some(window) = window {
+        tracing::info!(limit = window.limit, window = %window.label, "Binance request weight limit loaded");
     }
+    Ok(())
 }
 
 #[cfg(test)]

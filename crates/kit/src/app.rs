@@ -82,18 +82,8 @@ impl Service {
         let telemetry = self.telemetry.clone();
         let shutdown = self.shutdown.clone();
         self.tasks.spawn(async move {
-            let mut delay = Duration::from_millis(500);
-            loop {
-                match kafka::ensure_topics(&brokers, 1).await {
-                    Ok(()) => return,
-                    Err(err) => telemetry.error("kafka_topics", &err),
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
+            let create = || kafka::ensure_topics(&brokers, 1);
+            crate::shutdown::retry(&shutdown, Duration::from_millis(500), Duration::from_secs(10), create, |e| telemetry.error("kafka_topics", &e)).await;
         });
     }
 

@@ -152,24 +152,26 @@ pub fn probe(producer: FutureProducer<KafkaContext>) -> Probe {
 pub async fn partition_counts(producer: &FutureProducer<KafkaContext>, topics: &[&str], shutdown: &CancellationToken) -> HashMap<String, i32> {
     let mut counts = HashMap::new();
     for topic in topics {
-        let mut delay = Duration::from_millis(200);
-        loop {
+        let fetch = || {
             let (p, t) = (producer.clone(), topic.to_string());
-            let fetched = tokio::task::spawn_blocking(move || {
-                p.client().fetch_metadata(Some(&t), Duration::from_secs(5)).map(|m| m.topics().first().map_or(0, |x| x.partitions().len()))
-            })
-            .await;
-            if let Ok(Ok(n)) = fetched {
-                if n > 0 {
-                    counts.insert(topic.to_string(), i32::try_from(n).unwrap_or(1));
-                    break;
+            async move {
+                let fetched = tokio::task::spawn_blocking(move || p.client().fetch_metadata(Some(&t), Duration::from_secs(5))).await;
+                match fetched {
+                    Ok(Ok(m)) => match m.topics().first().map_or(0, |x| x.partitions().len()) {
+                        0 => Err("no partitions yet".to_string()),
+                        n => Ok(i32::try_from(n).unwrap_or(1)),
+                    },
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return counts,
-                _ = tokio::time::sleep(delay) => {}
+        };
+        let waiting = |e: String| tracing::debug!(topic, error = %e, "waiting for the topic's partitions");
+        match crate::shutdown::retry(shutdown, Duration::from_millis(200), Duration::from_secs(5), fetch, waiting).await {
+            Some(n) => {
+                counts.insert(topic.to_string(), n);
             }
-            delay = (delay * 2).min(Duration::from_secs(5));
+            None => return counts,
         }
     }
     counts
@@ -198,8 +200,7 @@ pub async fn dead_letter<M: Message>(
         .insert(Header { key: "x-source-topic", value: Some(msg.topic()) })
         .insert(Header { key: "x-source-partition", value: Some(&partition) })
         .insert(Header { key: "x-source-offset", value: Some(&offset) });
-    let mut delay = Duration::from_millis(200);
-    loop {
+    let write = || {
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&dlq).headers(headers.clone());
         if let Some(key) = msg.key() {
             record = record.key(key);
@@ -207,16 +208,10 @@ pub async fn dead_letter<M: Message>(
         if let Some(payload) = msg.payload() {
             record = record.payload(payload);
         }
-        match producer.send(record, Duration::from_secs(5)).await {
-            Ok(_) => return true,
-            Err((err, _)) => tracing::warn!(topic = %dlq, error = %err, "dead-letter write failed; retrying"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return false,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+        producer.send(record, Duration::from_secs(5))
+    };
+    let failed = |(err, _): (KafkaError, _)| tracing::warn!(topic = %dlq, error = %err, "dead-letter write failed; retrying");
+    crate::shutdown::retry(shutdown, Duration::from_millis(200), Duration::from_secs(5), write, failed).await.is_some()
 }
 
 #[cfg(test)]

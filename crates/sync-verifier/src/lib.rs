@@ -78,23 +78,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     Ok(())
 }
 
-/// Applies the embedded migrations, retrying with capped back-off while the database is away.
+/// Applies the embedded migrations, retrying with capped back-off while the database is
+/// away; false on shutdown.
 pub async fn migrate_until_done(pool: &PgPool, telemetry: &kit::Telemetry, shutdown: &CancellationToken) -> bool {
-    let mut delay = Duration::from_millis(500);
-    loop {
-        match sqlx::migrate!("./migrations").run(pool).await {
-            Ok(()) => {
-                tracing::info!("database migrations applied");
-                return true;
-            }
-            Err(err) => telemetry.error("db_migrate", &err),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return false,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
+    let migrate = || sqlx::migrate!("./migrations").run(pool);
+    let done = kit::shutdown::retry(shutdown, Duration::from_millis(500), Duration::from_secs(10), migrate, |e| telemetry.error("db_migrate", &e)).await;
+    if done.is_some() {
+        tracing::info!("database migrations applied");
     }
+    done.is_some()
 }
 
 fn pg_probe(pool: PgPool) -> Probe {

@@ -83,23 +83,15 @@ impl Pipeline {
     }
 
     async fn resume(&self) {
-        let mut delay = Duration::from_millis(500);
-        loop {
-            let loaded = async {
-                let states = store::load_states(&self.pool).await?;
-                let gaps = store::load_open_gaps(&self.pool, |s| parse_stream(s).map_or(1, step_of)).await?;
-                Ok::<_, sqlx::Error>(Verifier::resume(states, gaps))
-            };
-            match loaded.await {
-                Ok(v) => {
-                    tracing::info!(streams = v.streams.len(), open_gaps = v.open_gap_ids().len(), "resumed from the database");
-                    *self.verifier.lock().await = v;
-                    return;
-                }
-                Err(err) => self.telemetry.error("db_resume", &err),
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
+        let load = || async {
+            let states = store::load_states(&self.pool).await?;
+            let gaps = store::load_open_gaps(&self.pool, |s| parse_stream(s).map_or(1, step_of)).await?;
+            Ok::<_, sqlx::Error>(Verifier::resume(states, gaps))
+        };
+        let resumed = kit::shutdown::retry(&self.shutdown, Duration::from_millis(500), Duration::from_secs(10), load, |e| self.telemetry.error("db_resume", &e)).await;
+        if let Some(v) = resumed {
+            tracing::info!(streams = v.streams.len(), open_gaps = v.open_gap_ids().len(), "resumed from the database");
+            *self.verifier.lock().await = v;
         }
     }
 
@@ -149,18 +141,8 @@ impl Pipeline {
 
     /// Writes the batch, retrying with back-off while the database fails; `None` on shutdown.
     async fn persist_retrying(&self, inputs: &[Input]) -> Option<Outcome> {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match self.persist(inputs).await {
-                Ok(outcome) => return Some(outcome),
-                Err(err) => self.telemetry.error("db_write", &err),
-            }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
+        let write = || self.persist(inputs);
+        kit::shutdown::retry(&self.shutdown, Duration::from_millis(200), Duration::from_secs(5), write, |e| self.telemetry.error("db_write", &e)).await
     }
 
     async fn persist(&self, inputs: &[Input]) -> sqlx::Result<Outcome> {
