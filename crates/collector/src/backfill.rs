@@ -96,24 +96,22 @@ impl Backfiller {
 
     async fn server_time_retrying(&self) -> Result<i64, BackfillError> {
         let body = self.get_retrying(crate::rest::TIME, &[]).await?;
-        let value: serde_json::Value = serde_json::from_str(&body).map_err(market::binance::CodecError::from)?;
-        value["serverTime"].as_i64().ok_or_else(|| BackfillError::Invalid(format!("no serverTime in {body}")))
+        crate::rest::parse_server_time(&body).ok_or_else(|| BackfillError::Invalid(format!("no serverTime in {body}")))
     }
 
-    /// Retries rate limits and transient failures (the governor makes them wait).
+    /// Retries rate limits and transient failures (the governor makes them wait); an error
+    /// that retrying cannot cure ends the request.
     async fn get_retrying(&self, endpoint: crate::rest::Endpoint, query: &[(&str, String)]) -> Result<String, BackfillError> {
-        let mut delay = Duration::from_millis(200);
-        loop {
+        let attempt = || async {
             match self.rest.get(endpoint, query).await {
-                Ok(body) => return Ok(body),
-                Err(err) if err.retryable() => tracing::warn!(error = %err, "back-fill request failed; retrying"),
-                Err(err) => return Err(err.into()),
+                Err(err) if err.retryable() => Err(err),
+                done => Ok(done),
             }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(BackfillError::Stopped),
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
+        };
+        let failed = |err: RestError| tracing::warn!(error = %err, "back-fill request failed; retrying");
+        match kit::shutdown::retry(&self.shutdown, Duration::from_millis(200), Duration::from_secs(10), attempt, failed).await {
+            Some(done) => Ok(done?),
+            None => Err(BackfillError::Stopped),
         }
     }
 }

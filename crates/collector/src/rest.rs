@@ -94,8 +94,7 @@ impl BinanceRest {
     /// The exchange's clock (ms): whether a kline has closed is the exchange's call.
     pub async fn server_time(&self) -> Result<i64, RestError> {
         let body = self.get(TIME, &[]).await?;
-        let value: serde_json::Value = serde_json::from_str(&body).map_err(|e| RestError::Transient { endpoint: TIME.path, reason: e.to_string() })?;
-        value["serverTime"].as_i64().ok_or_else(|| RestError::Api { endpoint: TIME.path, status: 200, body })
+        parse_server_time(&body).ok_or(RestError::Api { endpoint: TIME.path, status: 200, body })
     }
 
     /// Reads REQUEST_WEIGHT from exchangeInfo and configures the governor with it.
@@ -105,6 +104,11 @@ impl BinanceRest {
         self.governor.configure(window.clone()).await;
         Ok(window)
     }
+}
+
+/// `serverTime` of a `/api/v3/time` body.
+pub fn parse_server_time(body: &str) -> Option<i64> {
+    serde_json::from_str::<serde_json::Value>(body).ok()?["serverTime"].as_i64()
 }
 
 /// The REQUEST_WEIGHT entry of an exchangeInfo body.
@@ -132,5 +136,7 @@ mod tests {
                                      {"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE","intervalNum":1,"limit":6000}]}"#;
         assert_eq!(parse_weight_limit(body), Some(Window { limit: 6000, window_ms: 60_000, label: "1m".into() }));
         assert_eq!(parse_weight_limit(r#"{"rateLimits":[]}"#), None);
+        assert_eq!(parse_server_time(r#"{"serverTime":1499827319559}"#), Some(1_499_827_319_559));
+        assert_eq!(parse_server_time(r#"{"code":-1000}"#), None);
     }
 }
