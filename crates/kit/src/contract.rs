@@ -60,6 +60,8 @@ pub mod metrics {
     pub const BINANCE_WS_MESSAGES_TOTAL: &str = "binance_ws_messages_total"; // {stream}
     pub const COLLECTOR_PUBLISHED_TOTAL: &str = "collector_published_total"; // {topic}
     pub const COLLECTOR_BACKFILL_RECORDS_TOTAL: &str = "collector_backfill_records_total"; // {symbol,stream}
+    /// Stream records not published (e.g. the producer queue was full); back-fill heals them.
+    pub const COLLECTOR_RECORDS_DROPPED_TOTAL: &str = "collector_records_dropped_total"; // {reason}
 
     // sync-verifier
     pub const SYNC_LAST_EVENT_TIMESTAMP_SECONDS: &str = "sync_last_event_timestamp_seconds";
@@ -108,6 +110,7 @@ pub mod metrics {
         BINANCE_WS_MESSAGES_TOTAL,
         COLLECTOR_PUBLISHED_TOTAL,
         COLLECTOR_BACKFILL_RECORDS_TOTAL,
+        COLLECTOR_RECORDS_DROPPED_TOTAL,
         SYNC_LAST_EVENT_TIMESTAMP_SECONDS,
         SYNC_LAG_SECONDS,
         SYNC_MISSING_RECORDS,
