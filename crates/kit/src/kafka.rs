@@ -80,13 +80,27 @@ fn base_config(brokers: &str, client_id: &str) -> ClientConfig {
 
 /// An idempotent producer (acks=all, ordered retries) with LZ4 batches.
 pub fn producer(brokers: &str, client_id: &str, ctx: KafkaContext) -> Result<FutureProducer<KafkaContext>, KitError> {
-    let producer = base_config(brokers, client_id)
+    Ok(producer_config(brokers, client_id).create_with_context(ctx)?)
+}
+
+/// [`producer`] whose local queue holds at most `max_messages` records
+/// (`queue.buffering.max.messages`; librdkafka's default is 100 000). A caller that must
+/// never wait (the collector's WebSocket path) sees `QueueFull` sooner and drops instead
+/// of buffering; tests use a tiny queue to force it.
+pub fn producer_with_queue(brokers: &str, client_id: &str, ctx: KafkaContext, max_messages: u32) -> Result<FutureProducer<KafkaContext>, KitError> {
+    let mut config = producer_config(brokers, client_id);
+    config.set("queue.buffering.max.messages", max_messages.max(1).to_string());
+    Ok(config.create_with_context(ctx)?)
+}
+
+fn producer_config(brokers: &str, client_id: &str) -> ClientConfig {
+    let mut config = base_config(brokers, client_id);
+    config
         .set("enable.idempotence", "true")
         .set("compression.type", "lz4")
         .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000")
-        .create_with_context(ctx)?;
-    Ok(producer)
+        .set("message.timeout.ms", "30000");
+    config
 }
 
 /// A consumer in `group` that never stores an offset by itself: call `store_offset` after
