@@ -5,11 +5,25 @@
 //! cross `share` of the limit, and stops every request while a 429's `Retry-After` or a
 //! 418 ban lasts — so not one request is sent during a ban. Windows align to the wall
 //! clock, as Binance's do; time comes from tokio, so tests pause and advance it.
+//!
+//! Every number from the exchange (headers, exchangeInfo) is hostile input: arithmetic on
+//! it saturates, and no pause is longer than [`MAX_BLOCK`]. Bans are remembered across
+//! restarts through a [`BanStore`]; a 403 (the WAF) gets a long back-off of its own.
 
+use crate::ban::{Ban, BanStore};
 use crate::metrics::CollectorMetrics;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+
+/// The longest single pause: a longer `Retry-After` (hostile, or a ban of days) is capped
+/// and logged; after it one request asks again, and a ban still running answers 418 again.
+pub const MAX_BLOCK: Duration = Duration::from_secs(3600);
+/// The first pause after a 403 (Binance's WAF); it doubles with each 403 in a row, up to
+/// [`MAX_BLOCK`], and starts again after a success.
+pub const WAF_FIRST_BLOCK: Duration = Duration::from_secs(300);
+/// Longest window accepted from exchangeInfo (REQUEST_WEIGHT is per minute today).
+pub const MAX_WINDOW_MS: u64 = 86_400_000;
 
 /// The REQUEST_WEIGHT limit and its window, from exchangeInfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,12 +46,15 @@ struct State {
     index: u64,
     used: u32,
     blocked_until: Option<Instant>,
+    /// The pause the next 403 gets.
+    waf_step: Duration,
 }
 
 pub struct Governor {
     state: Mutex<State>,
     share: f64,
     metrics: Option<CollectorMetrics>,
+    store: Option<BanStore>,
     origin: Instant,
     origin_wall_ms: u64,
 }
@@ -45,15 +62,35 @@ pub struct Governor {
 impl Governor {
     /// `share` of the limit may be used per window (e.g. 0.8 leaves 20 % headroom).
     pub fn new(share: f64, metrics: Option<CollectorMetrics>) -> Self {
-        let state = State { window: Window::default(), index: 0, used: 0, blocked_until: None };
+        let state = State { window: Window::default(), index: 0, used: 0, blocked_until: None, waf_step: WAF_FIRST_BLOCK };
         let origin_wall_ms = u64::try_from(kit::time::now_ms()).unwrap_or(0);
-        let g = Self { state: Mutex::new(state), share: share.clamp(0.01, 1.0), metrics, origin: Instant::now(), origin_wall_ms };
+        let g = Self { state: Mutex::new(state), share: share.clamp(0.01, 1.0), metrics, store: None, origin: Instant::now(), origin_wall_ms };
         g.show(&Window::default(), 0);
         g
     }
 
+    /// Remembers bans in `store` and honours the one it holds, before any request.
+    pub fn remembering(mut self, store: BanStore) -> Self {
+        if let Some(ban) = store.load() {
+            self.restore(ban);
+        }
+        self.store = Some(store);
+        self
+    }
+
+    fn restore(&mut self, ban: Ban) {
+        let left = Duration::from_millis(ban.banned_until_ms.saturating_sub(self.wall_ms()));
+        if left.is_zero() {
+            tracing::info!(status = ban.status, banned_until_ms = ban.banned_until_ms, "remembered Binance ban has ended");
+            return;
+        }
+        let left = capped(left);
+        self.state.get_mut().blocked_until = Some(Instant::now() + left);
+        tracing::warn!(status = ban.status, banned_until_ms = ban.banned_until_ms, left_secs = left.as_secs(), "remembered Binance ban: REST paused until it ends");
+    }
+
     fn wall_ms(&self) -> u64 {
-        self.origin_wall_ms + u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(0)
+        self.origin_wall_ms.saturating_add(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
     fn show(&self, window: &Window, used: u32) {
@@ -97,18 +134,20 @@ impl Governor {
         }
         s.blocked_until = None;
         let wall = self.wall_ms();
-        let index = wall / s.window.window_ms.max(1);
+        let window_ms = s.window.window_ms.max(1);
+        let index = wall / window_ms;
         if index != s.index {
             (s.index, s.used) = (index, 0);
         }
         let budget = (f64::from(s.window.limit) * self.share).floor() as u32;
-        if s.used == 0 || s.used + weight <= budget {
-            s.used += weight;
+        let after = s.used.saturating_add(weight);
+        if s.used == 0 || after <= budget {
+            s.used = after;
             self.show(&s.window, s.used);
             return None;
         }
-        let next_window_ms = (index + 1) * s.window.window_ms - wall;
-        Some(now + Duration::from_millis(next_window_ms))
+        let next_window_ms = index.saturating_add(1).saturating_mul(window_ms).saturating_sub(wall).max(1);
+        Some(now + capped(Duration::from_millis(next_window_ms)))
     }
 
     /// Takes Binance's count of the window's used weight (never lowers ours: requests of
@@ -121,26 +160,74 @@ impl Governor {
         }
     }
 
-    /// Stops every request for `retry_after` (after a 429, or a 418 ban).
-    pub async fn block(&self, status: u16, retry_after: Duration) {
-        let until = Instant::now() + retry_after;
-        let mut s = self.state.lock().await;
-        s.blocked_until = Some(s.blocked_until.map_or(until, |u| u.max(until)));
+    /// Stops every request for `retry_after` (after a 429, or a 418 ban), at most
+    /// [`MAX_BLOCK`]; returns the pause applied. The ban is remembered across restarts.
+    pub async fn block(&self, status: u16, retry_after: Duration) -> Duration {
         if let Some(m) = &self.metrics {
             m.rate_limited.with_label_values(&[&status.to_string()]).inc();
         }
-        tracing::warn!(status, retry_after_secs = retry_after.as_secs(), "Binance rate limit: all REST requests paused");
+        let pause = self.pause(status, retry_after).await;
+        tracing::warn!(status, retry_after_secs = pause.as_secs(), "Binance rate limit: all REST requests paused");
+        pause
+    }
+
+    /// Stops every request after a 403 (Binance's WAF): 5 min, doubling with each 403 in a
+    /// row up to [`MAX_BLOCK`]; returns the pause applied.
+    pub async fn forbidden(&self) -> Duration {
+        let step = {
+            let mut s = self.state.lock().await;
+            let step = s.waf_step;
+            s.waf_step = capped(step.saturating_mul(2));
+            step
+        };
+        let pause = self.pause(403, step).await;
+        tracing::warn!(pause_secs = pause.as_secs(), "Binance WAF answered 403: all REST requests paused");
+        pause
+    }
+
+    /// A request succeeded: the next 403 starts the WAF back-off again.
+    pub async fn succeeded(&self) {
+        self.state.lock().await.waf_step = WAF_FIRST_BLOCK;
+    }
+
+    async fn pause(&self, status: u16, wanted: Duration) -> Duration {
+        let pause = capped(wanted);
+        if pause < wanted {
+            tracing::warn!(status, wanted_secs = wanted.as_secs(), capped_secs = pause.as_secs(), "Retry-After longer than the cap; pausing for the cap");
+        }
+        let until = Instant::now() + pause;
+        {
+            let mut s = self.state.lock().await;
+            s.blocked_until = Some(s.blocked_until.map_or(until, |u| u.max(until)));
+        }
+        if let Some(store) = &self.store {
+            let pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+            store.save(Ban { banned_until_ms: self.wall_ms().saturating_add(pause_ms), status }).await;
+        }
+        pause
     }
 
     /// Whether requests are paused right now (for readiness and tests).
     pub async fn blocked(&self) -> bool {
-        self.state.lock().await.blocked_until.is_some_and(|u| Instant::now() < u)
+        self.blocked_for().await.is_some()
+    }
+
+    /// How long requests stay paused, if they are.
+    pub async fn blocked_for(&self) -> Option<Duration> {
+        let until = self.state.lock().await.blocked_until?;
+        let left = until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
     }
 
     /// Weight reserved or reported in the current window.
     pub async fn used(&self) -> u32 {
         self.state.lock().await.used
     }
+}
+
+/// `d`, at most [`MAX_BLOCK`].
+fn capped(d: Duration) -> Duration {
+    d.min(MAX_BLOCK)
 }
 
 #[cfg(test)]
@@ -194,5 +281,76 @@ mod tests {
         g.block(418, Duration::from_secs(60)).await;
         g.block(429, Duration::from_secs(5)).await;
         assert!(tokio::time::timeout(Duration::from_secs(30), g.acquire(1)).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_retry_after_is_capped_at_an_hour_not_a_panic() {
+        let g = Governor::new(0.8, None);
+        let pause = g.block(429, Duration::from_secs(99_999_999_999)).await;
+        assert_eq!(pause, MAX_BLOCK);
+        assert!(g.blocked_for().await.is_some_and(|d| d <= MAX_BLOCK));
+        assert!(tokio::time::timeout(MAX_BLOCK - Duration::from_secs(1), g.acquire(1)).await.is_err());
+        tokio::time::timeout(Duration::from_secs(2), g.acquire(1)).await.expect("allowed after the capped pause");
+        assert_eq!(g.block(418, Duration::from_secs(u64::MAX)).await, MAX_BLOCK, "Duration::MAX-sized Retry-After");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_used_weight_header_of_u32_max_waits_for_the_next_window() {
+        let g = Governor::new(1.0, None);
+        g.configure(small()).await;
+        g.acquire(1).await;
+        g.observe_used(u32::MAX).await;
+        assert!(tokio::time::timeout(Duration::from_secs(60), g.acquire(4)).await.is_err(), "nothing fits above the limit");
+        assert_eq!(g.used().await, u32::MAX, "no wrap to a small count");
+        g.acquire(4).await; // paused time jumps to the next window
+        assert_eq!(g.used().await, 4, "the next window starts with only this request");
+        g.observe_used(u32::MAX).await;
+        assert!(tokio::time::timeout(Duration::from_secs(1), g.acquire(u32::MAX)).await.is_err());
+    }
+
+    fn state_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("collector-gov-{name}-{}-{}", std::process::id(), kit::time::now_ms()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ban_seen_before_a_restart_blocks_the_new_instance() {
+        let dir = state_dir("restart");
+        let before = Governor::new(0.8, None).remembering(BanStore::new(&dir, None));
+        before.block(418, Duration::from_secs(120)).await;
+        drop(before);
+        let after = Governor::new(0.8, None).remembering(BanStore::new(&dir, None));
+        assert!(after.blocked().await, "the new instance starts banned");
+        assert!(tokio::time::timeout(Duration::from_secs(115), after.acquire(1)).await.is_err());
+        tokio::time::timeout(Duration::from_secs(10), after.acquire(1)).await.expect("allowed once the ban ends");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_ban_in_the_file_does_not_block() {
+        let dir = state_dir("expired");
+        let store = BanStore::new(&dir, None);
+        let past = u64::try_from(kit::time::now_ms()).expect("after 1970") - 1_000;
+        store.save(Ban { banned_until_ms: past, status: 418 }).await;
+        let g = Governor::new(0.8, None).remembering(BanStore::new(&dir, None));
+        assert!(!g.blocked().await);
+        tokio::time::timeout(Duration::from_millis(1), g.acquire(1)).await.expect("no pause");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waf_403_backs_off_for_minutes_doubling_until_a_success() {
+        let g = Governor::new(0.8, None);
+        assert_eq!(g.forbidden().await, WAF_FIRST_BLOCK);
+        assert!(tokio::time::timeout(WAF_FIRST_BLOCK - Duration::from_secs(1), g.acquire(1)).await.is_err());
+        g.acquire(1).await;
+        assert_eq!(g.forbidden().await, 2 * WAF_FIRST_BLOCK);
+        for _ in 0..5 {
+            g.forbidden().await;
+        }
+        assert_eq!(g.forbidden().await, MAX_BLOCK, "capped");
+        g.succeeded().await;
+        assert_eq!(g.forbidden().await, WAF_FIRST_BLOCK, "a success starts the back-off again");
     }
 }

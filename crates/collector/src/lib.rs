@@ -9,6 +9,7 @@
 
 pub mod backfill;
 pub mod backoff;
+pub mod ban;
 pub mod governor;
 pub mod heads;
 pub mod metrics;
@@ -77,6 +78,9 @@ pub struct Config {
     /// Kafka consumer group of the back-fill consumer.
     #[arg(long, env = "BACKFILL_GROUP", default_value = "collector-backfill")]
     pub backfill_group: String,
+    /// Directory of the collector's state (the Binance ban memory); created if missing.
+    #[arg(long, env = "STATE_DIR", default_value = "/var/lib/collector")]
+    pub state_dir: std::path::PathBuf,
     #[command(flatten)]
     pub kit: KitConfig,
 }
@@ -98,8 +102,9 @@ impl Config {
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), KitError> {
     let mut service = Service::start(services::COLLECTOR, env!("CARGO_PKG_VERSION"), config.kit.clone(), &listener, shutdown)?;
     let metrics = metrics::CollectorMetrics::register(service.telemetry.registry())?;
-    let governor = Arc::new(governor::Governor::new(config.rate_limit_share, Some(metrics.clone())));
-    let rest = rest::BinanceRest::new(&config.rest_url, governor, metrics.clone()).map_err(|e| KitError::Io(std::io::Error::other(e)))?;
+    let bans = ban::BanStore::new(&config.state_dir, Some(service.telemetry.clone()));
+    let governor = Arc::new(governor::Governor::new(config.rate_limit_share, Some(metrics.clone())).remembering(bans));
+    let rest = rest::BinanceRest::new(&config.rest_url, governor, metrics.clone(), service.telemetry.clone()).map_err(|e| KitError::Io(std::io::Error::other(e)))?;
     let rest = Arc::new(rest);
     let (publisher, watcher) = publish::Publisher::new(service.producer.clone(), service.telemetry.clone(), metrics.clone());
     let publisher = Arc::new(publisher);
@@ -153,6 +158,7 @@ mod tests {
         assert_eq!(c.rest_url, "https://api.binance.com");
         assert_eq!(c.ws_url, "wss://stream.binance.com:9443");
         assert_eq!(c.symbols, ["BTCUSDT", "ETHUSDT", "BNBUSDT"]);
+        assert_eq!(c.state_dir, std::path::Path::new("/var/lib/collector"), "the Compose volume's path");
     }
 
     #[test]

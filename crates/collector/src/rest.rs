@@ -1,8 +1,11 @@
 //! The REST client: every request goes through the [`Governor`], carries its endpoint's
-//! weight, and feeds the answer back (used-weight header, 429, 418). Metrics per endpoint.
+//! weight, and feeds the answer back (used-weight header, 429, 418, 403). Metrics per
+//! endpoint. Header values are hostile input: they saturate rather than overflow, and a
+//! `Retry-After` too large for any integer still means "a long time", not "no header".
 
-use crate::governor::{Governor, Window};
+use crate::governor::{Governor, Window, MAX_WINDOW_MS};
 use crate::metrics::CollectorMetrics;
+use kit::Telemetry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +14,8 @@ use std::time::{Duration, Instant};
 pub enum RestError {
     #[error("{endpoint}: rate limited (HTTP {status}); paused for {retry_after:?}")]
     RateLimited { endpoint: &'static str, status: u16, retry_after: Duration },
+    #[error("{endpoint}: HTTP 403 from Binance's WAF; paused for {retry_after:?}: {body}")]
+    Forbidden { endpoint: &'static str, retry_after: Duration, body: String },
     #[error("{endpoint}: HTTP {status}: {body}")]
     Api { endpoint: &'static str, status: u16, body: String },
     #[error("{endpoint}: transient failure: {reason}")]
@@ -36,17 +41,21 @@ pub const EXCHANGE_INFO: Endpoint = Endpoint { path: "/api/v3/exchangeInfo", wei
 pub const AGG_TRADES: Endpoint = Endpoint { path: "/api/v3/aggTrades", weight: 4 };
 pub const KLINES: Endpoint = Endpoint { path: "/api/v3/klines", weight: 2 };
 
+/// The error kind of a 403 from Binance's WAF (our IP is blocked, not rate limited).
+pub const WAF_FORBIDDEN: &str = "binance_waf_forbidden";
+
 pub struct BinanceRest {
     http: reqwest::Client,
     base: String,
     governor: Arc<Governor>,
     metrics: CollectorMetrics,
+    telemetry: Telemetry,
 }
 
 impl BinanceRest {
-    pub fn new(base: &str, governor: Arc<Governor>, metrics: CollectorMetrics) -> Result<Self, reqwest::Error> {
+    pub fn new(base: &str, governor: Arc<Governor>, metrics: CollectorMetrics, telemetry: Telemetry) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_string(), governor, metrics })
+        Ok(Self { http, base: base.trim_end_matches('/').to_string(), governor, metrics, telemetry })
     }
 
     pub fn governor(&self) -> &Governor {
@@ -69,24 +78,33 @@ impl BinanceRest {
         };
         let status = response.status().as_u16();
         self.metrics.requests.with_label_values(&[endpoint.path, &status.to_string()]).inc();
-        if let Some(used) = response.headers().get(&header).and_then(|v| v.to_str().ok()?.parse().ok()) {
+        if let Some(used) = response.headers().get(&header).and_then(|v| parse_used_weight(v.to_str().ok()?)) {
             self.governor.observe_used(used).await;
         }
-        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let retry_after = response.headers().get("retry-after").and_then(|v| parse_retry_after(v.to_str().ok()?));
         let body = response.text().await.map_err(|e| RestError::Transient { endpoint: endpoint.path, reason: e.to_string() })?;
         self.classify(endpoint.path, status, retry_after, body).await
     }
 
-    async fn classify(&self, endpoint: &'static str, status: u16, retry_after: Option<u64>, body: String) -> Result<String, RestError> {
+    async fn classify(&self, endpoint: &'static str, status: u16, retry_after: Option<Duration>, body: String) -> Result<String, RestError> {
         match status {
-            200 => Ok(body),
+            200 => {
+                self.governor.succeeded().await;
+                Ok(body)
+            }
             429 | 418 => {
-                let default = if status == 418 { 120 } else { 60 };
-                let retry_after = Duration::from_secs(retry_after.unwrap_or(default).max(1));
-                self.governor.block(status, retry_after).await;
+                let default = Duration::from_secs(if status == 418 { 120 } else { 60 });
+                let wanted = retry_after.unwrap_or(default).max(Duration::from_secs(1));
+                let retry_after = self.governor.block(status, wanted).await;
                 Err(RestError::RateLimited { endpoint, status, retry_after })
             }
-            500..=599 | 403 => Err(RestError::Transient { endpoint, reason: format!("HTTP {status}: {body}") }),
+            403 => {
+                let retry_after = self.governor.forbidden().await;
+                let err = RestError::Forbidden { endpoint, retry_after, body };
+                self.telemetry.error(WAF_FORBIDDEN, &err);
+                Err(err)
+            }
+            500..=599 => Err(RestError::Transient { endpoint, reason: format!("HTTP {status}: {body}") }),
             _ => Err(RestError::Api { endpoint, status, body }),
         }
     }
@@ -111,7 +129,8 @@ pub fn parse_server_time(body: &str) -> Option<i64> {
     serde_json::from_str::<serde_json::Value>(body).ok()?["serverTime"].as_i64()
 }
 
-/// The REQUEST_WEIGHT entry of an exchangeInfo body.
+/// The REQUEST_WEIGHT entry of an exchangeInfo body; `None` for a limit of 0 or a window
+/// of 0 or longer than a day (no such REQUEST_WEIGHT window exists: the input is broken).
 pub fn parse_weight_limit(body: &str) -> Option<Window> {
     let info: serde_json::Value = serde_json::from_str(body).ok()?;
     let entry = info["rateLimits"].as_array()?.iter().find(|l| l["rateLimitType"] == "REQUEST_WEIGHT")?;
@@ -123,7 +142,28 @@ pub fn parse_weight_limit(body: &str) -> Option<Window> {
         "DAY" => (86_400_000, 'd'),
         _ => return None,
     };
-    Some(Window { limit: u32::try_from(entry["limit"].as_u64()?).ok()?, window_ms: num * unit_ms, label: format!("{num}{letter}") })
+    let window_ms = num.checked_mul(unit_ms).filter(|ms| (1..=MAX_WINDOW_MS).contains(ms))?;
+    let limit = u32::try_from(entry["limit"].as_u64()?).ok().filter(|l| *l > 0)?;
+    Some(Window { limit, window_ms, label: format!("{num}{letter}") })
+}
+
+/// A `Retry-After` in seconds; digits too many for a u64 saturate (a very long time is
+/// still a very long time). The governor caps the pause.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    parse_digits(value).map(Duration::from_secs)
+}
+
+/// An `X-MBX-USED-WEIGHT-*` value; a count beyond u32 saturates to u32::MAX.
+pub fn parse_used_weight(value: &str) -> Option<u32> {
+    parse_digits(value).map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+}
+
+fn parse_digits(value: &str) -> Option<u64> {
+    let digits = value.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(digits.parse().unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -138,5 +178,118 @@ mod tests {
         assert_eq!(parse_weight_limit(r#"{"rateLimits":[]}"#), None);
         assert_eq!(parse_server_time(r#"{"serverTime":1499827319559}"#), Some(1_499_827_319_559));
         assert_eq!(parse_server_time(r#"{"code":-1000}"#), None);
+    }
+
+    #[test]
+    fn broken_exchange_info_limits_are_refused() {
+        let info = |num: &str, interval: &str, limit: &str| format!(r#"{{"rateLimits":[{{"rateLimitType":"REQUEST_WEIGHT","interval":"{interval}","intervalNum":{num},"limit":{limit}}}]}}"#);
+        assert_eq!(parse_weight_limit(&info("18446744073709551615", "DAY", "6000")), None, "window overflows");
+        assert_eq!(parse_weight_limit(&info("2", "DAY", "6000")), None, "window over a day");
+        assert_eq!(parse_weight_limit(&info("0", "MINUTE", "6000")), None, "empty window");
+        assert_eq!(parse_weight_limit(&info("1", "MINUTE", "0")), None, "no limit");
+        assert_eq!(parse_weight_limit(&info("1", "MINUTE", "4294967296")), None, "limit beyond u32");
+        assert_eq!(parse_weight_limit(&info("1", "DAY", "1")).map(|w| w.window_ms), Some(86_400_000));
+    }
+
+    #[test]
+    fn header_numbers_saturate() {
+        assert_eq!(parse_retry_after("99999999999"), Some(Duration::from_secs(99_999_999_999)));
+        assert_eq!(parse_retry_after("999999999999999999999999999999"), Some(Duration::from_secs(u64::MAX)));
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_used_weight("4294967295"), Some(u32::MAX));
+        assert_eq!(parse_used_weight("99999999999"), Some(u32::MAX));
+        assert_eq!(parse_used_weight("12"), Some(12));
+        assert_eq!(parse_used_weight(""), None);
+    }
+
+    use crate::ban::BanStore;
+    use crate::governor::{MAX_BLOCK, WAF_FIRST_BLOCK};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An HTTP server that answers every request with the same `status`, `headers` and
+    /// `body`; returns its base URL and the count of requests it answered.
+    async fn answering(status: u16, headers: &'static [(&'static str, &'static str)], body: &'static str) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+                let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n{extra}\r\n{body}", body.len());
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        (base, hits)
+    }
+
+    fn client(base: &str, governor: Governor) -> (BinanceRest, Telemetry) {
+        let telemetry = Telemetry::new("collector", "test").expect("telemetry");
+        let metrics = CollectorMetrics::register(telemetry.registry()).expect("metrics");
+        let rest = BinanceRest::new(base, Arc::new(governor), metrics, telemetry.clone()).expect("client");
+        (rest, telemetry)
+    }
+
+    fn state_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("collector-rest-{name}-{}-{}", std::process::id(), kit::time::now_ms()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test]
+    async fn hostile_retry_after_and_used_weight_headers_are_capped_not_a_panic() {
+        let headers = &[("retry-after", "99999999999"), ("x-mbx-used-weight-1m", "99999999999")];
+        let (base, _) = answering(429, headers, r#"{"code":-1003,"msg":"Too much request weight used"}"#).await;
+        let (rest, _) = client(&base, Governor::new(0.8, None));
+        match rest.get(TIME, &[]).await {
+            Err(RestError::RateLimited { status: 429, retry_after, .. }) => assert_eq!(retry_after, MAX_BLOCK),
+            other => panic!("expected a capped 429, got {other:?}"),
+        }
+        assert!(rest.governor().blocked_for().await.is_some_and(|d| d <= MAX_BLOCK && d > MAX_BLOCK - Duration::from_secs(60)));
+        assert_eq!(rest.governor().used().await, u32::MAX, "the header's count, saturated");
+    }
+
+    #[tokio::test]
+    async fn a_418_seen_before_a_restart_blocks_rest_after_it() {
+        let dir = state_dir("restart");
+        let (base, hits) = answering(418, &[("retry-after", "120")], r#"{"code":-1003,"msg":"Way too much request weight used; IP banned"}"#).await;
+        let (before, _) = client(&base, Governor::new(0.8, None).remembering(BanStore::new(&dir, None)));
+        assert!(matches!(before.get(TIME, &[]).await, Err(RestError::RateLimited { status: 418, .. })));
+        drop(before);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+        let (after, _) = client(&base, Governor::new(0.8, None).remembering(BanStore::new(&dir, None)));
+        let first = tokio::time::timeout(Duration::from_millis(500), after.load_limits()).await;
+        assert!(first.is_err(), "exchangeInfo waits for the remembered ban");
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "not one request during the ban");
+        assert!(after.governor().blocked_for().await.is_some_and(|d| d > Duration::from_secs(100)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_waf_403_pauses_for_minutes_under_its_own_error_kind() {
+        let (base, hits) = answering(403, &[], "<html>403 Forbidden</html>").await;
+        let (rest, telemetry) = client(&base, Governor::new(0.8, None));
+        match rest.get(TIME, &[]).await {
+            Err(err @ RestError::Forbidden { .. }) => assert!(err.retryable(), "a later retry may pass"),
+            other => panic!("expected a WAF 403, got {other:?}"),
+        }
+        assert_eq!(telemetry.error_count(WAF_FORBIDDEN), 1);
+        assert!(rest.governor().blocked_for().await.is_some_and(|d| d > WAF_FIRST_BLOCK - Duration::from_secs(10)));
+        assert!(tokio::time::timeout(Duration::from_millis(300), rest.get(TIME, &[])).await.is_err());
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "no retry every few seconds");
     }
 }
