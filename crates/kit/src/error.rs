@@ -11,6 +11,8 @@ pub enum KitError {
     Io(#[from] std::io::Error),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("task {task} failed: {reason}")]
+    TaskFailed { task: &'static str, reason: String },
     #[error("kafka admin: creating topic {topic}: {reason}")]
     TopicCreate { topic: String, reason: String },
 }

@@ -26,15 +26,50 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Prometheus 3 refuses a scrape without a valid Content-Type.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// What the server needs: the registry to expose and the named readiness probes.
+/// Components working in a reduced mode, by name, with the reason (e.g. the collector's
+/// Binance REST during a ban). `/readyz` lists them and stays 200: the process is alive
+/// and its dependencies answer; restarting it would not help.
+#[derive(Clone, Default)]
+pub struct Degraded(Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>>);
+
+impl Degraded {
+    /// Marks `component` degraded for `reason` (replacing an earlier reason).
+    pub fn set(&self, component: &'static str, reason: impl Into<String>) {
+        self.lock().insert(component, reason.into());
+    }
+
+    /// Marks `component` healthy again.
+    pub fn clear(&self, component: &'static str) {
+        self.lock().remove(component);
+    }
+
+    /// Every degraded component with its reason, ordered by name.
+    pub fn list(&self) -> Vec<(&'static str, String)> {
+        self.lock().iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<&'static str, String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What the server needs: the registry to expose, the named readiness probes and the
+/// degraded components.
 pub struct OpsApp {
     telemetry: Telemetry,
     probes: Vec<(&'static str, Probe)>,
+    degraded: Degraded,
 }
 
 impl OpsApp {
     pub fn new(telemetry: Telemetry) -> Self {
-        Self { telemetry, probes: Vec::new() }
+        Self { telemetry, probes: Vec::new(), degraded: Degraded::default() }
+    }
+
+    /// Shows `degraded` in `/readyz`.
+    pub fn degraded(mut self, degraded: Degraded) -> Self {
+        self.degraded = degraded;
+        self
     }
 
     /// Adds a readiness probe; `/readyz` answers 200 only when every probe succeeds.
@@ -104,10 +139,11 @@ async fn ready(app: &OpsApp) -> Response<Full<Bytes>> {
             Err(_) => failures.push(format!("{name}: no answer within {PROBE_TIMEOUT:?}")),
         }
     }
+    let degraded: String = app.degraded.list().iter().map(|(name, reason)| format!("degraded: {name}: {reason}\n")).collect();
     if failures.is_empty() {
-        text(StatusCode::OK, "ready\n".into())
+        text(StatusCode::OK, format!("ready\n{degraded}"))
     } else {
-        text(StatusCode::SERVICE_UNAVAILABLE, failures.join("\n") + "\n")
+        text(StatusCode::SERVICE_UNAVAILABLE, failures.join("\n") + "\n" + &degraded)
     }
 }
 
@@ -141,7 +177,8 @@ mod tests {
             let ok = flag.load(Ordering::SeqCst);
             Box::pin(async move { if ok { Ok(()) } else { Err("broker unreachable".into()) } })
         });
-        let (base, token, task) = start(OpsApp::new(telemetry).probe("kafka", probe)).await;
+        let degraded = Degraded::default();
+        let (base, token, task) = start(OpsApp::new(telemetry).probe("kafka", probe).degraded(degraded.clone())).await;
         let client = reqwest::Client::new();
 
         let metrics = client.get(format!("{base}/metrics")).send().await.expect("metrics");
@@ -154,6 +191,13 @@ mod tests {
         assert!(not_ready.text().await.expect("body").contains("kafka: broker unreachable"));
         healthy.store(true, Ordering::SeqCst);
         assert_eq!(client.get(format!("{base}/readyz")).send().await.expect("r").status(), 200);
+        degraded.set("binance_rest", "banned (HTTP 418) for 120 s");
+        let reduced = client.get(format!("{base}/readyz")).send().await.expect("r");
+        assert_eq!(reduced.status(), 200, "degraded is not down");
+        assert_eq!(reduced.text().await.expect("body"), "ready\ndegraded: binance_rest: banned (HTTP 418) for 120 s\n");
+        assert_eq!(client.get(format!("{base}/healthz")).send().await.expect("h").status(), 200);
+        degraded.clear("binance_rest");
+        assert_eq!(client.get(format!("{base}/readyz")).send().await.expect("r").text().await.expect("b"), "ready\n");
         assert_eq!(client.get(format!("{base}/nope")).send().await.expect("n").status(), 404);
         assert_eq!(client.post(format!("{base}/metrics")).send().await.expect("p").status(), 405);
 

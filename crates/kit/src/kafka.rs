@@ -12,7 +12,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
@@ -114,6 +114,18 @@ pub fn consumer(brokers: &str, client_id: &str, group: &str, reset: &str, ctx: K
         .set("session.timeout.ms", "10000")
         .create_with_context(ctx)?;
     Ok(consumer)
+}
+
+/// Stores `msg`'s offset for the next background commit, once it is durably handled.
+/// librdkafka refuses this for a partition a rebalance revoked meanwhile; its new owner
+/// reads the message again (at-least-once, and every consumer here is idempotent), so a
+/// refusal is logged and counted under `kafka_offset_store`, never fatal.
+pub fn store_offset(consumer: &StreamConsumer<KafkaContext>, msg: &BorrowedMessage<'_>, telemetry: &Telemetry) {
+    use rdkafka::consumer::Consumer;
+    if let Err(err) = consumer.store_offset_from_message(msg) {
+        let what = format!("{}[{}]@{}: {err}", msg.topic(), msg.partition(), msg.offset());
+        telemetry.error("kafka_offset_store", &what);
+    }
 }
 
 /// Partitions per topic: market data is keyed by symbol, platform events by service.

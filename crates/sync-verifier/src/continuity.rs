@@ -21,18 +21,18 @@ impl Gap {
 
     /// Keys still missing.
     pub fn missing_count(&self, step: i64) -> i64 {
-        self.missing.iter().map(|(a, b)| (b - a) / step + 1).sum()
+        self.missing.iter().map(|(a, b)| b.saturating_sub(*a) / step + 1).fold(0, i64::saturating_add)
     }
 
     /// Removes `key`; whether it was missing.
     fn fill(&mut self, key: i64, step: i64) -> bool {
         let Some(i) = self.missing.iter().position(|(a, b)| *a <= key && key <= *b) else { return false };
         let (a, b) = self.missing.remove(i);
-        if key + step <= b {
-            self.missing.insert(i, (key + step, b));
+        if let Some(after) = key.checked_add(step).filter(|n| *n <= b) {
+            self.missing.insert(i, (after, b));
         }
-        if a <= key - step {
-            self.missing.insert(i, (a, key - step));
+        if let Some(before) = key.checked_sub(step).filter(|n| a <= *n) {
+            self.missing.insert(i, (a, before));
         }
         true
     }
@@ -47,7 +47,7 @@ pub enum Effect {
     Advanced,
     /// A gap opened before this record.
     GapOpened(Gap),
-    /// The record filled part of a gap (index into `gaps`).
+    /// The record filled part of the gap that starts at `gap_first`.
     Filled { gap_first: i64 },
     /// The record filled the last missing key of the gap.
     Healed(Gap),
@@ -82,13 +82,16 @@ impl Stream {
         }
     }
 
-    /// Takes one record's key.
+    /// Takes one record's key (keys are ids or times checked to be non-negative; the
+    /// arithmetic still never overflows).
     pub fn observe(&mut self, key: i64) -> Effect {
         let Some(max) = self.max_seen else {
             self.max_seen = Some(key);
             return Effect::Started;
         };
-        let next = max + self.step;
+        let Some(next) = max.checked_add(self.step) else {
+            return self.fill(key); // nothing can follow the largest key
+        };
         if key == next {
             self.max_seen = Some(key);
             return Effect::Advanced;
@@ -114,12 +117,12 @@ impl Stream {
     /// Keys missing between the watermark and `head` (the exchange's newest key, when
     /// known): the gaps' missing keys plus what lies beyond the newest key seen.
     pub fn missing_to(&self, head: Option<i64>) -> i64 {
-        let gaps: i64 = self.gaps.iter().map(|g| g.missing_count(self.step)).sum();
+        let gaps: i64 = self.gaps.iter().map(|g| g.missing_count(self.step)).fold(0, i64::saturating_add);
         let beyond = match (head, self.max_seen) {
             (Some(h), Some(m)) => (h.saturating_sub(m) / self.step).max(0),
             _ => 0,
         };
-        gaps + beyond
+        gaps.saturating_add(beyond)
     }
 }
 
@@ -166,6 +169,22 @@ mod tests {
         assert_eq!(s.observe(240_000), Effect::GapOpened(Gap::new(120_000, 180_000)));
         assert_eq!(s.gaps[0].missing_count(60_000), 2);
         assert_eq!(s.missing_to(Some(300_000)), 2 + 1);
+    }
+
+    #[test]
+    fn keys_at_the_edge_of_i64_never_overflow() {
+        let mut s = Stream::new(1);
+        s.observe(i64::MAX - 1);
+        assert_eq!(s.observe(i64::MAX), Effect::Advanced);
+        assert_eq!(s.observe(i64::MAX), Effect::Duplicate);
+        assert_eq!(s.missing_to(Some(i64::MAX)), 0);
+        let mut k = Stream::new(60_000);
+        k.observe(0);
+        assert!(matches!(k.observe(i64::MAX - 7), Effect::GapOpened(_)));
+        assert!(k.missing_to(Some(i64::MAX)) > 0, "a huge gap counts, saturated");
+        let mut g = Gap::new(0, i64::MAX);
+        assert!(g.fill(i64::MAX, 1) && g.fill(0, 1));
+        assert_eq!(g.missing, vec![(1, i64::MAX - 1)]);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod continuity;
 pub mod metrics;
 pub mod pipeline;
 pub mod store;
+pub mod validate;
 pub mod verifier;
 
 use clap::Parser;
@@ -73,9 +74,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let pipeline = pipeline::Pipeline::new(config, pool.clone(), metrics, service.producer.clone(), service.telemetry.clone(), service.shutdown.clone());
     let pipeline = Arc::new(pipeline);
     service.spawn("verify", pipeline.clone().run(consumer));
+    service.spawn("gap_resend", pipeline.clone().resend_loop());
+    service.spawn("metrics_refresh", pipeline.refresh_loop());
     let app = service.ops_app().probe("postgres", pg_probe(pool));
-    service.run(listener, app).await;
-    Ok(())
+    service.run(listener, app).await
 }
 
 /// Applies the embedded migrations, retrying with capped back-off while the database is

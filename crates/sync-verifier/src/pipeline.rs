@@ -1,11 +1,13 @@
-//! The consuming side: reads batches from Kafka, decodes them (unreadable messages go to
-//! `<topic>.dlq`), writes each batch in one transaction (retrying while PostgreSQL is
-//! away), stores offsets only after the commit, sends back-fill requests for new gaps and
-//! re-sends them with back-off until the gaps heal, and keeps the metrics current.
+//! The consuming side: reads batches from Kafka, decodes and validates them (what cannot
+//! be read or would not fit the tables goes to `<topic>.dlq`), writes each batch in one
+//! transaction (retrying while PostgreSQL is away; splitting the batch around a record the
+//! database refuses, which is dead-lettered), stores offsets only after the commit, sends
+//! back-fill requests for new gaps and re-sends them with back-off until the gaps heal, and
+//! keeps the metrics current.
 
 use crate::metrics::SyncMetrics;
 use crate::verifier::{parse_stream, step_of, Input, Outcome, Verifier};
-use crate::{store, Config};
+use crate::{store, validate, Config};
 use kit::contract::topics;
 use kit::kafka::{self, KafkaContext};
 use kit::time::now_ms;
@@ -33,8 +35,14 @@ pub struct Pipeline {
     retries: Mutex<HashMap<i64, (Instant, Duration)>>,
 }
 
-/// Decodes one message of `topic`, or says why it cannot.
+/// Decodes one message of `topic`, or says why it cannot (see [`decode_at`]).
 pub fn decode(topic: &str, payload: Option<&[u8]>) -> Result<Input, String> {
+    decode_at(topic, payload, now_ms())
+}
+
+/// Decodes one message of `topic` and checks every field the database will cast, with
+/// `now_ms` as the clock.
+pub fn decode_at(topic: &str, payload: Option<&[u8]>, now_ms: i64) -> Result<Input, String> {
     let payload = payload.ok_or("empty payload")?;
     fn v1<T: serde::de::DeserializeOwned>(p: &[u8], what: &str, v: impl Fn(&T) -> u32) -> Result<T, String> {
         let r: T = serde_json::from_slice(p).map_err(|e| format!("not a {what} record: {e}"))?;
@@ -44,12 +52,60 @@ pub fn decode(topic: &str, payload: Option<&[u8]>) -> Result<Input, String> {
         Ok(r)
     }
     match topic {
-        topics::AGGTRADES => v1::<AggTrade>(payload, "aggTrade", |r| r.v).map(Input::Agg),
-        topics::KLINES => v1::<Kline>(payload, "kline", |r| r.v).map(Input::Kline),
-        topics::HEADS => v1::<Head>(payload, "head", |r| r.v).map(Input::Head),
+        topics::AGGTRADES => v1::<AggTrade>(payload, "aggTrade", |r| r.v).and_then(|a| validate::agg(&a, now_ms).map(|()| Input::Agg(a))),
+        topics::KLINES => v1::<Kline>(payload, "kline", |r| r.v).and_then(|k| validate::kline(&k, now_ms).map(|()| Input::Kline(k))),
+        topics::HEADS => v1::<Head>(payload, "head", |r| r.v).and_then(|h| validate::head(&h, now_ms).map(|()| Input::Head(h))),
         topics::RESTARTS => v1::<kit::restarts::RestartEvent>(payload, "restart", |r| r.v).map(Input::Restart),
         other => Err(format!("unexpected topic {other}")),
     }
+}
+
+/// What a failed write means.
+#[derive(Debug)]
+pub enum DbFault {
+    /// The data itself was refused (SQLSTATE class 22 data exception, 23 integrity
+    /// violation): retrying cannot help; the record is dead-lettered.
+    Data(String),
+    /// Anything else (connection lost, pool timeout, server shutting down): retry.
+    Transient(sqlx::Error),
+}
+
+/// Sorts a database error by its SQLSTATE class.
+pub fn classify(err: sqlx::Error) -> DbFault {
+    if let sqlx::Error::Database(db) = &err {
+        if let Some(code) = db.code().filter(|c| c.starts_with("22") || c.starts_with("23")) {
+            return DbFault::Data(format!("database refused the record: SQLSTATE {code}: {}", db.message()));
+        }
+    }
+    DbFault::Transient(err)
+}
+
+/// Writes `count` items in order through `write(range)`, splitting a run the database
+/// refuses in halves until the refused items stand alone. Returns each accepted run's
+/// outcome and each refused item's index with the reason; `None` when `write` gives up
+/// (shutdown).
+pub async fn write_splitting<O, W, Fut>(count: usize, mut write: W) -> Option<(Vec<O>, Vec<(usize, String)>)>
+where
+    W: FnMut(std::ops::Range<usize>) -> Fut,
+    Fut: std::future::Future<Output = Option<Result<O, String>>>,
+{
+    let (mut done, mut refused) = (Vec::new(), Vec::new());
+    let mut runs = vec![0..count];
+    while let Some(run) = runs.pop() {
+        if run.is_empty() {
+            continue;
+        }
+        match write(run.clone()).await? {
+            Ok(outcome) => done.push(outcome),
+            Err(reason) if run.len() == 1 => refused.push((run.start, reason)),
+            Err(_) => {
+                let mid = run.start + run.len() / 2;
+                runs.push(mid..run.end);
+                runs.push(run.start..mid);
+            }
+        }
+    }
+    Some((done, refused))
 }
 
 impl Pipeline {
@@ -57,29 +113,43 @@ impl Pipeline {
         Self { config, pool, metrics, producer, telemetry, shutdown, verifier: Mutex::new(Verifier::default()), retries: Mutex::default() }
     }
 
-    /// Migrates, resumes from the database, then consumes until shutdown.
+    /// Migrates, resumes from the database, then consumes until shutdown. A subscription
+    /// that fails ends the task with the error (the service stops and is restarted).
     pub async fn run(self: std::sync::Arc<Self>, consumer: StreamConsumer<KafkaContext>) -> Result<(), kit::KitError> {
         if !crate::migrate_until_done(&self.pool, &self.telemetry, &self.shutdown).await {
             return Ok(());
         }
         self.resume().await;
-        let (me, me2) = (self.clone(), self.clone());
-        tokio::spawn(async move { me.resend_loop().await });
-        tokio::spawn(async move { me2.refresh_loop().await });
         consumer.subscribe(&[topics::AGGTRADES, topics::KLINES, topics::HEADS, topics::RESTARTS])?;
         while !self.shutdown.is_cancelled() {
             let batch = self.collect(&consumer).await;
             if batch.is_empty() {
                 continue;
             }
-            let inputs: Vec<Input> = batch.iter().filter_map(|(_, i)| i.clone()).collect();
-            let Some(outcome) = self.persist_retrying(&inputs).await else { return Ok(()) };
+            let Some(outcomes) = self.write(&batch).await else { return Ok(()) };
             for (msg, _) in &batch {
-                consumer.store_offset_from_message(msg)?;
+                kafka::store_offset(&consumer, msg, &self.telemetry);
             }
-            self.after_commit(outcome).await;
+            for outcome in outcomes {
+                self.after_commit(outcome).await;
+            }
         }
         Ok(())
+    }
+
+    /// Writes the batch's decoded records; a record the database refuses is dead-lettered
+    /// and the rest are written. `None` on shutdown.
+    async fn write(&self, batch: &[(BorrowedMessage<'_>, Option<Input>)]) -> Option<Vec<Outcome>> {
+        let (index, inputs): (Vec<usize>, Vec<Input>) = batch.iter().enumerate().filter_map(|(i, (_, input))| Some((i, input.clone()?))).unzip();
+        let (outcomes, refused) = write_splitting(inputs.len(), |run| self.persist_retrying(&inputs[run])).await?;
+        for (i, reason) in refused {
+            let msg = &batch[index[i]].0;
+            self.telemetry.error("db_refused_record", &format!("{}: {reason}", msg.topic()));
+            if !kafka::dead_letter(&self.producer, msg, &reason, &self.shutdown).await {
+                return None;
+            }
+        }
+        Some(outcomes)
     }
 
     async fn resume(&self) {
@@ -139,9 +209,18 @@ impl Pipeline {
         }
     }
 
-    /// Writes the batch, retrying with back-off while the database fails; `None` on shutdown.
-    async fn persist_retrying(&self, inputs: &[Input]) -> Option<Outcome> {
-        let write = || self.persist(inputs);
+    /// Writes `inputs` in one transaction, retrying with back-off while the database is
+    /// away; `Err` when it refuses the data; `None` on shutdown.
+    async fn persist_retrying(&self, inputs: &[Input]) -> Option<Result<Outcome, String>> {
+        let write = || async {
+            match self.persist(inputs).await {
+                Ok(outcome) => Ok(Ok(outcome)),
+                Err(err) => match classify(err) {
+                    DbFault::Data(reason) => Ok(Err(reason)),
+                    DbFault::Transient(err) => Err(err),
+                },
+            }
+        };
         kit::shutdown::retry(&self.shutdown, Duration::from_millis(200), Duration::from_secs(5), write, |e| self.telemetry.error("db_write", &e)).await
     }
 
@@ -191,14 +270,15 @@ impl Pipeline {
         }
     }
 
-    /// Re-sends the request of every gap still open when its back-off runs out.
-    async fn resend_loop(&self) {
+    /// Re-sends the request of every gap still open when its back-off runs out, until
+    /// shutdown.
+    pub async fn resend_loop(self: std::sync::Arc<Self>) -> Result<(), kit::KitError> {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let first = Duration::from_secs(self.config.backfill_retry_secs);
         loop {
             tokio::select! {
-                _ = self.shutdown.cancelled() => return,
+                _ = self.shutdown.cancelled() => return Ok(()),
                 _ = ticker.tick() => {}
             }
             let open = self.verifier.lock().await.open_gap_ids();
@@ -227,12 +307,13 @@ impl Pipeline {
         }
     }
 
-    async fn refresh_loop(&self) {
+    /// Keeps the per-stream gauges current (lag grows while nothing arrives), until shutdown.
+    pub async fn refresh_loop(self: std::sync::Arc<Self>) -> Result<(), kit::KitError> {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                _ = self.shutdown.cancelled() => return,
+                _ = self.shutdown.cancelled() => return Ok(()),
                 _ = ticker.tick() => self.refresh().await,
             }
         }
@@ -271,5 +352,51 @@ mod tests {
         let v2 = String::from_utf8_lossy(agg).replace("\"v\":1", "\"v\":2");
         assert!(decode(topics::AGGTRADES, Some(v2.as_bytes())).unwrap_err().contains("v2"));
         assert!(decode(topics::AGGTRADES, None).is_err());
+    }
+
+    #[test]
+    fn poison_that_parses_as_json_is_refused_before_the_database() {
+        let agg = r#"{"v":1,"symbol":"BTCUSDT","agg_id":5,"price":"1.0","qty":"2.0","first_trade_id":1,"last_trade_id":1,"trade_time_ms":1,"buyer_is_maker":true,"event_time_ms":null,"received_at_ms":1,"source":"ws"}"#;
+        let now = 1_800_000_000_000;
+        assert!(decode_at(topics::AGGTRADES, Some(agg.as_bytes()), now).is_ok());
+        let poison = [
+            (agg.replace(r#""price":"1.0""#, r#""price":"abc""#), "price"),
+            (agg.replace(r#""agg_id":5"#, r#""agg_id":18446744073709551615"#), "agg_id"),
+            (agg.replace(r#""symbol":"BTCUSDT""#, r#""symbol":"BTC'; DROP TABLE aggtrades;--""#), "symbol"),
+            (agg.replace(r#""trade_time_ms":1"#, r#""trade_time_ms":9000000000000000"#), "ahead"),
+        ];
+        for (payload, why) in poison {
+            let err = decode_at(topics::AGGTRADES, Some(payload.as_bytes()), now).expect_err(why);
+            assert!(err.contains(why), "{err}");
+        }
+        let kline = format!(
+            r#"{{"v":1,"symbol":"ETHUSDT","interval":"1m","open_time_ms":{o},"close_time_ms":{c},"open":"1","high":"1","low":"1","close":"1","volume":"1","quote_volume":"1","trades":1,"taker_buy_base":"1","taker_buy_quote":"1","first_trade_id":null,"last_trade_id":null,"event_time_ms":null,"received_at_ms":1,"source":"ws"}}"#,
+            o = now + 7 * 86_400_000 - (now + 7 * 86_400_000) % 60_000,
+            c = now + 7 * 86_400_000 - (now + 7 * 86_400_000) % 60_000 + 59_999
+        );
+        assert!(decode_at(topics::KLINES, Some(kline.as_bytes()), now).expect_err("future kline").contains("ahead"));
+    }
+
+    /// A writer that refuses any run holding a poisoned item, as PostgreSQL refuses a
+    /// transaction with one bad row.
+    fn refusing(items: &[bool]) -> impl FnMut(std::ops::Range<usize>) -> std::future::Ready<Option<Result<Vec<usize>, String>>> + '_ {
+        move |run| {
+            let poisoned = items[run.clone()].iter().any(|bad| *bad);
+            std::future::ready(Some(if poisoned { Err("SQLSTATE 22P02".into()) } else { Ok(run.collect()) }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_record_is_split_out_and_everything_else_is_written_in_order() {
+        let items = [false, false, true, false, false, false, true, false];
+        let (done, refused) = write_splitting(items.len(), refusing(&items)).await.expect("no shutdown");
+        let written: Vec<usize> = done.into_iter().flatten().collect();
+        assert_eq!(written, vec![0, 1, 3, 4, 5, 7], "every good item, in order");
+        assert_eq!(refused.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![2, 6]);
+        let clean = [false; 5];
+        let (done, refused) = write_splitting(clean.len(), refusing(&clean)).await.expect("no shutdown");
+        assert_eq!((done.len(), refused.len()), (1, 0), "a clean batch is one transaction");
+        let gave_up = write_splitting(3, |_| std::future::ready(None::<Result<(), String>>)).await;
+        assert!(gave_up.is_none(), "shutdown ends the write");
     }
 }

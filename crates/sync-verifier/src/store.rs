@@ -7,28 +7,38 @@ use sqlx::{PgConnection, PgPool, Row};
 
 pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
 
+/// A u64 as BIGINT. Records are validated (`crate::validate`) to fit before they get
+/// here; should one not, it saturates rather than wrap to a negative id.
+pub fn big(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 fn source(s: &str) -> Source {
     if s == "backfill" { Source::Backfill } else { Source::Ws }
 }
 
-/// Inserts new trades; returns the ids that were new (the others were already stored).
-pub async fn insert_aggs(tx: &mut PgConnection, rows: &[AggTrade]) -> sqlx::Result<Vec<i64>> {
+/// A stored record's identity: symbol and key (aggregate id, or kline open time).
+pub type SymbolKey = (String, i64);
+
+/// Inserts new trades; returns the (symbol, id) of those that were new (the others were
+/// already stored).
+pub async fn insert_aggs(tx: &mut PgConnection, rows: &[AggTrade]) -> sqlx::Result<Vec<SymbolKey>> {
     let col = |f: fn(&AggTrade) -> String| rows.iter().map(f).collect::<Vec<String>>();
     let int = |f: fn(&AggTrade) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
-    sqlx::query_scalar(
+    sqlx::query_as(
         "INSERT INTO aggtrades (symbol, agg_id, price, qty, first_trade_id, last_trade_id, trade_time_ms, buyer_is_maker, source, received_at_ms)
          SELECT s, a, p::numeric, q::numeric, f, l, t, m, src, r
          FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bool[], $9::text[], $10::bigint[])
               AS x(s, a, p, q, f, l, t, m, src, r)
          ON CONFLICT (symbol, agg_id) DO NOTHING
-         RETURNING agg_id",
+         RETURNING symbol, agg_id",
     )
     .bind(col(|r| r.symbol.clone()))
-    .bind(int(|r| r.agg_id as i64))
+    .bind(int(|r| big(r.agg_id)))
     .bind(col(|r| r.price.clone()))
     .bind(col(|r| r.qty.clone()))
-    .bind(int(|r| r.first_trade_id as i64))
-    .bind(int(|r| r.last_trade_id as i64))
+    .bind(int(|r| big(r.first_trade_id)))
+    .bind(int(|r| big(r.last_trade_id)))
     .bind(int(|r| r.trade_time_ms))
     .bind(rows.iter().map(|r| r.buyer_is_maker).collect::<Vec<bool>>())
     .bind(col(|r| r.source.as_str().to_string()))
@@ -52,11 +62,11 @@ pub async fn stored_aggs(tx: &mut PgConnection, symbol: &str, ids: &[i64]) -> sq
             Ok(AggTrade {
                 v: 1,
                 symbol: symbol.to_string(),
-                agg_id: r.try_get::<i64, _>("agg_id")? as u64,
+                agg_id: r.try_get::<i64, _>("agg_id")?.max(0).unsigned_abs(),
                 price: r.try_get("price")?,
                 qty: r.try_get("qty")?,
-                first_trade_id: r.try_get::<i64, _>("first_trade_id")? as u64,
-                last_trade_id: r.try_get::<i64, _>("last_trade_id")? as u64,
+                first_trade_id: r.try_get::<i64, _>("first_trade_id")?.max(0).unsigned_abs(),
+                last_trade_id: r.try_get::<i64, _>("last_trade_id")?.max(0).unsigned_abs(),
                 trade_time_ms: r.try_get("trade_time_ms")?,
                 buyer_is_maker: r.try_get("buyer_is_maker")?,
                 event_time_ms: None,
@@ -67,12 +77,12 @@ pub async fn stored_aggs(tx: &mut PgConnection, symbol: &str, ids: &[i64]) -> sq
         .collect()
 }
 
-/// Inserts new klines; returns the open times that were new.
-pub async fn insert_klines(tx: &mut PgConnection, rows: &[Kline]) -> sqlx::Result<Vec<i64>> {
+/// Inserts new klines; returns the (symbol, open time) of those that were new.
+pub async fn insert_klines(tx: &mut PgConnection, rows: &[Kline]) -> sqlx::Result<Vec<SymbolKey>> {
     let col = |f: fn(&Kline) -> String| rows.iter().map(f).collect::<Vec<String>>();
     let int = |f: fn(&Kline) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
     let opt = |f: fn(&Kline) -> Option<i64>| rows.iter().map(f).collect::<Vec<Option<i64>>>();
-    sqlx::query_scalar(
+    sqlx::query_as(
         "INSERT INTO klines (symbol, interval, open_time_ms, close_time_ms, open, high, low, close, volume, quote_volume, trades,
                              taker_buy_base, taker_buy_quote, source, received_at_ms, first_trade_id, last_trade_id)
          SELECT s, i, t, ct, o::numeric, h::numeric, l::numeric, c::numeric, v::numeric, qv::numeric, n, tb::numeric, tq::numeric, src, r, f, lt
@@ -80,7 +90,7 @@ pub async fn insert_klines(tx: &mut PgConnection, rows: &[Kline]) -> sqlx::Resul
                      $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[])
               AS x(s, i, t, ct, o, h, l, c, v, qv, n, tb, tq, src, r, f, lt)
          ON CONFLICT (symbol, interval, open_time_ms) DO NOTHING
-         RETURNING open_time_ms",
+         RETURNING symbol, open_time_ms",
     )
     .bind(col(|r| r.symbol.clone()))
     .bind(col(|r| r.interval.clone()))
@@ -92,7 +102,7 @@ pub async fn insert_klines(tx: &mut PgConnection, rows: &[Kline]) -> sqlx::Resul
     .bind(col(|r| r.close.clone()))
     .bind(col(|r| r.volume.clone()))
     .bind(col(|r| r.quote_volume.clone()))
-    .bind(int(|r| r.trades as i64))
+    .bind(int(|r| big(r.trades)))
     .bind(col(|r| r.taker_buy_base.clone()))
     .bind(col(|r| r.taker_buy_quote.clone()))
     .bind(col(|r| r.source.as_str().to_string()))
@@ -130,7 +140,7 @@ pub async fn stored_klines(tx: &mut PgConnection, symbol: &str, interval: &str, 
                 close: r.try_get("close")?,
                 volume: r.try_get("volume")?,
                 quote_volume: r.try_get("quote_volume")?,
-                trades: r.try_get::<i64, _>("trades")? as u64,
+                trades: r.try_get::<i64, _>("trades")?.max(0).unsigned_abs(),
                 taker_buy_base: r.try_get("tbb")?,
                 taker_buy_quote: r.try_get("tbq")?,
                 first_trade_id: r.try_get("first_trade_id")?,

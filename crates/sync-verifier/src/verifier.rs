@@ -4,11 +4,11 @@
 //! replaces the live state only after the commit, so a failed transaction changes nothing.
 
 use crate::continuity::{Effect, Gap, Stream as Continuity};
-use crate::store;
+use crate::store::{self, SymbolKey};
 use kit::restarts::RestartEvent;
 use market::{AggTrade, BackfillRange, BackfillRequest, Head, Kline, Stream};
 use sqlx::PgConnection;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 pub const KLINE_STEP_MS: i64 = 60_000;
 
@@ -86,7 +86,7 @@ impl Verifier {
         if !aggs.is_empty() {
             let inserted = store::insert_aggs(tx, &aggs).await?;
             self.check_aggs(tx, &aggs, &inserted, &mut out).await?;
-            let keyed = Keyed { stream: Stream::AggTrade, rows: aggs.iter().map(|a| (a.symbol.clone(), a.agg_id as i64, a.trade_time_ms)).collect() };
+            let keyed = Keyed { stream: Stream::AggTrade, rows: aggs.iter().map(|a| (a.symbol.clone(), store::big(a.agg_id), a.trade_time_ms)).collect() };
             self.advance(tx, &mut work, keyed, now_ms, &mut out).await?;
         }
         if !klines.is_empty() {
@@ -105,7 +105,7 @@ impl Verifier {
             match input {
                 Input::Head(h) => {
                     if let Some(id) = h.last_agg_id {
-                        self.heads.insert((h.symbol.clone(), Stream::AggTrade), id as i64);
+                        self.heads.insert((h.symbol.clone(), Stream::AggTrade), store::big(id));
                     }
                     if let Some(t) = h.last_closed_kline_open_ms {
                         self.heads.insert((h.symbol.clone(), Stream::Kline), t);
@@ -122,13 +122,13 @@ impl Verifier {
         }
     }
 
-    async fn check_aggs(&self, tx: &mut PgConnection, aggs: &[AggTrade], inserted: &[i64], out: &mut Outcome) -> sqlx::Result<()> {
-        let new: std::collections::HashSet<(&str, i64)> = aggs.iter().filter(|a| inserted.contains(&(a.agg_id as i64))).map(|a| (a.symbol.as_str(), a.agg_id as i64)).collect();
+    async fn check_aggs(&self, tx: &mut PgConnection, aggs: &[AggTrade], inserted: &[SymbolKey], out: &mut Outcome) -> sqlx::Result<()> {
+        let new: HashSet<(&str, i64)> = inserted.iter().map(|(s, k)| (s.as_str(), *k)).collect();
         *out.persisted.entry(Stream::AggTrade).or_default() += inserted.len() as u64;
-        let again: Vec<&AggTrade> = aggs.iter().filter(|a| !new.contains(&(a.symbol.as_str(), a.agg_id as i64))).collect();
+        let again: Vec<&AggTrade> = aggs.iter().filter(|a| !new.contains(&(a.symbol.as_str(), store::big(a.agg_id)))).collect();
         *out.duplicates.entry(Stream::AggTrade).or_default() += again.len() as u64;
         for (symbol, records) in group(&again, |a| a.symbol.as_str()) {
-            let ids: Vec<i64> = records.iter().map(|a| a.agg_id as i64).collect();
+            let ids: Vec<i64> = records.iter().map(|a| store::big(a.agg_id)).collect();
             let stored = store::stored_aggs(tx, &symbol, &ids).await?;
             for r in records {
                 if let Some(s) = stored.iter().find(|s| s.agg_id == r.agg_id).filter(|s| !s.same_data(r)) {
@@ -140,9 +140,10 @@ impl Verifier {
         Ok(())
     }
 
-    async fn check_klines(&self, tx: &mut PgConnection, klines: &[Kline], inserted: &[i64], out: &mut Outcome) -> sqlx::Result<()> {
+    async fn check_klines(&self, tx: &mut PgConnection, klines: &[Kline], inserted: &[SymbolKey], out: &mut Outcome) -> sqlx::Result<()> {
+        let new: HashSet<(&str, i64)> = inserted.iter().map(|(s, k)| (s.as_str(), *k)).collect();
         *out.persisted.entry(Stream::Kline).or_default() += inserted.len() as u64;
-        let again: Vec<&Kline> = klines.iter().filter(|k| !inserted.contains(&k.open_time_ms)).collect();
+        let again: Vec<&Kline> = klines.iter().filter(|k| !new.contains(&(k.symbol.as_str(), k.open_time_ms))).collect();
         *out.duplicates.entry(Stream::Kline).or_default() += again.len() as u64;
         for (symbol, records) in group(&again, |k| k.symbol.as_str()) {
             let times: Vec<i64> = records.iter().map(|k| k.open_time_ms).collect();

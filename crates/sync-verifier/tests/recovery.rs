@@ -80,6 +80,11 @@ async fn all_healed(p: &Parts) -> bool {
     text.lines().any(|l| l.starts_with(&labels)) && metric(&p.verifier_metrics, &labels).await == 0.0
 }
 
+/// The newest trade time (s) this verifier holds for the symbol; 0 before the first.
+async fn last_event(p: &Parts) -> f64 {
+    metric(&p.verifier_metrics, &format!("sync_last_event_timestamp_seconds{{stream=\"aggTrade\",symbol=\"{}\"}}", p.symbol)).await.max(0.0)
+}
+
 async fn detected(p: &Parts) -> f64 {
     metric(&p.verifier_metrics, &format!("sync_gaps_detected_total{{stream=\"aggTrade\",symbol=\"{}\"}}", p.symbol)).await
 }
@@ -115,11 +120,14 @@ async fn the_database_equals_the_truth_after_drops_kills_and_restarts() {
 
     let group = format!("verifier-{tag}");
     let (mut verifier, verifier_metrics) = start_verifier(&db_url, &group).await;
-    tokio::time::sleep(5 * SEC).await; // joined the group before the symbol's first record
     let mut p = Parts { sim: sim.clone(), symbol: symbol.clone(), db_url: db_url.clone(), verifier_metrics };
     let mut collector = start_collector(&p);
-    let persisted = "sync_records_persisted_total{stream=\"aggTrade\"}";
-    wait("records persisted", 60 * SEC, async || metric(&p.verifier_metrics, persisted).await >= 50.0).await;
+    // The drop below must fall inside what this verifier reads of this symbol: wait until
+    // it has stored the symbol's live trades (the stack's own collector feeds the topics
+    // too, so a count over every symbol would not say that this one flows).
+    wait("the symbol's trades are verified", 60 * SEC, async || last_event(&p).await > 0.0).await;
+    let started = last_event(&p).await;
+    wait("the symbol's trades keep flowing", 30 * SEC, async || last_event(&p).await > started).await;
 
     let client = reqwest::Client::new();
     survives(&p, "dropped window", true, async || {
@@ -131,19 +139,19 @@ async fn the_database_equals_the_truth_after_drops_kills_and_restarts() {
 
     survives(&p, "collector killed", true, async || {
         collector.abort(); // no graceful shutdown, like kill -9
-        tokio::time::sleep(3 * SEC).await;
+        tokio::time::sleep(3 * SEC).await; // down for a while: trades pass it by (the gap)
         collector = start_collector(&p);
     })
     .await;
     survives(&p, "kafka restarted", false, async || {
         stack(&["stop", "kafka"]);
-        tokio::time::sleep(2 * SEC).await;
+        tokio::time::sleep(2 * SEC).await; // the outage itself
         stack(&["start", "kafka"]);
     })
     .await;
     survives(&p, "postgres restarted", false, async || {
         stack(&["stop", "postgres"]);
-        tokio::time::sleep(2 * SEC).await;
+        tokio::time::sleep(2 * SEC).await; // the outage itself
         stack(&["start", "postgres"]);
     })
     .await;
@@ -152,18 +160,21 @@ async fn the_database_equals_the_truth_after_drops_kills_and_restarts() {
     // A restarted verifier resumes from the database: its first records continue the
     // stored watermark, and a new hole is still found and healed.
     verifier.abort();
-    tokio::time::sleep(2 * SEC).await;
+    let _ = verifier.await; // gone, its consumer closed
     (verifier, p.verifier_metrics) = start_verifier(&db_url, &group).await;
+    // It resumes from the database (the gauge shows the stored newest trade), then reads on.
+    wait("the restarted verifier resumed", 60 * SEC, async || last_event(&p).await > 0.0).await;
+    let resumed = last_event(&p).await;
+    wait("the restarted verifier reads new trades", 60 * SEC, async || last_event(&p).await > resumed).await;
     survives(&p, "verifier restarted, then a drop", true, async || {
-        tokio::time::sleep(3 * SEC).await;
         let body = json!({"symbol": symbol, "stream": "aggTrade", "count": 20});
         client.post(format!("{sim}/sim/drop")).json(&body).send().await.expect("drop");
     })
     .await;
     verifier.abort();
+    let _ = verifier.await; // nothing is written after this
 
-    // Compare everything stored up to a recent id with the truth.
-    tokio::time::sleep(3 * SEC).await;
+    // Compare everything stored with the truth.
     let pool = PgPool::connect(&p.db_url).await.expect("db");
     let row = sqlx::query("SELECT min(agg_id), max(agg_id), count(*), count(DISTINCT agg_id) FROM aggtrades WHERE symbol = $1")
         .bind(&symbol)
