@@ -4,7 +4,7 @@
 //! Run: `make bench`.
 
 use collector::metrics::CollectorMetrics;
-use collector::publish::Publisher;
+use collector::publish::{DropReason, Publisher};
 use kit::kafka::{self, KafkaContext};
 use market::binance::{parse_frame, Frame};
 use rdkafka::producer::{FutureRecord, Producer};
@@ -86,7 +86,10 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     for f in &frames {
         if let Ok(Frame::AggTrade(t)) = parse_frame(f, 0) {
-            publisher.enqueue(TOPIC, "BTCUSDT", &t).await;
+            // Wait for queue space as the raw baseline does (the stream path drops instead).
+            while let Err(DropReason::QueueFull | DropReason::WatchFull) = publisher.try_enqueue(TOPIC, "BTCUSDT", &t) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
     }
     flush(&producer);

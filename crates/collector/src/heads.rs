@@ -38,7 +38,7 @@ pub async fn run(rest: Arc<BinanceRest>, publisher: Arc<Publisher>, symbols: Vec
         for symbol in &symbols {
             match sample(&rest, symbol).await {
                 Ok(head) => {
-                    publisher.enqueue(topics::HEADS, symbol, &head).await;
+                    publisher.enqueue(topics::HEADS, symbol, &head);
                 }
                 Err(err) => telemetry.error("heads", &err),
             }

@@ -81,6 +81,10 @@ pub struct Config {
     /// Directory of the collector's state (the Binance ban memory); created if missing.
     #[arg(long, env = "STATE_DIR", default_value = "/var/lib/collector")]
     pub state_dir: std::path::PathBuf,
+    /// Records the stream producer may queue before new stream records are dropped
+    /// (librdkafka `queue.buffering.max.messages`; unset: librdkafka's default, 100 000).
+    #[arg(long, env = "KAFKA_QUEUE_MAX_MESSAGES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub kafka_queue_max_messages: Option<u32>,
     #[command(flatten)]
     pub kit: KitConfig,
 }
@@ -106,12 +110,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let governor = Arc::new(governor::Governor::new(config.rate_limit_share, Some(metrics.clone())).remembering(bans));
     let rest = rest::BinanceRest::new(&config.rest_url, governor, metrics.clone(), service.telemetry.clone()).map_err(|e| KitError::Io(std::io::Error::other(e)))?;
     let rest = Arc::new(rest);
-    let (publisher, watcher) = publish::Publisher::new(service.producer.clone(), service.telemetry.clone(), metrics.clone());
-    let publisher = Arc::new(publisher);
-    service.spawn("publish_watch", async move {
-        watcher.await;
-        Ok(())
-    });
+    let publisher = spawn_publisher(&mut service, &config, metrics.clone())?;
     service.spawn("exchange_info", load_limits(rest.clone(), service.telemetry.clone(), service.shutdown.clone()));
     let streams = ws::Streams { config: config.stream_config(), publisher: publisher.clone(), metrics: metrics.clone(), telemetry: service.telemetry.clone() };
     let (producer, shutdown, p) = (service.producer.clone(), service.shutdown.clone(), publisher.clone());
@@ -126,6 +125,29 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let app = service.ops_app();
     service.run(listener, app).await;
     Ok(())
+}
+
+/// The publisher and its delivery watcher. With `KAFKA_QUEUE_MAX_MESSAGES` set, records go
+/// through a producer of their own with that queue, flushed when the watcher ends.
+fn spawn_publisher(service: &mut Service, config: &Config, metrics: metrics::CollectorMetrics) -> Result<Arc<publish::Publisher>, KitError> {
+    let own = match config.kafka_queue_max_messages {
+        Some(max) => {
+            let client_id = format!("collector-publish-{}", &service.identity.instance_id[..8]);
+            Some(kit::kafka::producer_with_queue(&config.kit.kafka_brokers, &client_id, service.kafka.clone(), max)?)
+        }
+        None => None,
+    };
+    let producer = own.clone().unwrap_or_else(|| service.producer.clone());
+    let (publisher, watcher) = publish::Publisher::new(producer, service.telemetry.clone(), metrics);
+    service.spawn("publish_watch", async move {
+        watcher.await;
+        if let Some(own) = own {
+            use rdkafka::producer::Producer;
+            let _ = tokio::task::spawn_blocking(move || own.flush(Duration::from_secs(2))).await;
+        }
+        Ok(())
+    });
+    Ok(Arc::new(publisher))
 }
 
 fn spawn_backfill(service: &mut Service, config: &Config, rest: Arc<rest::BinanceRest>, publisher: Arc<publish::Publisher>, metrics: metrics::CollectorMetrics) -> Result<(), KitError> {
@@ -159,11 +181,12 @@ mod tests {
         assert_eq!(c.ws_url, "wss://stream.binance.com:9443");
         assert_eq!(c.symbols, ["BTCUSDT", "ETHUSDT", "BNBUSDT"]);
         assert_eq!(c.state_dir, std::path::Path::new("/var/lib/collector"), "the Compose volume's path");
+        assert_eq!(c.kafka_queue_max_messages, None, "librdkafka's default queue");
     }
 
     #[test]
     fn bad_values_are_refused_with_a_reason() {
-        for (k, v) in [("SYMBOLS", "BTC-USDT"), ("RATE_LIMIT_SHARE", "1.5"), ("HEADS_INTERVAL_SECS", "0")] {
+        for (k, v) in [("SYMBOLS", "BTC-USDT"), ("RATE_LIMIT_SHARE", "1.5"), ("HEADS_INTERVAL_SECS", "0"), ("KAFKA_QUEUE_MAX_MESSAGES", "0")] {
             let err = kit::config::parse_from_map::<Config>(&HashMap::from([(k, v)])).expect_err(k);
             assert!(!err.to_string().is_empty());
         }

@@ -1,5 +1,6 @@
 //! The collector's metrics (names from `kit::contract::metrics`).
 
+use crate::publish::DropReason;
 use kit::contract::metrics as names;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
@@ -15,6 +16,7 @@ pub struct CollectorMetrics {
     pub ws_messages: IntCounterVec,
     pub published: IntCounterVec,
     pub backfill_records: IntCounterVec,
+    pub records_dropped: IntCounterVec,
 }
 
 impl CollectorMetrics {
@@ -31,6 +33,7 @@ impl CollectorMetrics {
             ws_messages: IntCounterVec::new(Opts::new(names::BINANCE_WS_MESSAGES_TOTAL, "Stream messages received."), &["stream"])?,
             published: IntCounterVec::new(Opts::new(names::COLLECTOR_PUBLISHED_TOTAL, "Records delivered to Kafka."), &["topic"])?,
             backfill_records: IntCounterVec::new(Opts::new(names::COLLECTOR_BACKFILL_RECORDS_TOTAL, "Records fetched by back-fill."), &["symbol", "stream"])?,
+            records_dropped: IntCounterVec::new(Opts::new(names::COLLECTOR_RECORDS_DROPPED_TOTAL, "Stream records not published (e.g. the producer queue was full); back-fill heals the gap."), &["reason"])?,
         };
         registry.register(Box::new(m.rate_limit_used.clone()))?;
         registry.register(Box::new(m.rate_limit_max.clone()))?;
@@ -42,8 +45,12 @@ impl CollectorMetrics {
         registry.register(Box::new(m.ws_messages.clone()))?;
         registry.register(Box::new(m.published.clone()))?;
         registry.register(Box::new(m.backfill_records.clone()))?;
+        registry.register(Box::new(m.records_dropped.clone()))?;
         for status in ["429", "418"] {
             m.rate_limited.with_label_values(&[status]);
+        }
+        for reason in DropReason::ALL {
+            m.records_dropped.with_label_values(&[reason.label()]);
         }
         Ok(m)
     }

@@ -6,22 +6,29 @@
 //! publisher drops the overlap's duplicates). Lost connections reconnect with capped,
 //! jittered back-off. The collector sends nothing but pongs (tungstenite answers each
 //! server ping once) and close frames: far below Binance's 5 messages a second.
+//!
+//! The live socket is always read: publishing never waits on Kafka (see
+//! [`crate::publish`]), and the successor's connect runs beside the reads (polled in the
+//! same `select!`), retried with the back-off when it fails, so pongs keep flowing.
 
 use crate::backoff::Backoff;
 use crate::metrics::CollectorMetrics;
 use crate::publish::Publisher;
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use kit::time::now_ms;
 use kit::Telemetry;
 use market::binance::{parse_frame, Frame};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Received = Option<Result<Message, tokio_tungstenite::tungstenite::Error>>;
 
 /// How the streams connect and when they reconnect.
 #[derive(Debug, Clone)]
@@ -49,11 +56,17 @@ impl StreamConfig {
     pub fn url(&self) -> String {
         format!("{}/stream?streams={}", self.ws_base.trim_end_matches('/'), self.stream_names().join("/"))
     }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.backoff_min, self.backoff_max)
+    }
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest overlap of the old and new connection during a switch.
 const OVERLAP_MAX: Duration = Duration::from_secs(10);
+/// Longest wait for a close frame to go out before a socket is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 struct Conn {
     ws: Socket,
@@ -75,9 +88,13 @@ pub struct Streams {
 impl Streams {
     /// Keeps the streams connected until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), kit::KitError> {
-        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        let mut backoff = self.config.backoff();
         loop {
-            let reason = match self.connect().await {
+            let connected = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                connected = connect(self.config.url()) => connected,
+            };
+            let reason = match connected {
                 Ok(conn) => {
                     self.set_connected(true);
                     let opened = conn.opened;
@@ -104,14 +121,6 @@ impl Streams {
         }
     }
 
-    async fn connect(&self) -> Result<Conn, String> {
-        let url = self.config.url();
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(&url)).await;
-        let (ws, _) = connected.map_err(|_| format!("connecting to {url}: timed out"))?.map_err(|e| format!("connecting to {url}: {e}"))?;
-        tracing::info!(%url, "websocket connected");
-        Ok(Conn { ws, opened: Instant::now(), last_data: Instant::now(), delivered: false })
-    }
-
     fn set_connected(&self, up: bool) {
         for stream in self.config.stream_names() {
             self.metrics.ws_connected.with_label_values(&[&stream]).set(i64::from(up));
@@ -120,40 +129,37 @@ impl Streams {
 
     /// Reads the connection (and, during a switch, its successor) until it is lost.
     async fn serve(&self, mut primary: Conn, shutdown: &CancellationToken) -> Reason {
-        let mut next: Option<(Conn, Reason)> = None;
+        let mut next = Successor::new(self.config.url(), self.config.backoff());
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    let _ = primary.ws.close(None).await;
+                    close(primary.ws).await;
                     return "shutdown";
                 }
-                msg = primary.ws.next() => match self.receive(&mut primary, msg).await {
+                msg = primary.ws.next() => match self.receive(&mut primary, msg) {
                     Ok(false) => {}
-                    Ok(true) if next.is_none() => match self.connect().await {
-                        Ok(conn) => next = Some((conn, "server_shutdown")),
-                        Err(_) => return "server_shutdown",
-                    },
-                    Ok(true) => {}
+                    Ok(true) => next.want("server_shutdown"),
                     Err(reason) => return reason,
                 },
-                msg = next_of(&mut next) => {
-                    if let Some((conn, _)) = next.as_mut() {
-                        if self.receive(conn, msg).await.is_err() {
-                            next = None; // the successor failed; the primary goes on
+                msg = next_of(&mut next.conn) => {
+                    if let Some(conn) = next.conn.as_mut() {
+                        if self.receive(conn, msg).is_err() {
+                            next.lost(); // the successor failed; the primary goes on
                         }
                     }
                 }
+                connected = connecting(&mut next.connecting) => next.connected(connected, &self.telemetry),
                 _ = tick.tick() => {
                     if primary.last_data.elapsed() > self.config.watchdog {
                         tracing::warn!(silent_for = ?primary.last_data.elapsed(), "websocket stalled; reconnecting");
                         return "stalled";
                     }
-                    if next.is_none() && primary.opened.elapsed() >= self.config.planned_after {
-                        if let Ok(conn) = self.connect().await {
-                            next = Some((conn, "planned"));
-                        }
+                    if primary.opened.elapsed() >= self.config.planned_after {
+                        next.want("planned");
                     }
+                    next.start_if_due();
                     if let Some(reason) = self.switch_if_ready(&mut primary, &mut next).await {
                         self.metrics.ws_reconnects.with_label_values(&[reason]).inc();
                     }
@@ -163,20 +169,16 @@ impl Streams {
     }
 
     /// Replaces the primary by its successor once the successor delivered data.
-    async fn switch_if_ready(&self, primary: &mut Conn, next: &mut Option<(Conn, Reason)>) -> Option<Reason> {
-        let ready = next.as_ref().is_some_and(|(c, _)| c.delivered || c.opened.elapsed() > OVERLAP_MAX);
-        if !ready {
-            return None;
-        }
-        let (conn, reason) = next.take()?;
-        let mut old = std::mem::replace(primary, conn);
-        let _ = old.ws.close(None).await;
+    async fn switch_if_ready(&self, primary: &mut Conn, next: &mut Successor) -> Option<Reason> {
+        let (conn, reason) = next.take_ready()?;
+        let old = std::mem::replace(primary, conn);
+        close(old.ws).await;
         tracing::info!(reason, "websocket switched to the new connection");
         Some(reason)
     }
 
     /// Handles one message; `Ok(true)` on `serverShutdown`, `Err` when the connection ended.
-    async fn receive(&self, conn: &mut Conn, msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>) -> Result<bool, Reason> {
+    fn receive(&self, conn: &mut Conn, msg: Received) -> Result<bool, Reason> {
         match msg {
             None => Err("closed"),
             Some(Err(err)) => {
@@ -186,7 +188,7 @@ impl Streams {
             Some(Ok(Message::Text(text))) => {
                 conn.last_data = Instant::now();
                 conn.delivered = true;
-                Ok(self.frame(text.as_str()).await)
+                Ok(self.frame(text.as_str()))
             }
             Some(Ok(Message::Close(frame))) => {
                 tracing::info!(?frame, "websocket closed by the server");
@@ -196,17 +198,17 @@ impl Streams {
         }
     }
 
-    /// Normalises and publishes one frame; `true` for `serverShutdown`.
-    async fn frame(&self, text: &str) -> bool {
+    /// Normalises and publishes one frame (never waiting); `true` for `serverShutdown`.
+    fn frame(&self, text: &str) -> bool {
         match parse_frame(text, now_ms()) {
             Ok(Frame::AggTrade(t)) => {
                 self.count(&t.symbol, "aggTrade");
-                self.publisher.stream_agg(&t).await;
+                self.publisher.stream_agg(&t);
             }
             Ok(Frame::Kline { kline, closed }) => {
                 self.count(&kline.symbol, "kline_1m");
                 if closed {
-                    self.publisher.stream_kline(&kline).await;
+                    self.publisher.stream_kline(&kline);
                 }
             }
             Ok(Frame::ServerShutdown) => {
@@ -228,9 +230,95 @@ impl Streams {
     }
 }
 
-async fn next_of(next: &mut Option<(Conn, Reason)>) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+/// The connection that will replace the primary: wanted (for a reason), connecting (a
+/// future polled beside the primary's reads), or open and read until it delivers. Failed
+/// attempts wait for the back-off before the next.
+struct Successor {
+    url: String,
+    wanted: Option<Reason>,
+    connecting: Option<BoxFuture<'static, Result<Conn, String>>>,
+    conn: Option<Conn>,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+}
+
+impl Successor {
+    fn new(url: String, backoff: Backoff) -> Self {
+        Self { url, wanted: None, connecting: None, conn: None, backoff, retry_at: None }
+    }
+
+    /// A successor is needed for `reason` (the first reason given stays).
+    fn want(&mut self, reason: Reason) {
+        self.wanted.get_or_insert(reason);
+        self.start_if_due();
+    }
+
+    /// Starts connecting if a successor is wanted, none is open or connecting, and the
+    /// back-off after a failure has passed.
+    fn start_if_due(&mut self) {
+        let due = self.retry_at.is_none_or(|at| Instant::now() >= at);
+        if self.wanted.is_some() && self.conn.is_none() && self.connecting.is_none() && due {
+            self.connecting = Some(connect(self.url.clone()).boxed());
+        }
+    }
+
+    fn connected(&mut self, result: Result<Conn, String>, telemetry: &Telemetry) {
+        self.connecting = None;
+        match result {
+            Ok(conn) => self.conn = Some(conn),
+            Err(err) => {
+                telemetry.error("ws_connect", &err);
+                self.retry_later();
+            }
+        }
+    }
+
+    /// The open successor failed before it took over.
+    fn lost(&mut self) {
+        self.conn = None;
+        self.retry_later();
+    }
+
+    fn retry_later(&mut self) {
+        self.retry_at = Some(Instant::now() + self.backoff.next_delay());
+    }
+
+    /// The successor and why it was opened, once it delivered data (or overlapped long enough).
+    fn take_ready(&mut self) -> Option<(Conn, Reason)> {
+        let ready = self.conn.as_ref().is_some_and(|c| c.delivered || c.opened.elapsed() > OVERLAP_MAX);
+        if !ready {
+            return None;
+        }
+        let conn = self.conn.take()?;
+        self.backoff.reset();
+        self.retry_at = None;
+        Some((conn, self.wanted.take().unwrap_or("planned")))
+    }
+}
+
+/// Opens the combined stream at `url`, within [`CONNECT_TIMEOUT`].
+async fn connect(url: String) -> Result<Conn, String> {
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(&url)).await;
+    let (ws, _) = connected.map_err(|_| format!("connecting to {url}: timed out"))?.map_err(|e| format!("connecting to {url}: {e}"))?;
+    tracing::info!(%url, "websocket connected");
+    Ok(Conn { ws, opened: Instant::now(), last_data: Instant::now(), delivered: false })
+}
+
+/// Sends a close frame if the socket takes it within [`CLOSE_TIMEOUT`], then drops it.
+async fn close(mut ws: Socket) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+}
+
+async fn next_of(next: &mut Option<Conn>) -> Received {
     match next {
-        Some((conn, _)) => conn.ws.next().await,
+        Some(conn) => conn.ws.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn connecting(pending: &mut Option<BoxFuture<'static, Result<Conn, String>>>) -> Result<Conn, String> {
+    match pending {
+        Some(future) => future.await,
         None => std::future::pending().await,
     }
 }
