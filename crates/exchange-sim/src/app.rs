@@ -128,9 +128,9 @@ impl App {
             .collect();
         let limiter = Limiter::new(LimitConfig {
             weight_limit: config.weight_limit,
-            window_ms: config.weight_window_secs.max(1) * 1000,
+            window_ms: config.weight_window_secs.max(1).saturating_mul(1000),
             ban_after: config.ban_after,
-            ban_ms: config.ban_secs * 1000,
+            ban_ms: config.ban_secs.saturating_mul(1000),
         });
         let (events, _) = broadcast::channel(65_536);
         let (commands, _) = broadcast::channel(16);
@@ -182,8 +182,9 @@ impl App {
         let _ = self.events.send(Arc::new(Event { stream, payload }));
     }
 
+    /// The server ping period, 1 s to 1 day (a longer one would overflow `Instant + period`).
     pub fn ping_interval(&self) -> Duration {
-        Duration::from_secs(self.config.ws_ping_secs.max(1))
+        Duration::from_secs(self.config.ws_ping_secs.clamp(1, 86_400))
     }
 }
 

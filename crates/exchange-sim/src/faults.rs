@@ -16,7 +16,7 @@ pub enum StreamKind {
 
 /// `POST /sim/drop`: withhold stream messages, the next `count` of them or all for
 /// `duration_ms`, optionally only one symbol's or one stream kind's.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct DropRule {
     pub symbol: Option<String>,
     pub stream: Option<StreamKind>,
@@ -40,7 +40,7 @@ pub struct Faults {
 
 impl Faults {
     pub fn add_drop(&mut self, rule: DropRule, now_ms: u64) {
-        let until_ms = rule.duration_ms.map(|d| now_ms + d);
+        let until_ms = rule.duration_ms.map(|d| now_ms.saturating_add(d));
         self.drops.push(ActiveDrop { rule, until_ms });
     }
 
@@ -53,7 +53,7 @@ impl Faults {
         match hit {
             Some(d) => {
                 if let Some(c) = d.rule.count.as_mut() {
-                    *c -= 1;
+                    *c = c.saturating_sub(1);
                 }
                 true
             }
@@ -63,7 +63,7 @@ impl Faults {
 
     /// Stalls every stream (no data, no pings, sockets stay open) until `now + duration`.
     pub fn stall(&mut self, now_ms: u64, duration_ms: u64) {
-        self.stall_until_ms = now_ms + duration_ms;
+        self.stall_until_ms = now_ms.saturating_add(duration_ms);
     }
 
     pub fn stalled(&self, now_ms: u64) -> bool {
@@ -102,5 +102,19 @@ mod tests {
         assert!(!f.should_drop("X", StreamKind::Depth, 1_100));
         f.stall(0, 500);
         assert!(f.stalled(499) && !f.stalled(500));
+    }
+
+    #[test]
+    fn the_longest_periods_saturate_instead_of_overflowing() {
+        let mut f = Faults::default();
+        f.add_drop(rule(None, None, None, Some(u64::MAX)), u64::MAX - 1);
+        assert!(f.should_drop("X", StreamKind::AggTrade, u64::MAX - 1), "a drop that ends at the end of time still drops");
+        f.stall(u64::MAX - 5, u64::MAX);
+        assert!(f.stalled(u64::MAX - 1));
+        f.add_drop(rule(None, None, Some(0), None), 0);
+        f.reset();
+        f.add_drop(rule(None, None, Some(1), None), 0);
+        assert!(f.should_drop("X", StreamKind::Kline, 0));
+        assert!(!f.should_drop("X", StreamKind::Kline, 0), "a used-up count is gone, not wrapped to u64::MAX");
     }
 }

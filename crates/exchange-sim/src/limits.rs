@@ -82,7 +82,7 @@ impl Limiter {
     /// Decides one request of `weight` from `ip` at `now_ms`.
     pub fn check(&mut self, ip: IpAddr, weight: u32, now_ms: u64) -> Decision {
         let window = now_ms / self.config.window_ms;
-        let window_end = (window + 1) * self.config.window_ms;
+        let window_end = window.saturating_add(1).saturating_mul(self.config.window_ms);
         let (limit, ban_after, ban_ms) = (self.config.weight_limit, self.config.ban_after, self.config.ban_ms);
         let forced = self.forced.filter(|f| now_ms < f.until_ms);
         let client = self.clients.entry(ip).or_default();
@@ -99,16 +99,16 @@ impl Limiter {
                 _ => Decision::Limited { used: client.used, retry_after_secs },
             };
         }
-        if client.used + weight > limit {
-            client.violations += 1;
+        let Some(used) = client.used.checked_add(weight).filter(|&u| u <= limit) else {
+            client.violations = client.violations.saturating_add(1);
             if client.violations > ban_after {
-                client.banned_until_ms = now_ms + ban_ms;
+                client.banned_until_ms = now_ms.saturating_add(ban_ms);
                 return Decision::Banned { used: client.used, retry_after_secs: secs_until(now_ms, client.banned_until_ms) };
             }
             return Decision::Limited { used: client.used, retry_after_secs: secs_until(now_ms, window_end) };
-        }
-        client.used += weight;
-        Decision::Allow { used: client.used }
+        };
+        client.used = used;
+        Decision::Allow { used }
     }
 }
 
@@ -152,5 +152,16 @@ mod tests {
         l.force(429, 7_000);
         assert!(matches!(l.check(IP, 1, 6_000), Decision::Limited { retry_after_secs: 1, .. }));
         assert_eq!(l.check(IP, 1, 7_000), Decision::Allow { used: 1 });
+    }
+
+    #[test]
+    fn extreme_limits_windows_and_bans_saturate() {
+        let mut l = Limiter::new(LimitConfig { weight_limit: u32::MAX, window_ms: u64::MAX, ban_after: 0, ban_ms: u64::MAX });
+        assert_eq!(l.check(IP, u32::MAX, 1), Decision::Allow { used: u32::MAX });
+        assert!(matches!(l.check(IP, 250, u64::MAX - 1), Decision::Banned { .. }), "used + weight past u32::MAX is over the limit");
+        assert!(matches!(l.check(IP, 1, u64::MAX - 1), Decision::Banned { retry_after_secs: 1, .. }), "a ban to the end of time");
+        let mut forced = limiter();
+        forced.force(429, u64::MAX);
+        assert!(matches!(forced.check(IP, 1, 0), Decision::Limited { retry_after_secs, .. } if retry_after_secs == u64::MAX.div_ceil(1000)));
     }
 }

@@ -14,6 +14,17 @@ pub const KLINE_MS: i64 = 60_000;
 const TICK: i64 = 1_000_000;
 const QTY_STEP: i64 = 1_000;
 const BOOK_LEVELS: i64 = 20;
+/// The highest trade rate per symbol: above it one 10 ms engine step would generate more
+/// trades than a client can take, and an unbounded rate would never finish a step.
+pub const MAX_TRADES_PER_SEC: f64 = 100_000.0;
+
+/// `rate` within `0..=MAX_TRADES_PER_SEC` (NaN is 0).
+fn bounded_rate(rate: f64) -> f64 {
+    if rate.is_nan() {
+        return 0.0;
+    }
+    rate.clamp(0.0, MAX_TRADES_PER_SEC)
+}
 
 /// How a market is generated and how much of it is kept.
 #[derive(Debug, Clone)]
@@ -56,7 +67,8 @@ pub struct Market {
 }
 
 impl Market {
-    pub fn new(symbol: &str, config: MarketConfig, start_price: i64, now_ms: i64) -> Self {
+    pub fn new(symbol: &str, mut config: MarketConfig, start_price: i64, now_ms: i64) -> Self {
+        config.trades_per_sec = bounded_rate(config.trades_per_sec);
         let mut rng = Rng::new(symbol_seed(config.seed, symbol));
         let next_agg_id = u64::try_from(rng.range(100_000, 900_000)).unwrap_or(100_000);
         let open = now_ms - now_ms.rem_euclid(KLINE_MS);
@@ -76,7 +88,7 @@ impl Market {
     }
 
     pub fn set_rate(&mut self, trades_per_sec: f64) {
-        self.config.trades_per_sec = trades_per_sec.max(0.0);
+        self.config.trades_per_sec = bounded_rate(trades_per_sec);
     }
 
     pub fn rate(&self) -> f64 {

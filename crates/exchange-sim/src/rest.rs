@@ -103,7 +103,7 @@ fn limited(used: u32, retry_after: u64, limit: u32) -> Reply {
 }
 
 fn banned(used: u32, retry_after: u64) -> Reply {
-    let until = kit::time::now_ms() + i64::try_from(retry_after * 1000).unwrap_or(0);
+    let until = kit::time::now_ms().saturating_add(i64::try_from(retry_after.saturating_mul(1000)).unwrap_or(i64::MAX));
     let msg = format!("Way too much request weight used; IP banned until {until}. Please use WebSocket Streams for live updates to avoid bans.");
     Reply { status: StatusCode::IM_A_TEAPOT, body: json!({"code": -1003, "msg": msg}), used_weight: used, retry_after: Some(retry_after) }
 }
@@ -155,9 +155,9 @@ fn agg_trades(m: &mut Market, p: &Params) -> Result<Value, ApiError> {
     let (start, end): (Option<i64>, Option<i64>) = (number(p, "startTime")?, number(p, "endTime")?);
     let trades = match (from_id, start, end) {
         (Some(id), _, _) => m.aggs_from_id(id, limit),
-        (None, Some(s), Some(e)) if e - s > HOUR_MS => return Err(bad(-1127, "More than 1 hours between startTime and endTime.")),
-        (None, Some(s), e) => m.aggs_by_time(s, e.unwrap_or(s + HOUR_MS), limit),
-        (None, None, Some(e)) => m.aggs_by_time(e - HOUR_MS, e, limit),
+        (None, Some(s), Some(e)) if e.saturating_sub(s) > HOUR_MS => return Err(bad(-1127, "More than 1 hours between startTime and endTime.")),
+        (None, Some(s), e) => m.aggs_by_time(s, e.unwrap_or(s.saturating_add(HOUR_MS)), limit),
+        (None, None, Some(e)) => m.aggs_by_time(e.saturating_sub(HOUR_MS), e, limit),
         (None, None, None) => m.aggs_recent(limit),
     };
     Ok(trades.iter().map(|t| t.rest_json()).collect())

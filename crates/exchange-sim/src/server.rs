@@ -48,14 +48,24 @@ async fn handle(app: Arc<App>, telemetry: Telemetry, peer: SocketAddr, req: Requ
     } else if path.starts_with("/api/") {
         api(&app, peer.ip(), &path, req.uri().query()).await
     } else if path.starts_with("/sim/") {
-        let (parts, body) = req.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        let (status, value) = control::handle(&app, &parts.method, &path, parts.uri.query(), &body);
-        json_response(status, &value)
+        sim_control(&app, &path, req).await
     } else {
         ops(&telemetry, req.method(), &path)
     };
     Ok(response)
+}
+
+/// The largest control body read (the real ones are a few dozen bytes).
+const MAX_CONTROL_BODY: usize = 64 * 1024;
+
+async fn sim_control(app: &App, path: &str, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let Ok(body) = http_body_util::Limited::new(body, MAX_CONTROL_BODY).collect().await.map(|b| b.to_bytes()) else {
+        let error = format!("control body unreadable or larger than {MAX_CONTROL_BODY} bytes");
+        return json_response(StatusCode::PAYLOAD_TOO_LARGE, &json!({"error": error}));
+    };
+    let (status, value) = control::handle(app, &parts.method, path, parts.uri.query(), &body);
+    json_response(status, &value)
 }
 
 async fn api(app: &App, ip: IpAddr, path: &str, query: Option<&str>) -> Response<Body> {

@@ -151,3 +151,54 @@ async fn binance_minute_windows_use_the_1m_header() {
     let info = sim.json("/api/v3/exchangeInfo").await;
     assert_eq!((info["rateLimits"][0]["interval"].as_str(), info["rateLimits"][0]["intervalNum"].as_i64()), (Some("MINUTE"), Some(1)));
 }
+
+#[tokio::test]
+async fn extreme_query_numbers_are_answered_never_a_crash() {
+    let sim = sim(&[HOUR]).await;
+    let (min, max) = (i64::MIN, i64::MAX);
+    for (query, status, code) in [
+        (format!("startTime={min}&endTime={max}"), 400, Some(-1127)),
+        (format!("startTime={max}"), 200, None),
+        (format!("endTime={min}"), 200, None),
+        (format!("startTime={min}&endTime={}", min + 1), 200, None),
+        (format!("fromId={}", u64::MAX), 200, None),
+        ("fromId=18446744073709551616".into(), 400, Some(-1100)),
+        ("fromId=-1".into(), 400, Some(-1100)),
+        ("startTime=9223372036854775808".into(), 400, Some(-1100)),
+        ("limit=99999999999999999999999".into(), 400, Some(-1100)),
+        (format!("limit={}", "9".repeat(10_000)), 400, Some(-1100)),
+    ] {
+        let r = sim.get(&format!("/api/v3/aggTrades?symbol=BTCUSDT&{query}")).await;
+        assert_eq!(r.status(), status, "{query}");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["code"].as_i64(), code, "{query}: {body}");
+    }
+    let klines = sim.get(&format!("/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime={min}&endTime={max}")).await;
+    assert_eq!(klines.status(), 200);
+}
+
+#[tokio::test]
+async fn the_control_api_refuses_hostile_numbers_and_huge_bodies() {
+    let sim = sim(&[]).await;
+    let post = |op: &'static str, body: String| {
+        let request = sim.client.post(format!("{}/sim/{op}", sim.base)).body(body);
+        async move { request.send().await.expect("control") }
+    };
+    for (op, body, field) in [
+        ("stall", format!(r#"{{"duration_ms":{}}}"#, u64::MAX), "duration_ms"),
+        ("ratelimit", format!(r#"{{"status":418,"duration_ms":{}}}"#, u64::MAX), "duration_ms"),
+        ("drop", r#"{"duration_ms":-1}"#.to_string(), "duration_ms"),
+        ("latency", r#"{"rest_ms":18446744073709551615}"#.to_string(), "rest_ms"),
+        ("rate", r#"{"trades_per_sec":1e308}"#.to_string(), "trades_per_sec"),
+        ("weight-limit", r#"{"limit":4294967296}"#.to_string(), "limit"),
+    ] {
+        let r = post(op, body.clone()).await;
+        assert_eq!(r.status(), 400, "{op} {body}");
+        let error = r.json::<Value>().await.expect("json")["error"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains(field), "{op} {body}: {error:?} names the field");
+    }
+    let huge = post("stall", format!(r#"{{"duration_ms":1,"pad":"{}"}}"#, "x".repeat(100_000))).await;
+    assert_eq!(huge.status(), 413);
+    assert_eq!(sim.get("/api/v3/ping").await.status(), 200, "nothing was applied: no forced status");
+    assert_eq!(sim.json("/sim/state").await["symbols"][0]["trades_per_sec"], 20.0, "the rate is unchanged");
+}
