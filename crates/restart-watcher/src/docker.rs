@@ -4,6 +4,10 @@
 //! `State.Restarting`, the exit code and `OOMKilled`. A broken event stream is reopened
 //! with `since` = the last event's time, and events already handled are skipped, so nothing
 //! is lost or counted twice.
+//!
+//! Numbers in events are not trusted: times, exit codes, durations and restart counts that
+//! are missing, negative or out of range are clamped or dropped (and logged), never
+//! overflowed; a bad `time` never moves the reconnect point (`since`) backwards.
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -148,18 +152,42 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// The longest incomplete event kept while waiting for the rest of it (real ones are
+/// about 1 KiB).
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
 /// Takes every complete JSON object off the front of `buffer` (events arrive as a stream
-/// of objects, usually one per line, possibly split across chunks).
+/// of objects, usually one per line, possibly split across chunks). A line that is not
+/// JSON is skipped (logged), so it cannot hold back the events after it; an incomplete
+/// event longer than [`MAX_EVENT_BYTES`] is discarded, so the buffer stays bounded.
 pub fn split_objects(buffer: &mut Vec<u8>) -> Vec<Value> {
     let mut out = Vec::new();
-    let mut stream = serde_json::Deserializer::from_slice(buffer).into_iter::<Value>();
-    let mut consumed = 0;
-    while let Some(Ok(v)) = stream.next() {
-        consumed = stream.byte_offset();
-        out.push(v);
+    let mut start = 0;
+    loop {
+        let mut stream = serde_json::Deserializer::from_slice(&buffer[start..]).into_iter::<Value>();
+        match stream.next() {
+            Some(Ok(v)) => {
+                start += stream.byte_offset();
+                out.push(v);
+            }
+            Some(Err(err)) if !err.is_eof() => {
+                tracing::warn!(error = %err, "docker event stream: skipping a line that is not JSON");
+                start = end_of_line(buffer, start);
+            }
+            _ => break, // only whitespace left, or an event not complete yet
+        }
     }
-    buffer.drain(..consumed);
+    buffer.drain(..start);
+    if buffer.len() > MAX_EVENT_BYTES {
+        tracing::warn!(bytes = buffer.len(), "docker event stream: discarding an event longer than the limit");
+        buffer.clear();
+    }
     out
+}
+
+/// The index just past the next newline at or after `from`, or the end of `buffer`.
+fn end_of_line(buffer: &[u8], from: usize) -> usize {
+    buffer[from..].iter().position(|&b| b == b'\n').map_or(buffer.len(), |i| from + i + 1)
 }
 
 /// What the watcher learned from Docker.
@@ -188,6 +216,54 @@ fn service_of(event: &Value) -> Option<String> {
     event["Actor"]["Attributes"]["com.docker.compose.service"].as_str().map(String::from)
 }
 
+/// The event's time in Unix ms: `timeNano`, else `time` (seconds), clamped to
+/// `0..=i64::MAX`; 0 (logged) when neither is a number.
+pub fn event_ms(event: &Value) -> i64 {
+    let nano = &event["timeNano"];
+    let from_nano = nano.as_i64().or_else(|| nano.as_u64().map(|_| i64::MAX)).map(|n| n / 1_000_000);
+    let from_secs = || event["time"].as_i64().map(|s| s.saturating_mul(1000));
+    match from_nano.or_else(from_secs) {
+        Some(ms) if ms >= 0 => ms,
+        other => {
+            tracing::warn!(time = %event["time"], time_nano = %nano, "docker event without a usable time; taken as 0");
+            other.map_or(0, |ms| ms.max(0))
+        }
+    }
+}
+
+/// The event's `time` (Unix seconds) if it can be a `since`: a non-negative integer.
+fn since_secs(event: &Value) -> Option<i64> {
+    let time = &event["time"];
+    match time.as_i64() {
+        Some(s) if s >= 0 => Some(s),
+        _ if time.is_null() => None,
+        _ => {
+            tracing::warn!(%time, "docker event time ignored: not a non-negative integer");
+            None
+        }
+    }
+}
+
+/// A die event's `exitCode` attribute (a decimal string), if it is an integer.
+fn exit_code(attrs: &Value) -> Option<i64> {
+    let raw = attrs["exitCode"].as_str()?;
+    let code = raw.parse().ok();
+    if code.is_none() {
+        tracing::warn!(exit_code = %raw.chars().take(40).collect::<String>(), "docker exit code ignored: not an integer");
+    }
+    code
+}
+
+/// A die event's `execDuration` attribute (whole seconds) in ms, clamped to `0..=i64::MAX`.
+fn run_ms(attrs: &Value) -> Option<i64> {
+    let raw = attrs["execDuration"].as_str()?;
+    let Ok(secs) = raw.parse::<i64>() else {
+        tracing::warn!(exec_duration = %raw.chars().take(40).collect::<String>(), "docker run time ignored: not an integer");
+        return None;
+    };
+    Some(secs.max(0).saturating_mul(1000))
+}
+
 /// The cause of a restart from what preceded it.
 pub fn reason(oom: bool, unhealthy: bool, exit_code: Option<i64>) -> &'static str {
     match (oom, unhealthy, exit_code) {
@@ -206,7 +282,9 @@ impl Interpreter {
         if !self.handled.insert(key) {
             return Vec::new(); // replayed after a reconnect
         }
-        self.last_time = event["time"].as_i64().or(self.last_time);
+        if let Some(t) = since_secs(event) {
+            self.last_time = Some(self.last_time.map_or(t, |last| last.max(t)));
+        }
         let Some(service) = service_of(event) else { return Vec::new() };
         let attrs = &event["Actor"]["Attributes"];
         let action = event["Action"].as_str().unwrap_or_default();
@@ -214,8 +292,7 @@ impl Interpreter {
         let mut out = Vec::new();
         match action {
             "die" => {
-                let exit = attrs["exitCode"].as_str().and_then(|c| c.parse().ok());
-                let run_ms = attrs["execDuration"].as_str().and_then(|d| d.parse::<i64>().ok()).map(|s| s * 1000);
+                let (exit, run_ms) = (exit_code(attrs), run_ms(attrs));
                 if inspect.and_then(|i| i["State"]["OOMKilled"].as_bool()) == Some(true) {
                     self.oom.insert(service.clone());
                 }
@@ -228,7 +305,7 @@ impl Interpreter {
                 if let Some((exit_code, run_ms)) = self.pending_die.remove(&service) {
                     let why = reason(self.oom.remove(&service), self.unhealthy.remove(&service), exit_code);
                     let restart_count = inspect.and_then(|i| i["RestartCount"].as_u64()).unwrap_or(0);
-                    let at_ms = event["timeNano"].as_i64().map_or(0, |n| n / 1_000_000);
+                    let at_ms = event_ms(event);
                     out.push(Seen::Restart { service: service.clone(), at_ms, exit_code, reason: why.into(), restart_count, run_ms });
                 }
             }
@@ -335,6 +412,69 @@ mod tests {
         buf.extend_from_slice(b"3}\n");
         assert_eq!(split_objects(&mut buf), vec![json!({"c":3})]);
         assert!(split_objects(&mut buf).is_empty());
+    }
+
+    #[test]
+    fn a_line_that_is_not_json_does_not_hold_back_the_events_after_it() {
+        let mut buf = b"{\"a\":1}\nnot json at all\n{\"b\":2}\n]]]{\"c\":".to_vec();
+        assert_eq!(split_objects(&mut buf), vec![json!({"a":1}), json!({"b":2})]);
+        assert!(buf.is_empty(), "the unterminated garbage line is dropped: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(b"more garbage\"}\n{\"d\":4}\n");
+        assert_eq!(split_objects(&mut buf), vec![json!({"d":4})], "the rest of the garbage line is skipped too");
+    }
+
+    #[test]
+    fn an_endless_event_is_discarded_at_the_limit() {
+        let mut buf = br#"{"a":""#.to_vec();
+        buf.extend(std::iter::repeat_n(b'x', MAX_EVENT_BYTES));
+        assert!(split_objects(&mut buf).is_empty());
+        assert!(buf.is_empty(), "the buffer must stay bounded");
+    }
+
+    #[test]
+    fn hostile_times_exit_codes_and_durations_are_clamped() {
+        assert_eq!(event_ms(&json!({"timeNano": i64::MAX})), i64::MAX / 1_000_000);
+        assert_eq!(event_ms(&json!({"timeNano": u64::MAX})), i64::MAX / 1_000_000);
+        assert_eq!(event_ms(&json!({"timeNano": i64::MIN})), 0);
+        assert_eq!(event_ms(&json!({"timeNano": "soon", "time": i64::MAX})), i64::MAX, "seconds × 1000 saturates");
+        assert_eq!(event_ms(&json!({"time": i64::MIN})), 0);
+        assert_eq!(event_ms(&json!({"time": 1.5e300})), 0);
+        let attrs = json!({"exitCode": "99999999999999999999", "execDuration": i64::MAX.to_string()});
+        assert_eq!((exit_code(&attrs), run_ms(&attrs)), (None, Some(i64::MAX)));
+        let attrs = json!({"exitCode": "-1", "execDuration": "-5"});
+        assert_eq!((exit_code(&attrs), run_ms(&attrs)), (Some(-1), Some(0)));
+        assert_eq!(run_ms(&json!({"execDuration": "x".repeat(100_000)})), None);
+    }
+
+    #[test]
+    fn a_hostile_event_is_a_restart_with_clamped_numbers() {
+        let mut it = Interpreter::default();
+        let die = ev("die", "collector", i64::MAX, json!({"exitCode": "nope", "execDuration": "9223372036854775807"}));
+        assert!(it.event(&die, None).is_empty());
+        let mut start = ev("start", "collector", 0, json!({}));
+        start["timeNano"] = json!(-1);
+        start["time"] = json!(-1);
+        let inspect = json!({"RestartCount": -3, "State": {"Restarting": "yes"}});
+        let seen = it.event(&start, Some(&inspect));
+        let restart = Seen::Restart { service: "collector".into(), at_ms: 0, exit_code: None, reason: "unknown".into(), restart_count: 0, run_ms: Some(i64::MAX) };
+        assert_eq!(seen, vec![restart]);
+    }
+
+    #[test]
+    fn the_reconnect_point_never_moves_back_or_below_zero() {
+        let mut it = Interpreter::default();
+        it.event(&ev("oom", "a", 50_000_000_000, json!({})), None);
+        assert_eq!(it.last_time, Some(50));
+        let mut bad = ev("oom", "a", 60_000_000_000, json!({}));
+        bad["time"] = json!(-7);
+        it.event(&bad, None);
+        assert_eq!(it.last_time, Some(50), "a negative time is not a since");
+        it.event(&ev("oom", "a", 10_000_000_000, json!({})), None);
+        assert_eq!(it.last_time, Some(50), "an older event does not rewind the reconnect point");
+        let mut huge = ev("oom", "a", 70_000_000_000, json!({}));
+        huge["time"] = json!(u64::MAX);
+        it.event(&huge, None);
+        assert_eq!(it.last_time, Some(50), "a time beyond i64 is ignored");
     }
 
     #[test]

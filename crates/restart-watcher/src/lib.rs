@@ -78,11 +78,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let metrics = WatchMetrics::register(service.telemetry.registry(), &config.expected_services)?;
     let interval_ms = i64::try_from(config.kit.heartbeat_interval_ms).unwrap_or(i64::MAX);
     let tracker = Tracker::new(config.expected_services.clone(), interval_ms, now_ms());
-    let rules = LoopRules {
-        threshold: usize::try_from(config.backoff_threshold).unwrap_or(3),
-        window_ms: i64::try_from(config.backoff_window_secs * 1000).unwrap_or(i64::MAX),
-        reset_ms: i64::try_from(config.backoff_reset_secs * 1000).unwrap_or(i64::MAX),
-    };
+    let rules = LoopRules::from_secs(config.backoff_threshold, config.backoff_window_secs, config.backoff_reset_secs);
     let watch = Arc::new(Mutex::new(Watch::new(tracker, rules, metrics)));
     let client_id = format!("restart-watcher-{}", &service.identity.instance_id[..8]);
     let consumer = kafka::consumer(&config.kit.kafka_brokers, &client_id, &config.consumer_group, "latest", service.kafka.clone())?;

@@ -21,6 +21,15 @@ impl Default for LoopRules {
     }
 }
 
+impl LoopRules {
+    /// Rules from the configuration's counts and seconds; values too large for the
+    /// millisecond fields saturate (a window of "forever"), they never wrap.
+    pub fn from_secs(threshold: u64, window_secs: u64, reset_secs: u64) -> Self {
+        let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        Self { threshold: usize::try_from(threshold).unwrap_or(usize::MAX), window_ms: ms(window_secs), reset_ms: ms(reset_secs) }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct LoopState {
     /// Times of restarts that followed a short run.
@@ -37,7 +46,7 @@ impl LoopState {
         if run_ms.is_some_and(|r| r < rules.reset_ms) {
             self.short_restarts.push_back(at_ms);
         }
-        while self.short_restarts.front().is_some_and(|t| at_ms - t > rules.window_ms) {
+        while self.short_restarts.front().is_some_and(|t| at_ms.saturating_sub(*t) > rules.window_ms) {
             self.short_restarts.pop_front();
         }
         if self.short_restarts.len() >= rules.threshold {
@@ -56,7 +65,7 @@ impl LoopState {
     /// Whether the service is in a back-off loop at `now_ms`, given whether it is up;
     /// staying up past the reset time ends the loop.
     pub fn looping(&mut self, rules: &LoopRules, now_ms: i64, up: bool) -> bool {
-        let stable = up && !self.docker_restarting && self.last_start_ms.is_some_and(|s| now_ms - s >= rules.reset_ms);
+        let stable = up && !self.docker_restarting && self.last_start_ms.is_some_and(|s| now_ms.saturating_sub(s) >= rules.reset_ms);
         if self.looping && stable {
             self.looping = false;
             self.short_restarts.clear();
@@ -107,6 +116,28 @@ mod tests {
         s.docker_restarting(false);
         assert!(s.looping(&rules, 5_000, true));
         assert!(!s.looping(&rules, 11_000, true));
+    }
+
+    #[test]
+    fn rules_from_huge_settings_saturate() {
+        let r = LoopRules::from_secs(u64::MAX, u64::MAX, u64::MAX / 999);
+        assert_eq!((r.window_ms, r.reset_ms), (i64::MAX, i64::MAX));
+        assert_eq!(r.threshold, usize::MAX);
+        let r = LoopRules::from_secs(3, 120, 10);
+        assert_eq!((r.threshold, r.window_ms, r.reset_ms), (3, 120_000, 10_000));
+        let r = LoopRules::from_secs(1, 9_223_372_036_854_775, 0);
+        assert_eq!(r.window_ms, 9_223_372_036_854_775_000, "the largest that fits is exact");
+    }
+
+    #[test]
+    fn restarts_at_extreme_times_do_not_overflow() {
+        let rules = LoopRules { threshold: 2, window_ms: 1_000, reset_ms: 10_000 };
+        let mut s = LoopState::default();
+        s.restarted(&rules, i64::MIN, Some(1));
+        s.restarted(&rules, i64::MAX, Some(1));
+        assert!(!s.looping(&rules, i64::MIN, false), "i64::MAX − i64::MIN is far outside the window");
+        s.restarted(&rules, i64::MAX, Some(i64::MIN));
+        assert!(s.looping(&rules, i64::MIN, true), "two short runs at the same instant; not stable at an earlier now");
     }
 
     #[test]

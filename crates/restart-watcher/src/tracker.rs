@@ -64,7 +64,7 @@ impl Tracker {
     pub fn observe(&mut self, hb: &Heartbeat, now_ms: i64) -> Observation {
         let interval_ms = i64::try_from(hb.interval_ms).unwrap_or(i64::MAX).max(1);
         let replicas = self.services.entry(hb.service.clone()).or_default();
-        replicas.retain(|r, st| *r == hb.replica || now_ms - st.last_seen_ms < FORGET_MS);
+        replicas.retain(|r, st| *r == hb.replica || now_ms.saturating_sub(st.last_seen_ms) < FORGET_MS);
         let Some(state) = replicas.get_mut(&hb.replica) else {
             let state = ServiceState {
                 instance_id: hb.instance_id.clone(),
@@ -105,18 +105,19 @@ impl Tracker {
         // The service is as alive as its freshest replica.
         let freshest = self.services.get(service).and_then(|r| r.values().max_by_key(|st| st.last_seen_ms));
         let Some(state) = freshest else {
-            let grace = DOWN_AFTER_INTERVALS * self.default_interval_ms;
+            let grace = DOWN_AFTER_INTERVALS.saturating_mul(self.default_interval_ms);
             return Status {
                 service: service.to_string(),
-                up: now_ms - self.started_ms < grace,
+                up: now_ms.saturating_sub(self.started_ms) < grace,
                 heartbeat_age_seconds: None,
                 start_time_seconds: None,
             };
         };
-        let age_ms = (now_ms - state.last_seen_ms).max(0);
+        let age_ms = now_ms.saturating_sub(state.last_seen_ms).max(0);
         Status {
             service: service.to_string(),
-            up: age_ms < DOWN_AFTER_INTERVALS * state.interval_ms,
+            // interval_ms comes from the heartbeat: a huge one must not overflow.
+            up: age_ms < DOWN_AFTER_INTERVALS.saturating_mul(state.interval_ms),
             heartbeat_age_seconds: Some(age_ms as f64 / 1000.0),
             start_time_seconds: Some(state.started_at_ms as f64 / 1000.0),
         }
@@ -182,5 +183,18 @@ mod tests {
         let status = &t.snapshot(115_000)[0];
         assert!(!status.up);
         assert_eq!(status.heartbeat_age_seconds, None);
+    }
+
+    #[test]
+    fn hostile_heartbeat_numbers_do_not_overflow() {
+        let mut t = Tracker::new(vec![], i64::MAX, i64::MIN);
+        let huge = Heartbeat { interval_ms: u64::MAX, seq: u64::MAX, ..beat("collector", "a", i64::MIN, 0) };
+        t.observe(&huge, 0);
+        assert!(t.snapshot(1_000_000)[0].up, "an interval of i64::MAX ms keeps it up; 3 × it saturates");
+        let replaced = Heartbeat { interval_ms: 0, ..beat("collector", "b", i64::MAX, 0) };
+        assert!(matches!(t.observe(&replaced, i64::MIN), Observation::Restarted { previous_started_ms: i64::MIN, .. }));
+        assert!(!t.snapshot(i64::MAX)[0].up, "interval 0 is taken as 1 ms");
+        let never_seen = Tracker::new(vec!["x".into()], i64::MAX, i64::MIN);
+        assert!(!never_seen.snapshot(i64::MAX)[0].up, "a grace window of i64::MAX ms saturates, and i64::MAX − i64::MIN too");
     }
 }

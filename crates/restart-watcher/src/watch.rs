@@ -33,11 +33,11 @@ impl Watch {
     pub fn heartbeat(&mut self, hb: &Heartbeat, now_ms: i64) -> Option<RestartEvent> {
         let Observation::Restarted { previous_instance, previous_started_ms, previous_seen_ms } = self.tracker.observe(hb, now_ms) else { return None };
         tracing::info!(service = %hb.service, %previous_instance, instance = %hb.instance_id, "new instance: restart");
-        let covered = self.docker_restart_ms.get(&hb.service).is_some_and(|t| (now_ms - t).abs() <= SAME_RESTART_MS);
+        let covered = self.docker_restart_ms.get(&hb.service).is_some_and(|t| now_ms.saturating_sub(*t).saturating_abs() <= SAME_RESTART_MS);
         if covered {
             return None;
         }
-        let run_ms = Some((previous_seen_ms - previous_started_ms).max(0));
+        let run_ms = Some(previous_seen_ms.saturating_sub(previous_started_ms).max(0)); // started_at_ms is the sender's
         Some(self.restarted(&hb.service, hb.started_at_ms, None, "unknown", run_ms))
     }
 
@@ -123,5 +123,16 @@ mod tests {
         assert!(w.heartbeat(&beat("b", 10_050), 10_100).is_none(), "the same restart, seen by heartbeat");
         assert_eq!(w.metrics.restarts_value("collector", "oom"), 1);
         assert_eq!(w.metrics.restarts_value("collector", "unknown"), 0);
+    }
+
+    #[test]
+    fn a_heartbeat_started_at_i64_min_does_not_overflow_the_run_time() {
+        let mut w = watch();
+        w.heartbeat(&beat("a", i64::MIN), i64::MAX);
+        let e = w.heartbeat(&beat("b", i64::MIN + 1), i64::MAX).expect("a restart");
+        assert_eq!(e.run_time_ms, Some(i64::MAX), "previous_seen − previous_started saturates");
+        let seen = Seen::Restart { service: "collector".into(), at_ms: i64::MIN, exit_code: None, reason: "crash".into(), restart_count: u64::MAX, run_ms: None };
+        assert_eq!(w.docker(seen).expect("event").restart_count, u64::MAX);
+        assert!(w.heartbeat(&beat("c", i64::MIN + 2), i64::MAX).is_some(), "i64::MAX − i64::MIN is not within the same-restart window");
     }
 }
