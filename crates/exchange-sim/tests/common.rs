@@ -5,6 +5,7 @@ use exchange_sim::Config;
 use futures::StreamExt;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
@@ -25,7 +26,6 @@ pub async fn sim(vars: &[(&str, &str)]) -> Sim {
     let addr = listener.local_addr().expect("addr");
     let token = CancellationToken::new();
     exchange_sim::start(config, listener, token.clone()).await.expect("start");
-    tokio::time::sleep(Duration::from_millis(300)).await; // let the market trade
     Sim {
         base: format!("http://{addr}"),
         ws: format!("ws://{addr}"),
@@ -46,6 +46,33 @@ impl Sim {
     pub async fn control(&self, op: &str, body: Value) {
         let r = self.client.post(format!("{}/sim/{op}", self.base)).json(&body).send().await.expect("control");
         assert_eq!(r.status(), 200, "control {op}: {}", r.text().await.unwrap_or_default());
+    }
+
+    /// Waits until every symbol holds at least `n` trades (`/sim/state`, which costs no
+    /// request weight); returns that state.
+    pub async fn held_trades(&self, n: u64) -> Value {
+        wait_for(&format!("every symbol holds {n} trades"), Duration::from_secs(10), || async {
+            let state = self.json("/sim/state").await;
+            let all = state["symbols"].as_array()?.iter().all(|s| s["held_trades"].as_u64().is_some_and(|h| h >= n));
+            all.then_some(state)
+        })
+        .await
+    }
+}
+
+/// Polls `check` every 20 ms until it gives `Some`; panics naming `what` after `within`.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -16,6 +16,7 @@ fn used(r: &reqwest::Response) -> u32 {
 #[tokio::test]
 async fn endpoints_have_binance_shapes_and_weights() {
     let sim = sim(&[("SIM_TRADES_PER_SEC", "200"), HOUR]).await;
+    sim.held_trades(5).await;
     let ping = sim.get("/api/v3/ping").await;
     assert_eq!(used(&ping), 1);
     assert_eq!(ping.json::<Value>().await.expect("json"), serde_json::json!({}));
@@ -107,12 +108,14 @@ async fn crossing_the_weight_limit_gives_429_then_a_418_ban() {
 #[tokio::test]
 async fn forced_limits_lower_limits_and_latency_apply() {
     let sim = sim(&[HOUR]).await;
+    let forced_at = std::time::Instant::now();
     sim.control("ratelimit", serde_json::json!({"status": 418, "duration_ms": 1500})).await;
     let r = sim.get("/api/v3/ping").await;
     assert_eq!(r.status(), 418);
     assert_eq!(r.headers()["retry-after"], "2");
-    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
-    assert_eq!(sim.get("/api/v3/ping").await.status(), 200);
+    // a forced status costs no weight, so polling does not move the limit
+    wait_for("the forced 418 ends", std::time::Duration::from_secs(5), || async { (sim.get("/api/v3/ping").await.status() == 200).then_some(()) }).await;
+    assert!(forced_at.elapsed() >= std::time::Duration::from_millis(1_400), "it lasted its period: {:?}", forced_at.elapsed());
 
     sim.control("weight-limit", serde_json::json!({"limit": 25})).await;
     let info: Value = sim.json("/api/v3/exchangeInfo").await;
@@ -130,17 +133,25 @@ async fn forced_limits_lower_limits_and_latency_apply() {
 #[tokio::test]
 async fn rate_control_and_bounded_history_show_in_state() {
     let sim = sim(&[("SIM_HISTORY_TRADES", "500"), ("SIM_TRADES_PER_SEC", "2000")]).await;
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    let state = sim.json("/sim/state").await;
-    for s in state["symbols"].as_array().expect("symbols") {
+    let last_id = |state: &Value, i: usize| state["symbols"][i]["last_id"].as_u64().expect("last id");
+    let filled = sim.held_trades(500).await;
+    // 500 trades more than fill the history: the oldest must have been forgotten
+    let full = wait_for("500 more trades", std::time::Duration::from_secs(10), || async {
+        let state = sim.json("/sim/state").await;
+        (0..3).all(|i| last_id(&state, i) >= last_id(&filled, i) + 500).then_some(state)
+    })
+    .await;
+    for s in full["symbols"].as_array().expect("symbols") {
         assert_eq!(s["held_trades"], 500, "history must stay bounded: {s}");
     }
     sim.control("rate", serde_json::json!({"symbol": "ETHUSDT", "trades_per_sec": 0.0})).await;
-    let before = sim.json("/sim/state").await["symbols"][1]["last_id"].clone();
+    let before = sim.json("/sim/state").await;
+    // time must pass to show that nothing happens: 300 ms is 600 trades at the old rate
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let after = sim.json("/sim/state").await;
-    assert_eq!(after["symbols"][1]["last_id"], before, "ETHUSDT stopped trading");
+    assert_eq!(after["symbols"][1]["last_id"], before["symbols"][1]["last_id"], "ETHUSDT stopped trading");
     assert_eq!(after["symbols"][1]["trades_per_sec"], 0.0);
+    assert!(after["symbols"][0]["last_id"].as_u64() > before["symbols"][0]["last_id"].as_u64(), "BTCUSDT traded meanwhile");
 }
 
 #[tokio::test]

@@ -150,8 +150,9 @@ async fn a_stall_keeps_the_socket_open_but_silent() {
     let mut ws = connect(&format!("{}/ws/btcusdt@aggTrade", sim.ws)).await;
     take(&mut ws, 1, 2 * SEC).await;
     sim.control("stall", json!({"duration_ms": 1500})).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    while tokio::time::timeout(Duration::from_millis(50), ws.next()).await.is_ok() {} // drain buffered
+    // drain what was sent before the stall: until 100 ms pass without a message
+    while tokio::time::timeout(Duration::from_millis(100), ws.next()).await.is_ok() {}
+    // silence is shown by time passing without a message (200 trades/s would be 180 here)
     assert!(tokio::time::timeout(Duration::from_millis(900), ws.next()).await.is_err(), "silent while stalled");
     assert!(next_json(&mut ws, 2 * SEC).await.is_some(), "data flows again after the stall");
 }
@@ -213,7 +214,9 @@ async fn five_client_messages_a_second_are_allowed() {
 async fn a_client_that_never_answers_pings_is_closed() {
     let sim = sim(&[("SIM_WS_PING_SECS", "1"), ("SIM_WS_PONG_TIMEOUT_SECS", "2"), ("SIM_TRADES_PER_SEC", "0")]).await;
     let mut ws = connect(&format!("{}/ws/btcusdt@kline_1m", sim.ws)).await;
-    tokio::time::sleep(Duration::from_millis(3_500)).await; // not reading: no pong goes back
+    // the test needs time to pass without reading, so no pong goes back: past the 2 s
+    // timeout plus the next 1 s ping that notices it
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
     assert_eq!(close_reason(&mut ws, 3 * SEC).await.as_deref(), Some("no pong within the timeout"));
 }
 

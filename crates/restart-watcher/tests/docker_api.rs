@@ -123,17 +123,20 @@ async fn restarts_causes_and_a_broken_event_stream() {
     let endpoint = Endpoint::Unix(socket.to_string_lossy().to_string());
     tokio::spawn(docker::watch(endpoint, "nghenhan".into(), tx, telemetry.clone(), token.clone()));
 
+    // Read until the end of the script: the last event (sync-verifier's start) gives a
+    // restart and then its inspection, `Restarting`. A replayed event counted twice would
+    // arrive before it, since the replay comes first in the second stream.
+    let finished = |seen: &[Seen]| {
+        seen.iter().filter(|s| matches!(s, Seen::Restart { .. })).count() >= 3
+            && matches!(seen.last(), Some(Seen::Restarting { service, .. }) if service == "sync-verifier")
+    };
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while seen.iter().filter(|s| matches!(s, Seen::Restart { .. })).count() < 3 {
+    while !finished(&seen) {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(s)) => seen.push(s),
             _ => panic!("watcher stopped early; saw {seen:?}"),
         }
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    while let Ok(s) = rx.try_recv() {
-        seen.push(s);
     }
     token.cancel();
 
