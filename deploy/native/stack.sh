@@ -6,8 +6,16 @@
 #   stack.sh up             install, then start every part not running and wait for health
 #   stack.sh down           stop exactly what this script started (its pid files)
 #   stack.sh status         each part: pid, health
-#   stack.sh start NAME     start one part (e.g. after a test killed it)
-#   stack.sh stop NAME      stop one part
+#   stack.sh start NAME     start one part (or release one held down), wait until healthy
+#   stack.sh stop NAME      stop one part (its supervisor too: it stays down)
+#   stack.sh kill NAME [SIG] send SIG (default KILL) to a service's process: its supervisor
+#                           restarts it, as Docker's `restart: unless-stopped` would
+#   stack.sh hold NAME      keep a service down after its process next exits (until start)
+#
+# The three services (collector, sync-verifier, restart-watcher) run under a supervisor
+# that restarts them like Docker's restart policy: after 100 ms, doubling up to 1 min,
+# back to 100 ms once a run lasted 10 s. So a service that exits non-zero on a failure
+# is restarted, a crash loop backs off, and restart-watcher sees both, as under Compose.
 #
 # BINANCE=sim points the collector at the bundled exchange-sim instead of the real Binance.
 # Layout: binaries in .cache/bin, Kafka jars in .cache/kafka/libs, state, logs and pid
@@ -153,6 +161,59 @@ spawn() { # name command... : runs in its own session, logs to .cache/run/logs/N
   echo $! > "$PIDS/$name.pid"
 }
 
+SUPERVISED=" collector sync-verifier restart-watcher "
+supervised() { [[ "$SUPERVISED" == *" $1 "* ]]; }
+
+# Runs `command` again whenever it exits, like Docker's `restart: unless-stopped`: first
+# after 100 ms, doubling to 1 min, reset once a run lasted 10 s. NAME.pid is this
+# supervisor (the session leader, so `stop` ends both); NAME.child is the service's pid.
+# A NAME.hold file keeps the service down after its next exit, until `start` removes it.
+supervise() { # name command...
+  local name=$1; shift
+  local delay_ms=100 child="" rc started up_ms stopping=0
+  trap 'stopping=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM INT
+  while :; do
+    started=$(date +%s%3N)
+    "$@" & child=$!
+    echo "$child" > "$PIDS/$name.child"
+    rc=0; wait "$child" || rc=$?
+    while kill -0 "$child" 2>/dev/null; do wait "$child" || rc=$?; done # a trap interrupted wait
+    [ "$stopping" = 1 ] && exit 0
+    up_ms=$(( $(date +%s%3N) - started ))
+    [ "$up_ms" -ge 10000 ] && delay_ms=100
+    if [ -f "$PIDS/$name.hold" ]; then
+      log "$name exited with status $rc after ${up_ms} ms; held down until 'stack.sh start $name'"
+      while [ -f "$PIDS/$name.hold" ] && [ "$stopping" = 0 ]; do sleep 0.2; done
+      [ "$stopping" = 1 ] && exit 0
+      continue
+    fi
+    log "$name exited with status $rc after ${up_ms} ms; restarting in ${delay_ms} ms"
+    sleep "$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))" || true
+    [ "$stopping" = 1 ] && exit 0
+    delay_ms=$(( delay_ms * 2 > 60000 ? 60000 : delay_ms * 2 ))
+  done
+}
+
+spawn_supervised() { # name command...
+  local name=$1
+  rm -f "$PIDS/$name.hold" "$PIDS/$name.child"
+  spawn "$name" "$ROOT/deploy/native/stack.sh" supervise "$@"
+}
+
+child_pid() { local f="$PIDS/$1.child"; [ -f "$f" ] && cat "$f"; }
+
+kill_part() { # name [signal]
+  local name=$1 sig=${2:-KILL} pid
+  supervised "$name" || die "kill: only the supervised services ($SUPERVISED) can be killed this way"
+  pid=$(child_pid "$name") && kill -0 "$pid" 2>/dev/null || die "kill: $name is not running"
+  kill "-$sig" "$pid"
+}
+
+hold_part() {
+  supervised "$1" || die "hold: only the supervised services ($SUPERVISED) can be held"
+  mkdir -p "$PIDS"; touch "$PIDS/$1.hold"
+}
+
 http_ok() { curl -fs -o /dev/null --max-time 2 "$1"; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -252,8 +313,10 @@ service_env() { # name -> env assignments for a Rust service
 }
 
 # BINANCE=sim points the collector at exchange-sim (offline demos, tests); the default is
-# the real Binance, as in production.
+# the real Binance, as in production. STATE_DIR keeps the collector's Binance ban memory
+# across restarts (the collector creates it).
 collector_env() {
+  echo "STATE_DIR=$RUN/state/collector"
   if [ "${BINANCE:-real}" = sim ]; then
     echo "BINANCE_REST_URL=http://127.0.0.1:9180 BINANCE_WS_URL=ws://127.0.0.1:9180"
   fi
@@ -261,6 +324,10 @@ collector_env() {
 
 start_part() {
   local name=$1
+  if supervised "$name" && alive "$name"; then
+    rm -f "$PIDS/$name.hold" # the supervisor starts it again if it was held down
+    wait_healthy "$name" 120; return
+  fi
   if [ "$name" != postgres ] && alive "$name"; then return; fi
   case $name in
     postgres) start_postgres ;;
@@ -277,9 +344,9 @@ start_part() {
       spawn prometheus "$BIN/prometheus" --config.file="$RUN/prometheus/prometheus.yml" \
         --storage.tsdb.path="$DATA/prometheus" --web.listen-address=127.0.0.1:9090 --web.enable-lifecycle ;;
     node-exporter) spawn node-exporter "$BIN/node_exporter" --web.listen-address=127.0.0.1:9100 ;;
-    collector) spawn collector env $(service_env 9101) $(collector_env) "$TARGET/collector" ;;
-    sync-verifier) spawn sync-verifier env $(service_env 9102) "$TARGET/sync-verifier" ;;
-    restart-watcher) spawn restart-watcher env $(service_env 9103) "$TARGET/restart-watcher" ;;
+    collector) spawn_supervised collector env $(service_env 9101) $(collector_env) "$TARGET/collector" ;;
+    sync-verifier) spawn_supervised sync-verifier env $(service_env 9102) "$TARGET/sync-verifier" ;;
+    restart-watcher) spawn_supervised restart-watcher env $(service_env 9103) "$TARGET/restart-watcher" ;;
     *) die "unknown part '$name' (parts: ${PARTS[*]})" ;;
   esac
   wait_healthy "$name" 120
@@ -298,7 +365,7 @@ stop_part() {
     for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
   fi
-  rm -f "$PIDS/$name.pid"
+  rm -f "$PIDS/$name.pid" "$PIDS/$name.child" "$PIDS/$name.hold"
 }
 
 status() {
@@ -307,6 +374,7 @@ status() {
   for name in "${PARTS[@]}"; do
     pid=$(pidof_part "$name" || true)
     if ! alive "$name"; then state=stopped; bad=1
+    elif supervised "$name" && ! kill -0 "$(child_pid "$name" || echo 0)" 2>/dev/null; then state=restarting; bad=1
     elif health "$name"; then state=healthy
     else state=unhealthy; bad=1; fi
     printf '%-16s %-8s %-9s %s\n' "$name" "${pid:--}" "$state" "$(url_of "$name")"
@@ -336,6 +404,9 @@ case "${1:-}" in
   status) status ;;
   start) start_part "${2:?part name}" ;;
   stop) stop_part "${2:?part name}" ;;
+  kill) kill_part "${2:?part name}" "${3:-KILL}" ;;
+  hold) hold_part "${2:?part name}" ;;
+  supervise) shift; supervise "$@" ;;
   render) render "${2:?src}" "${3:?dst}" ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  *) sed -n '2,21p' "$0"; exit 2 ;;
 esac

@@ -64,21 +64,15 @@ pub fn sample_value(sample: &Value) -> Option<f64> {
     sample["value"][1].as_str()?.parse().ok()
 }
 
-/// The PID the native stack recorded for `part`.
-pub fn pid_of(part: &str) -> Result<u32> {
-    let path = cache().join("run/pids").join(format!("{part}.pid"));
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text.trim().parse()?)
+/// Sends `signal` (e.g. "KILL") to a supervised service's process; its supervisor
+/// restarts it (with Docker's back-off) unless it was held down with `hold`.
+pub fn kill(part: &str, signal: &str) -> Result<()> {
+    stack(&["kill", part, signal])
 }
 
-/// Sends `signal` (e.g. "KILL") to `part`'s process.
-pub fn kill(part: &str, signal: &str) -> Result<()> {
-    let pid = pid_of(part)?;
-    let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()?;
-    if !status.success() {
-        bail!("kill -{signal} {pid} ({part}) failed");
-    }
-    Ok(())
+/// Keeps `part` down after its process next exits, until `stack.sh start`.
+pub fn hold(part: &str) -> Result<()> {
+    stack(&["hold", part])
 }
 
 /// Runs `deploy/native/stack.sh <args>` and fails on a non-zero exit.

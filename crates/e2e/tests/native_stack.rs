@@ -59,6 +59,7 @@ async fn prometheus_scrapes_every_service(client: &reqwest::Client) -> Result<()
 async fn killed_service_reaches_discord_as_service_down(client: &reqwest::Client) -> Result<()> {
     settle_previous(client, "ServiceDown").await?;
     clear_sink(client).await?;
+    hold(services::COLLECTOR)?; // its supervisor would restart it at once
     kill(services::COLLECTOR, "KILL")?;
     let message = eventually("ServiceDown for collector at the Discord sink", Duration::from_secs(120), || firing(client, "ServiceDown", "collector")).await?;
     ensure!(message.status == 204 && message.errors.is_empty(), "Discord would refuse it: {:?}", message.errors);
@@ -101,16 +102,21 @@ async fn restart_is_counted_from_the_new_instance_id(client: &reqwest::Client) -
     .await
 }
 
-/// Kills the collector right after each start, as a crash loop would, and expects
-/// restart-watcher's back-off detection to reach the Discord sink through the real
+/// Kills the collector as soon as restart-watcher has seen each new instance, as a crash
+/// loop would; the native supervisor restarts it with Docker's back-off each time, and
+/// restart-watcher's loop detection must reach the Discord sink through the real
 /// Prometheus and Alertmanager.
 async fn a_crash_loop_reaches_discord_as_backoff_restarting(client: &reqwest::Client) -> Result<()> {
     settle_previous(client, "ServiceBackoffRestarting").await?;
     clear_sink(client).await?;
-    for _ in 0..4 {
+    let started = r#"service_start_time_seconds{service="collector"}"#;
+    for round in 0..4 {
+        let before = watcher_metric(client, started).await?;
         kill(services::COLLECTOR, "KILL")?;
-        stack(&["start", services::COLLECTOR])?;
-        tokio::time::sleep(Duration::from_millis(1500)).await; // one heartbeat, then die again
+        eventually(&format!("restart {round}: restart-watcher sees a new collector"), Duration::from_secs(60), || async {
+            Ok((watcher_metric(client, started).await? > before).then_some(()))
+        })
+        .await?;
     }
     let message = eventually("ServiceBackoffRestarting for collector at the Discord sink", Duration::from_secs(120), || {
         firing(client, "ServiceBackoffRestarting", "collector")
@@ -121,7 +127,15 @@ async fn a_crash_loop_reaches_discord_as_backoff_restarting(client: &reqwest::Cl
     ensure!(description.contains("back-off restart loop"), "summary missing: {description}");
     let loop_flag = prom_query(client, r#"service_backoff_restarting{service="collector"}"#).await?;
     ensure!(loop_flag.iter().filter_map(sample_value).any(|v| v == 1.0), "the metric shows the loop");
+    let log = std::fs::read_to_string(cache().join("run/logs/collector.log"))?;
+    ensure!(log.contains("collector exited with status 137"), "the supervisor saw the kills");
     Ok(())
+}
+
+/// One sample of restart-watcher's own /metrics (0 when absent).
+async fn watcher_metric(client: &reqwest::Client, series: &str) -> Result<f64> {
+    let text = client.get("http://127.0.0.1:9103/metrics").send().await?.error_for_status()?.text().await?;
+    Ok(text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0.0))
 }
 
 const SIM: &str = "http://127.0.0.1:9180";

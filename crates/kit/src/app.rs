@@ -23,6 +23,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// How long the other tasks get to stop after one failed (then they are aborted).
+const FAILED_GRACE: Duration = Duration::from_secs(1);
+
 /// How a tracked task ended.
 struct Ended {
     name: &'static str,
@@ -109,15 +112,20 @@ impl Service {
             Ok(())
         });
         let failure = self.supervise().await;
-        if let Some(err) = &failure {
-            self.telemetry.error("task_failed", err);
-            token.cancel();
-        }
-        self.drain().await;
+        // After a failure the process must end fast (so it is restarted): a short drain.
+        let (grace, flush) = match &failure {
+            Some(err) => {
+                self.telemetry.error("task_failed", err);
+                token.cancel();
+                (FAILED_GRACE.min(self.config.shutdown_grace()), FAILED_GRACE / 2)
+            }
+            None => (self.config.shutdown_grace(), Duration::from_secs(2)),
+        };
+        self.drain(grace).await;
         let producer = self.producer.clone();
         let _ = tokio::task::spawn_blocking(move || {
             use rdkafka::producer::Producer;
-            producer.flush(Duration::from_secs(2))
+            producer.flush(flush)
         })
         .await;
         tracing::info!(service = self.telemetry.service(), "service stopped");
@@ -159,10 +167,10 @@ impl Service {
 
     /// Waits for every task within the grace period, logging those that fail on the way
     /// out; aborts what is left.
-    async fn drain(&mut self) {
+    async fn drain(&mut self, grace: Duration) {
         let telemetry = self.telemetry.clone();
         let tasks = &mut self.tasks;
-        let finished = tokio::time::timeout(self.config.shutdown_grace(), async {
+        let finished = tokio::time::timeout(grace, async {
             while let Some(ended) = tasks.join_next().await {
                 if let Ok(Ended { name, outcome: Err(reason), .. }) = ended {
                     telemetry.error("task_failed", &format!("task {name} failed during shutdown: {reason}"));

@@ -92,7 +92,11 @@ pub async fn run<C: ClientContext + 'static>(
         }
         let payload = serde_json::to_vec(&identity.beat(seq, interval))?;
         let record = FutureRecord::to(topics::HEARTBEATS).key(identity.service).payload(&payload);
-        match producer.send(record, interval).await {
+        let delivered = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            delivered = producer.send(record, interval) => delivered,
+        };
+        match delivered {
             Ok(_) => sent.inc(),
             Err((err, _)) => telemetry.error("heartbeat_publish", &err),
         }

@@ -41,7 +41,8 @@ async fn wait_for_signal() {
 
 /// Runs `attempt` until it succeeds, waiting between tries with a back-off that doubles
 /// from `first` up to `cap`; each failure goes to `failed` (to log and count it). `None`
-/// when `shutdown` comes first.
+/// when `shutdown` comes first, also in the middle of an attempt (which is dropped: an
+/// attempt must be safe to abandon, as a transaction that rolls back is).
 pub async fn retry<T, E, F, Fut>(shutdown: &CancellationToken, first: Duration, cap: Duration, mut attempt: F, mut failed: impl FnMut(E)) -> Option<T>
 where
     F: FnMut() -> Fut,
@@ -49,7 +50,11 @@ where
 {
     let mut delay = first;
     loop {
-        match attempt().await {
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            outcome = attempt() => outcome,
+        };
+        match outcome {
             Ok(value) => return Some(value),
             Err(err) => failed(err),
         }
