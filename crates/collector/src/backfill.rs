@@ -148,7 +148,7 @@ pub async fn consume(
             }
         };
         if handle_message(&backfiller, &msg, &producer, &telemetry).await {
-            consumer.store_offset_from_message(&msg)?;
+            kafka::store_offset(&consumer, &msg, &telemetry);
         }
     }
 }

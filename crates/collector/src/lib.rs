@@ -111,7 +111,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let rest = rest::BinanceRest::new(&config.rest_url, governor, metrics.clone(), service.telemetry.clone()).map_err(|e| KitError::Io(std::io::Error::other(e)))?;
     let rest = Arc::new(rest);
     let publisher = spawn_publisher(&mut service, &config, metrics.clone())?;
-    service.spawn("exchange_info", load_limits(rest.clone(), service.telemetry.clone(), service.shutdown.clone()));
+    service.spawn_job("exchange_info", load_limits(rest.clone(), service.telemetry.clone(), service.shutdown.clone()));
     let streams = ws::Streams { config: config.stream_config(), publisher: publisher.clone(), metrics: metrics.clone(), telemetry: service.telemetry.clone() };
     let (producer, shutdown, p) = (service.producer.clone(), service.shutdown.clone(), publisher.clone());
     service.spawn("ws", async move {
@@ -123,8 +123,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     service.spawn("heads", heads);
     spawn_backfill(&mut service, &config, rest, publisher, metrics)?;
     let app = service.ops_app();
-    service.run(listener, app).await;
-    Ok(())
+    service.run(listener, app).await
 }
 
 /// The publisher and its delivery watcher. With `KAFKA_QUEUE_MAX_MESSAGES` set, records go

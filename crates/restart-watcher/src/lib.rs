@@ -92,14 +92,17 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     if let Some(host) = &config.docker_host {
         let endpoint = docker::Endpoint::parse(host).map_err(|e| kit::KitError::Io(std::io::Error::other(e.to_string())))?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(docker::watch(endpoint, config.compose_project.clone(), tx, service.telemetry.clone(), service.shutdown.clone()));
+        let source = docker::watch(endpoint, config.compose_project.clone(), tx, service.telemetry.clone(), service.shutdown.clone());
+        service.spawn("docker_events", async move {
+            source.await;
+            Ok(())
+        });
         service.spawn("docker", follow_docker(rx, watch.clone(), service.producer.clone(), service.telemetry.clone()));
     }
     service.spawn("heartbeat_consume", watcher.consume());
     service.spawn("metrics_refresh", refresh(watch, service.shutdown.clone()));
     let app = service.ops_app();
-    service.run(listener, app).await;
-    Ok(())
+    service.run(listener, app).await
 }
 
 type Shared = Arc<Mutex<Watch>>;
@@ -169,7 +172,7 @@ impl Watcher {
                 }
             }
         }
-        self.consumer.store_offset_from_message(msg)?;
+        kafka::store_offset(&self.consumer, msg, &self.telemetry);
         Ok(())
     }
 }

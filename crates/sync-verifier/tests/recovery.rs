@@ -27,12 +27,30 @@ async fn metric(url: &str, line_prefix: &str) -> f64 {
     text.lines().filter(|l| l.starts_with(line_prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
-async fn wait(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
+async fn wait(what: &str, limit: Duration, check: impl AsyncFnMut() -> bool) {
+    assert!(waited(limit, check).await, "{what}: not within {limit:?}");
+}
+
+/// Polls `check` until it holds (true) or `limit` passes (false).
+async fn waited(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    true
+}
+
+/// What the simulator and the verifier say of the symbol, for a failure message.
+async fn state(p: &Parts) -> String {
+    let get = async |url: String| reqwest::get(url).await.ok()?.text().await.ok();
+    let sim = get(format!("{}/metrics", p.sim)).await.unwrap_or_default();
+    let verifier = get(p.verifier_metrics.clone()).await.unwrap_or_default();
+    let sim: Vec<&str> = sim.lines().filter(|l| l.starts_with("exchange_sim_ws")).collect();
+    let mine: Vec<&str> = verifier.lines().filter(|l| l.contains(&p.symbol) || l.starts_with("nghenhan_errors_total")).collect();
+    format!("simulator: {sim:#?}\nverifier: {mine:#?}")
 }
 
 struct Parts {
@@ -94,10 +112,12 @@ async fn detected(p: &Parts) -> f64 {
 async fn survives(p: &Parts, what: &str, opens_gap: bool, fault: impl AsyncFnOnce()) {
     let before = detected(p).await;
     fault().await;
-    if opens_gap {
-        wait(&format!("{what}: a gap is detected"), 60 * SEC, async || detected(p).await > before).await;
+    if opens_gap && !waited(60 * SEC, async || detected(p).await > before).await {
+        panic!("{what}: no gap detected within 60 s\n{}", state(p).await);
     }
-    wait(&format!("{what}: gaps healed"), 120 * SEC, async || all_healed(p).await).await;
+    if !waited(120 * SEC, async || all_healed(p).await).await {
+        panic!("{what}: gaps not healed within 120 s\n{}", state(p).await);
+    }
     eprintln!("{what}: survived; gaps detected so far {}", detected(p).await);
 }
 
