@@ -7,8 +7,6 @@ async fn main() -> anyhow::Result<()> {
     kit::telemetry::init_logging(&config.log_format);
     let listener = kit::app::bind(config.listen).await?;
     tracing::info!(listen = %config.listen, symbols = ?config.symbols, "exchange-sim ready");
-    let shutdown = kit::shutdown::on_signal();
-    exchange_sim::start(config, listener, shutdown.clone()).await?;
-    shutdown.cancelled().await;
+    exchange_sim::run(config, listener, kit::shutdown::on_signal()).await?;
     Ok(())
 }
