@@ -55,8 +55,19 @@ impl Sim {
 
     /// Total REST requests the simulator answered.
     pub async fn rest_requests(&self) -> f64 {
+        self.metric_sum("exchange_sim_rest_requests_total").await
+    }
+
+    /// Sum of every sample of the simulator's metric `name`.
+    pub async fn metric_sum(&self, name: &str) -> f64 {
         let text = self.client.get(format!("{}/metrics", self.http)).send().await.expect("metrics").text().await.expect("text");
-        sum_metric(&text, "exchange_sim_rest_requests_total")
+        sum_metric(&text, name)
+    }
+
+    /// The simulator's metric `name{labels}` (0 when absent).
+    pub async fn metric(&self, name_and_labels: &str) -> f64 {
+        let text = self.client.get(format!("{}/metrics", self.http)).send().await.expect("metrics").text().await.expect("text");
+        text.lines().find(|l| l.starts_with(name_and_labels)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
     }
 }
 
@@ -82,12 +93,30 @@ impl Collector {
         let text = self.metrics().await;
         text.lines().find(|l| l.starts_with(name_and_labels)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
     }
+
+    /// Sum of every sample of the collector's metric `name`.
+    pub async fn metric_sum_of(&self, name: &str) -> f64 {
+        sum_metric(&self.metrics().await, name)
+    }
 }
 
+/// A state directory of its own for a test's collector (ban memory), under the system's
+/// temporary directory; pass it as `STATE_DIR` to two collectors to share one.
+pub fn state_dir(symbols: &[String]) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("collector-test-state-{}", symbols.join("-")))
+}
+
+/// A collector for `symbols` against `sim`; `vars` override the defaults (a fresh
+/// `STATE_DIR` of its own unless given, so one test's ban never reaches another's).
 pub async fn collector(sim: &Sim, symbols: &[String], vars: &[(&str, &str)]) -> Collector {
     let joined = symbols.join(",");
     let brokers = brokers();
     let group = format!("backfill-{}", joined);
+    let fresh = state_dir(symbols);
+    if !vars.iter().any(|(k, _)| *k == "STATE_DIR") {
+        let _ = std::fs::remove_dir_all(&fresh);
+    }
+    let fresh = fresh.to_string_lossy().to_string();
     let mut map: HashMap<&str, &str> = HashMap::from([
         ("SYMBOLS", joined.as_str()),
         ("BINANCE_REST_URL", sim.http.as_str()),
@@ -97,6 +126,7 @@ pub async fn collector(sim: &Sim, symbols: &[String], vars: &[(&str, &str)]) -> 
         ("WS_BACKOFF_MIN_MS", "100"),
         ("WS_BACKOFF_MAX_MS", "1000"),
         ("LOG_FORMAT", "text"),
+        ("STATE_DIR", fresh.as_str()),
     ]);
     map.extend(vars.iter().copied());
     let config: collector::Config = kit::config::parse_from_map(&map).expect("collector config");
@@ -169,6 +199,10 @@ impl Records {
                 return all;
             }
             assert!(self.pull(deadline).await, "records in time: {} so far", all.len());
+            // Take what else arrives within 50 ms before checking again: `done` sees every
+            // record read so far, so checking after each one would cost n² on big topics.
+            let burst = (tokio::time::Instant::now() + Duration::from_millis(50)).min(deadline);
+            while self.pull(burst).await {}
         }
     }
 }
