@@ -12,6 +12,7 @@
 
 use crate::ban::{Ban, BanStore};
 use crate::metrics::CollectorMetrics;
+use kit::http::Degraded;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -24,6 +25,8 @@ pub const MAX_BLOCK: Duration = Duration::from_secs(3600);
 pub const WAF_FIRST_BLOCK: Duration = Duration::from_secs(300);
 /// Longest window accepted from exchangeInfo (REQUEST_WEIGHT is per minute today).
 pub const MAX_WINDOW_MS: u64 = 86_400_000;
+/// The component `/readyz` lists as degraded while REST is paused.
+pub const COMPONENT: &str = "binance_rest";
 
 /// The REQUEST_WEIGHT limit and its window, from exchangeInfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +49,8 @@ struct State {
     index: u64,
     used: u32,
     blocked_until: Option<Instant>,
+    /// The HTTP status that caused the current pause.
+    blocked_by: u16,
     /// The pause the next 403 gets.
     waf_step: Duration,
 }
@@ -55,6 +60,7 @@ pub struct Governor {
     share: f64,
     metrics: Option<CollectorMetrics>,
     store: Option<BanStore>,
+    degraded: Option<Degraded>,
     origin: Instant,
     origin_wall_ms: u64,
 }
@@ -62,9 +68,9 @@ pub struct Governor {
 impl Governor {
     /// `share` of the limit may be used per window (e.g. 0.8 leaves 20 % headroom).
     pub fn new(share: f64, metrics: Option<CollectorMetrics>) -> Self {
-        let state = State { window: Window::default(), index: 0, used: 0, blocked_until: None, waf_step: WAF_FIRST_BLOCK };
+        let state = State { window: Window::default(), index: 0, used: 0, blocked_until: None, blocked_by: 0, waf_step: WAF_FIRST_BLOCK };
         let origin_wall_ms = u64::try_from(kit::time::now_ms()).unwrap_or(0);
-        let g = Self { state: Mutex::new(state), share: share.clamp(0.01, 1.0), metrics, store: None, origin: Instant::now(), origin_wall_ms };
+        let g = Self { state: Mutex::new(state), share: share.clamp(0.01, 1.0), metrics, store: None, degraded: None, origin: Instant::now(), origin_wall_ms };
         g.show(&Window::default(), 0);
         g
     }
@@ -78,6 +84,17 @@ impl Governor {
         self
     }
 
+    /// Shows every pause in `degraded` (as [`COMPONENT`], for `/readyz`) while it lasts.
+    pub fn reporting(mut self, degraded: Degraded) -> Self {
+        let s = self.state.get_mut();
+        if let Some(until) = s.blocked_until {
+            let left = until.saturating_duration_since(Instant::now());
+            degraded.set(COMPONENT, reason(s.blocked_by, left));
+        }
+        self.degraded = Some(degraded);
+        self
+    }
+
     fn restore(&mut self, ban: Ban) {
         let left = Duration::from_millis(ban.banned_until_ms.saturating_sub(self.wall_ms()));
         if left.is_zero() {
@@ -85,7 +102,8 @@ impl Governor {
             return;
         }
         let left = capped(left);
-        self.state.get_mut().blocked_until = Some(Instant::now() + left);
+        let s = self.state.get_mut();
+        (s.blocked_until, s.blocked_by) = (Some(Instant::now() + left), ban.status);
         tracing::warn!(status = ban.status, banned_until_ms = ban.banned_until_ms, left_secs = left.as_secs(), "remembered Binance ban: REST paused until it ends");
     }
 
@@ -132,7 +150,11 @@ impl Governor {
         if let Some(until) = s.blocked_until.filter(|u| now < *u) {
             return Some(until);
         }
-        s.blocked_until = None;
+        if s.blocked_until.take().is_some() {
+            if let Some(d) = &self.degraded {
+                d.clear(COMPONENT);
+            }
+        }
         let wall = self.wall_ms();
         let window_ms = s.window.window_ms.max(1);
         let index = wall / window_ms;
@@ -198,7 +220,12 @@ impl Governor {
         let until = Instant::now() + pause;
         {
             let mut s = self.state.lock().await;
-            s.blocked_until = Some(s.blocked_until.map_or(until, |u| u.max(until)));
+            if s.blocked_until.is_none_or(|u| u < until) {
+                (s.blocked_until, s.blocked_by) = (Some(until), status);
+                if let Some(d) = &self.degraded {
+                    d.set(COMPONENT, reason(status, pause));
+                }
+            }
         }
         if let Some(store) = &self.store {
             let pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
@@ -223,6 +250,11 @@ impl Governor {
     pub async fn used(&self) -> u32 {
         self.state.lock().await.used
     }
+}
+
+/// What `/readyz` says about a pause.
+fn reason(status: u16, left: Duration) -> String {
+    format!("REST paused after HTTP {status} for {} s", left.as_secs())
 }
 
 /// `d`, at most [`MAX_BLOCK`].
@@ -352,5 +384,20 @@ mod tests {
         assert_eq!(g.forbidden().await, MAX_BLOCK, "capped");
         g.succeeded().await;
         assert_eq!(g.forbidden().await, WAF_FIRST_BLOCK, "a success starts the back-off again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_is_shown_as_degraded_until_the_next_request_passes() {
+        let dir = state_dir("degraded");
+        Governor::new(0.8, None).remembering(BanStore::new(&dir, None)).block(418, Duration::from_secs(60)).await;
+        let degraded = Degraded::default();
+        let g = Governor::new(0.8, None).remembering(BanStore::new(&dir, None)).reporting(degraded.clone());
+        assert_eq!(degraded.list().len(), 1, "a remembered ban is shown from the start");
+        assert!(degraded.list()[0].1.contains("HTTP 418"), "{:?}", degraded.list());
+        g.acquire(1).await; // paused time runs to the ban's end
+        assert!(degraded.list().is_empty(), "cleared once requests pass again");
+        g.block(429, Duration::from_secs(5)).await;
+        assert_eq!(degraded.list(), [(COMPONENT, "REST paused after HTTP 429 for 5 s".to_string())]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -107,7 +107,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let mut service = Service::start(services::COLLECTOR, env!("CARGO_PKG_VERSION"), config.kit.clone(), &listener, shutdown)?;
     let metrics = metrics::CollectorMetrics::register(service.telemetry.registry())?;
     let bans = ban::BanStore::new(&config.state_dir, Some(service.telemetry.clone()));
-    let governor = Arc::new(governor::Governor::new(config.rate_limit_share, Some(metrics.clone())).remembering(bans));
+    let governor = governor::Governor::new(config.rate_limit_share, Some(metrics.clone())).remembering(bans).reporting(service.degraded.clone());
+    let governor = Arc::new(governor);
     let rest = rest::BinanceRest::new(&config.rest_url, governor, metrics.clone(), service.telemetry.clone()).map_err(|e| KitError::Io(std::io::Error::other(e)))?;
     let rest = Arc::new(rest);
     let publisher = spawn_publisher(&mut service, &config, metrics.clone())?;

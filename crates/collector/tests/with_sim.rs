@@ -316,7 +316,10 @@ async fn a_418_ban_outlives_a_collector_restart() {
     // exchangeInfo and the heads at once if it forgot the ban.
     tokio::time::sleep(3 * SEC).await;
     assert_eq!(sim.rest_requests().await, banned_at, "no request, not even exchangeInfo, while the remembered ban lasts");
+    let ready = second.readyz().await;
+    assert!(ready.contains("degraded: binance_rest: REST paused after HTTP 418"), "/readyz shows the ban: {ready}");
     kit_wait("requests resume once the ban ends", || async { sim.rest_requests().await > banned_at }).await;
+    assert!(!second.readyz().await.contains("degraded"), "no longer degraded");
     assert_eq!(second.metric("binance_rate_limited_total{status=\"418\"}").await, 0.0, "the new instance never had to be told");
     let _ = std::fs::remove_dir_all(&dir);
 }

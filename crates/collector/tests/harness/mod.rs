@@ -94,6 +94,12 @@ impl Collector {
         text.lines().find(|l| l.starts_with(name_and_labels)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
     }
 
+    /// The body of `/readyz` (lists degraded components).
+    pub async fn readyz(&self) -> String {
+        let url = self.metrics_url.replace("/metrics", "/readyz");
+        reqwest::get(&url).await.expect("readyz").text().await.expect("text")
+    }
+
     /// Sum of every sample of the collector's metric `name`.
     pub async fn metric_sum_of(&self, name: &str) -> f64 {
         sum_metric(&self.metrics().await, name)
