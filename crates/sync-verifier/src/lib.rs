@@ -48,13 +48,13 @@ pub struct Config {
     #[arg(long, env = "BATCH_MAX", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub batch_max: u64,
     /// Longest wait to fill a batch, in milliseconds.
-    #[arg(long, env = "BATCH_WAIT_MS", default_value_t = 100)]
+    #[arg(long, env = "BATCH_WAIT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub batch_wait_ms: u64,
     /// A stream lagging more than this (seconds; klines: plus their interval) is not in sync.
-    #[arg(long, env = "SYNC_MAX_LAG_SECS", default_value_t = 30)]
+    #[arg(long, env = "SYNC_MAX_LAG_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub max_lag_secs: u64,
     /// First re-send of an unhealed gap's back-fill request, in seconds (then doubling, capped at 5 min).
-    #[arg(long, env = "BACKFILL_RETRY_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "BACKFILL_RETRY_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub backfill_retry_secs: u64,
     #[command(flatten)]
     pub kit: KitConfig,
@@ -96,4 +96,20 @@ fn pg_probe(pool: PgPool) -> Probe {
         let pool = pool.clone();
         Box::pin(async move { sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()).map_err(|e| e.to_string()) })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn out_of_range_durations_are_refused_at_start_not_overflowed_later() {
+        for (k, v) in [("BATCH_WAIT_MS", "18446744073709551615"), ("BACKFILL_RETRY_SECS", "0"), ("BACKFILL_RETRY_SECS", "99999999999"), ("SYNC_MAX_LAG_SECS", "-1"), ("BATCH_MAX", "0")] {
+            let err = kit::config::parse_from_map::<Config>(&HashMap::from([(k, v)])).expect_err(k);
+            assert!(err.to_string().contains("invalid value"), "{k}: {err}");
+        }
+        let c: Config = kit::config::parse_from_map(&HashMap::new()).expect("defaults");
+        assert_eq!((c.batch_wait_ms, c.backfill_retry_secs, c.max_lag_secs), (100, 10, 30));
+    }
 }
