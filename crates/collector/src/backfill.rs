@@ -147,7 +147,12 @@ pub async fn consume(
                 continue;
             }
         };
-        if handle_message(&backfiller, &msg, &producer, &telemetry).await {
+        // Serving may wait out a Binance ban inside the governor: shutdown must not.
+        let served = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            served = handle_message(&backfiller, &msg, &producer, &telemetry) => served,
+        };
+        if served {
             kafka::store_offset(&consumer, &msg, &telemetry);
         }
     }

@@ -36,7 +36,12 @@ pub async fn run(rest: Arc<BinanceRest>, publisher: Arc<Publisher>, symbols: Vec
             _ = ticker.tick() => {}
         }
         for symbol in &symbols {
-            match sample(&rest, symbol).await {
+            // A sample may wait out a Binance ban inside the governor: shutdown must not.
+            let sampled = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                sampled = sample(&rest, symbol) => sampled,
+            };
+            match sampled {
                 Ok(head) => {
                     publisher.enqueue(topics::HEADS, symbol, &head);
                 }

@@ -74,6 +74,9 @@ async fn start_verifier(db_url: &str, group: &str) -> (tokio::task::JoinHandle<R
 fn start_collector(p: &Parts) -> tokio::task::JoinHandle<Result<(), kit::KitError>> {
     let group = format!("backfill-{}", p.symbol);
     let ws = p.sim.replace("http://", "ws://");
+    // Its own state folder: a ban remembered by another test must not reach this one.
+    let state = std::env::temp_dir().join(format!("nghenhan-recovery-{}", p.symbol));
+    let state = state.to_string_lossy().into_owned();
     let vars: HashMap<&str, &str> = HashMap::from([
         ("SYMBOLS", p.symbol.as_str()),
         ("BINANCE_REST_URL", p.sim.as_str()),
@@ -82,6 +85,7 @@ fn start_collector(p: &Parts) -> tokio::task::JoinHandle<Result<(), kit::KitErro
         ("WS_BACKOFF_MIN_MS", "100"),
         ("WS_BACKOFF_MAX_MS", "2000"),
         ("HEADS_INTERVAL_SECS", "1"),
+        ("STATE_DIR", state.as_str()),
     ]);
     let config: collector::Config = kit::config::parse_from_map(&vars).expect("collector config");
     tokio::spawn(async move {
