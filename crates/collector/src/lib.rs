@@ -63,17 +63,17 @@ pub struct Config {
     #[arg(long, env = "RATE_LIMIT_SHARE", default_value = "0.8", value_parser = share)]
     pub rate_limit_share: f64,
     /// Reconnect a WebSocket silent for this many seconds (klines arrive every 2 s).
-    #[arg(long, env = "WS_WATCHDOG_SECS", default_value_t = 15)]
+    #[arg(long, env = "WS_WATCHDOG_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub ws_watchdog_secs: u64,
     /// Planned reconnect after this many seconds (Binance cuts connections at 24 h).
-    #[arg(long, env = "WS_PLANNED_RECONNECT_SECS", default_value_t = 82_800)]
+    #[arg(long, env = "WS_PLANNED_RECONNECT_SECS", default_value_t = 82_800, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ws_planned_reconnect_secs: u64,
-    #[arg(long, env = "WS_BACKOFF_MIN_MS", default_value_t = 500)]
+    #[arg(long, env = "WS_BACKOFF_MIN_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub ws_backoff_min_ms: u64,
-    #[arg(long, env = "WS_BACKOFF_MAX_MS", default_value_t = 30_000)]
+    #[arg(long, env = "WS_BACKOFF_MAX_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub ws_backoff_max_ms: u64,
     /// Seconds between samples of the exchange's heads.
-    #[arg(long, env = "HEADS_INTERVAL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "HEADS_INTERVAL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub heads_interval_secs: u64,
     /// Kafka consumer group of the back-fill consumer.
     #[arg(long, env = "BACKFILL_GROUP", default_value = "collector-backfill")]
@@ -186,7 +186,8 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_with_a_reason() {
-        for (k, v) in [("SYMBOLS", "BTC-USDT"), ("RATE_LIMIT_SHARE", "1.5"), ("HEADS_INTERVAL_SECS", "0"), ("KAFKA_QUEUE_MAX_MESSAGES", "0")] {
+        const HUGE: &str = "18446744073709551615"; // would overflow an Instant later
+        for (k, v) in [("SYMBOLS", "BTC-USDT"), ("RATE_LIMIT_SHARE", "1.5"), ("HEADS_INTERVAL_SECS", "0"), ("KAFKA_QUEUE_MAX_MESSAGES", "0"), ("HEADS_INTERVAL_SECS", HUGE), ("WS_WATCHDOG_SECS", HUGE), ("WS_PLANNED_RECONNECT_SECS", HUGE), ("WS_BACKOFF_MAX_MS", HUGE)] {
             let err = kit::config::parse_from_map::<Config>(&HashMap::from([(k, v)])).expect_err(k);
             assert!(!err.to_string().is_empty());
         }

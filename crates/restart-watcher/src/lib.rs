@@ -62,10 +62,10 @@ pub struct Config {
     /// Restarts after short runs, within the window, that make a back-off loop.
     #[arg(long, env = "BACKOFF_THRESHOLD", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     pub backoff_threshold: u64,
-    #[arg(long, env = "BACKOFF_WINDOW_SECS", default_value_t = 120)]
+    #[arg(long, env = "BACKOFF_WINDOW_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub backoff_window_secs: u64,
     /// A run shorter than this is short; staying up longer ends a loop (Docker: 10 s).
-    #[arg(long, env = "BACKOFF_RESET_SECS", default_value_t = 10)]
+    #[arg(long, env = "BACKOFF_RESET_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub backoff_reset_secs: u64,
 
     #[command(flatten)]
