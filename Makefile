@@ -14,7 +14,7 @@ DOCKER_ENGINE := $(shell docker info >/dev/null 2>&1 && echo yes)
 BINANCE ?= real
 export BINANCE
 
-.PHONY: help up down status install test unit check-config rule-test e2e bench drill deploy secrets
+.PHONY: help up down status install test unit check-config rule-test e2e bench drill deploy secrets fuzz
 
 help:
 	@echo "make up      start the stack (Docker Compose if an engine answers, else native)"
@@ -90,6 +90,26 @@ bench:
 	cargo bench -p exchange-sim --bench throughput
 	cargo bench -p collector --bench publish
 	cargo bench -p sync-verifier --bench persist
+
+# cargo fuzz (nightly) on every parser of outside input, FUZZ_SECS seconds a target, from
+# the local corpus (fuzz/corpus/<target>) and, for the text targets, committed seeds
+# (fuzz/seeds/<target>); the structured targets build their inputs with `arbitrary`.
+# A crash leaves its input in fuzz/artifacts/<target>/; the run goes on to the other
+# targets and fails at the end, naming them. Both directories are git-ignored.
+FUZZ_SECS ?= 30
+FUZZ_TARGETS ?= market_frame market_agg_rows market_kline_rows verifier_decode sim_control sim_rest docker_events
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cargo +nightly fuzz build
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t: $(FUZZ_SECS) s"; mkdir -p fuzz/corpus/$$t; \
+	  seeds=fuzz/seeds/$$t; [ -d $$seeds ] || seeds=""; \
+	  cargo +nightly fuzz run $$t fuzz/corpus/$$t $$seeds -- \
+	    -max_total_time=$(FUZZ_SECS) -timeout=10 -dict=fuzz/json.dict -print_final_stats=1 || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: crashes in$$failed (inputs in fuzz/artifacts/<target>/)"; exit 1; fi; \
+	echo "fuzz: no crash in $(FUZZ_TARGETS)"
 
 drill:
 	@echo "make drill arrives with the alert rules (issue 7)"; exit 1
