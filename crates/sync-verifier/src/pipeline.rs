@@ -55,7 +55,7 @@ pub fn decode_at(topic: &str, payload: Option<&[u8]>, now_ms: i64) -> Result<Inp
         topics::AGGTRADES => v1::<AggTrade>(payload, "aggTrade", |r| r.v).and_then(|a| validate::agg(&a, now_ms).map(|()| Input::Agg(a))),
         topics::KLINES => v1::<Kline>(payload, "kline", |r| r.v).and_then(|k| validate::kline(&k, now_ms).map(|()| Input::Kline(k))),
         topics::HEADS => v1::<Head>(payload, "head", |r| r.v).and_then(|h| validate::head(&h, now_ms).map(|()| Input::Head(h))),
-        topics::RESTARTS => v1::<kit::restarts::RestartEvent>(payload, "restart", |r| r.v).map(Input::Restart),
+        topics::RESTARTS => v1::<kit::restarts::RestartEvent>(payload, "restart", |r| r.v).and_then(|r| validate::restart(&r, now_ms).map(|()| Input::Restart(r))),
         other => Err(format!("unexpected topic {other}")),
     }
 }
@@ -90,7 +90,8 @@ where
     Fut: std::future::Future<Output = Option<Result<O, String>>>,
 {
     let (mut done, mut refused) = (Vec::new(), Vec::new());
-    let mut runs = vec![0..count];
+    let mut runs = Vec::new();
+    runs.push(0..count);
     while let Some(run) = runs.pop() {
         if run.is_empty() {
             continue;
@@ -123,7 +124,9 @@ impl Pipeline {
         consumer.subscribe(&[topics::AGGTRADES, topics::KLINES, topics::HEADS, topics::RESTARTS])?;
         while !self.shutdown.is_cancelled() {
             let batch = self.collect(&consumer).await;
-            if batch.is_empty() {
+            // Shutdown may have cut a dead-letter write short: store nothing of this batch
+            // (it is read again, at least once).
+            if batch.is_empty() || self.shutdown.is_cancelled() {
                 continue;
             }
             let Some(outcomes) = self.write(&batch).await else { return Ok(()) };
@@ -198,6 +201,8 @@ impl Pipeline {
         batch
     }
 
+    /// The decoded input, or `None` once the message is in the dead-letter topic (or
+    /// shutdown stopped that write; the caller then stores no offset).
     async fn decode_or_dead_letter(&self, msg: &BorrowedMessage<'_>) -> Option<Input> {
         match decode(msg.topic(), msg.payload()) {
             Ok(input) => Some(input),

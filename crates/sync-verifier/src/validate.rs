@@ -104,6 +104,14 @@ pub fn head(h: &Head, now_ms: i64) -> Result<(), String> {
     Ok(())
 }
 
+/// A restart event the verifier can link gaps to.
+pub fn restart(r: &kit::restarts::RestartEvent, now_ms: i64) -> Result<(), String> {
+    if r.service.is_empty() || r.service.len() > 64 {
+        return Err(format!("restart service {:?} is not a service name", truncate(&r.service)));
+    }
+    time("at_ms", r.at_ms, now_ms)
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(40).collect()
 }
@@ -160,7 +168,7 @@ mod tests {
     fn good_records_pass() {
         assert_eq!(agg(&good_agg(), NOW), Ok(()));
         assert_eq!(kline(&good_kline(), NOW), Ok(()));
-        let old = Kline { open_time_ms: 1_500_000_000_000 - 1_500_000_000_000 % 60_000, close_time_ms: 1_500_000_000_000 - 1_500_000_000_000 % 60_000 + 59_999, ..good_kline() };
+        let old = Kline { open_time_ms: 1_500_000_000_000, close_time_ms: 1_500_000_059_999, ..good_kline() };
         assert_eq!(kline(&old, NOW), Ok(()), "years-old back-fill is fine");
     }
 
@@ -189,6 +197,15 @@ mod tests {
         assert!(kline(&Kline { trades: u64::MAX, ..good_kline() }, NOW).expect_err("trades").contains("trades"));
         let long = "9".repeat(10_000);
         assert!(agg(&AggTrade { price: long, ..good_agg() }, NOW).expect_err("long").len() < 200, "reasons stay short");
+    }
+
+    #[test]
+    fn restart_events_with_hostile_times_are_refused() {
+        let r = kit::restarts::RestartEvent { v: 1, service: "collector".into(), at_ms: NOW, exit_code: Some(137), reason: "killed".into(), restart_count: 1, run_time_ms: None };
+        assert_eq!(restart(&r, NOW), Ok(()));
+        assert!(restart(&kit::restarts::RestartEvent { at_ms: i64::MIN, ..r.clone() }, NOW).is_err());
+        assert!(restart(&kit::restarts::RestartEvent { at_ms: i64::MAX, ..r.clone() }, NOW).is_err());
+        assert!(restart(&kit::restarts::RestartEvent { service: String::new(), ..r }, NOW).is_err());
     }
 
     #[test]

@@ -123,9 +123,8 @@ impl Verifier {
     }
 
     async fn check_aggs(&self, tx: &mut PgConnection, aggs: &[AggTrade], inserted: &[SymbolKey], out: &mut Outcome) -> sqlx::Result<()> {
-        let new: HashSet<(&str, i64)> = inserted.iter().map(|(s, k)| (s.as_str(), *k)).collect();
         *out.persisted.entry(Stream::AggTrade).or_default() += inserted.len() as u64;
-        let again: Vec<&AggTrade> = aggs.iter().filter(|a| !new.contains(&(a.symbol.as_str(), store::big(a.agg_id)))).collect();
+        let again = not_inserted(aggs, inserted, |a| (a.symbol.as_str(), store::big(a.agg_id)));
         *out.duplicates.entry(Stream::AggTrade).or_default() += again.len() as u64;
         for (symbol, records) in group(&again, |a| a.symbol.as_str()) {
             let ids: Vec<i64> = records.iter().map(|a| store::big(a.agg_id)).collect();
@@ -141,9 +140,8 @@ impl Verifier {
     }
 
     async fn check_klines(&self, tx: &mut PgConnection, klines: &[Kline], inserted: &[SymbolKey], out: &mut Outcome) -> sqlx::Result<()> {
-        let new: HashSet<(&str, i64)> = inserted.iter().map(|(s, k)| (s.as_str(), *k)).collect();
         *out.persisted.entry(Stream::Kline).or_default() += inserted.len() as u64;
-        let again: Vec<&Kline> = klines.iter().filter(|k| !new.contains(&(k.symbol.as_str(), k.open_time_ms))).collect();
+        let again = not_inserted(klines, inserted, |k| (k.symbol.as_str(), k.open_time_ms));
         *out.duplicates.entry(Stream::Kline).or_default() += again.len() as u64;
         for (symbol, records) in group(&again, |k| k.symbol.as_str()) {
             let times: Vec<i64> = records.iter().map(|k| k.open_time_ms).collect();
@@ -194,7 +192,7 @@ impl Verifier {
 
     /// Why a gap opening now probably happened: a recent restart, or a loss on the stream.
     fn cause(&self, now_ms: i64) -> String {
-        let recent = self.restarts.iter().rev().find(|r| now_ms - r.at_ms <= 300_000 && r.at_ms <= now_ms + 60_000);
+        let recent = self.restarts.iter().rev().find(|r| now_ms.saturating_sub(r.at_ms) <= 300_000 && r.at_ms <= now_ms.saturating_add(60_000));
         match recent {
             Some(r) => format!("restart of {} ({}) at {}", r.service, r.reason, r.at_ms),
             None => "stream loss".to_string(),
@@ -215,6 +213,15 @@ impl Verifier {
     pub fn open_gap_ids(&self) -> Vec<i64> {
         self.streams.values().flat_map(|s| s.continuity.gaps.iter().map(|g| g.id)).collect()
     }
+}
+
+/// The records of a batch that were not inserted, to compare with what is stored: every
+/// record whose (symbol, key) was already stored, and every later copy of a key the batch
+/// itself inserted (the first copy is the row; the WebSocket and back-fill versions of one
+/// record can share a batch, and must still be compared).
+pub fn not_inserted<'a, T>(records: &'a [T], inserted: &[SymbolKey], key: impl Fn(&T) -> (&str, i64)) -> Vec<&'a T> {
+    let mut fresh: HashSet<(&str, i64)> = inserted.iter().map(|(s, k)| (s.as_str(), *k)).collect();
+    records.iter().filter(|r| !fresh.remove(&key(r))).collect()
 }
 
 fn group<'a, T>(items: &[&'a T], key: impl Fn(&T) -> &str) -> BTreeMap<String, Vec<&'a T>> {
@@ -239,4 +246,17 @@ fn request(symbol: &str, stream: Stream, first: i64, last: i64, gap_id: i64, now
         Stream::Kline => BackfillRange::Time { start_ms: first, end_ms: last },
     };
     BackfillRequest { v: 1, request_id: format!("gap-{gap_id}-{now_ms}"), symbol: symbol.to_string(), stream, range, reason: format!("gap {gap_id}"), requested_at_ms: now_ms }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_inserted_by_the_batch_is_new_once_and_compared_after() {
+        let records = [("A", 1), ("B", 1), ("A", 1), ("A", 2), ("C", 5)];
+        let inserted: Vec<SymbolKey> = vec![("A".into(), 1), ("B".into(), 1)];
+        let again = not_inserted(&records, &inserted, |r| (r.0, r.1));
+        assert_eq!(again, vec![&("A", 1), &("A", 2), &("C", 5)], "A/1's second copy, and what was already stored");
+    }
 }
