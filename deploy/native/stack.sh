@@ -171,26 +171,27 @@ supervised() { [[ "$SUPERVISED" == *" $1 "* ]]; }
 supervise() { # name command...
   local name=$1; shift
   local delay_ms=100 child="" rc started up_ms stopping=0
-  trap 'stopping=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM INT
+  trap 'stopping=1; if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null || true; fi' TERM INT
   while :; do
     started=$(date +%s%3N)
     "$@" & child=$!
     echo "$child" > "$PIDS/$name.child"
     rc=0; wait "$child" || rc=$?
     while kill -0 "$child" 2>/dev/null; do wait "$child" || rc=$?; done # a trap interrupted wait
+    child=""; rm -f "$PIDS/$name.child" # reaped: its pid may be reused
     [ "$stopping" = 1 ] && exit 0
     up_ms=$(( $(date +%s%3N) - started ))
     [ "$up_ms" -ge 10000 ] && delay_ms=100
-    if [ -f "$PIDS/$name.hold" ]; then
+    if [ ! -f "$PIDS/$name.hold" ]; then
+      log "$name exited with status $rc after ${up_ms} ms; restarting in ${delay_ms} ms"
+      sleep "$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))" || true
+      delay_ms=$(( delay_ms * 2 > 60000 ? 60000 : delay_ms * 2 ))
+    fi
+    if [ -f "$PIDS/$name.hold" ] && [ "$stopping" = 0 ]; then # held, before or during the delay
       log "$name exited with status $rc after ${up_ms} ms; held down until 'stack.sh start $name'"
       while [ -f "$PIDS/$name.hold" ] && [ "$stopping" = 0 ]; do sleep 0.2; done
-      [ "$stopping" = 1 ] && exit 0
-      continue
     fi
-    log "$name exited with status $rc after ${up_ms} ms; restarting in ${delay_ms} ms"
-    sleep "$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))" || true
     [ "$stopping" = 1 ] && exit 0
-    delay_ms=$(( delay_ms * 2 > 60000 ? 60000 : delay_ms * 2 ))
   done
 }
 
@@ -200,7 +201,7 @@ spawn_supervised() { # name command...
   spawn "$name" "$ROOT/deploy/native/stack.sh" supervise "$@"
 }
 
-child_pid() { local f="$PIDS/$1.child"; [ -f "$f" ] && cat "$f"; }
+child_pid() { local f="$PIDS/$1.child"; [ -s "$f" ] && cat "$f"; }
 
 kill_part() { # name [signal]
   local name=$1 sig=${2:-KILL} pid
@@ -362,19 +363,20 @@ stop_part() {
   pid=$(pidof_part "$name") || return 0
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    # 15 s: a service drains for up to SHUTDOWN_GRACE_SECS (10) and flushes Kafka (2 s).
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$PIDS/$name.pid" "$PIDS/$name.child" "$PIDS/$name.hold"
 }
 
 status() {
-  local name pid state bad=0
+  local name pid state child bad=0
   printf '%-16s %-8s %-9s %s\n' PART PID STATE URL
   for name in "${PARTS[@]}"; do
     pid=$(pidof_part "$name" || true)
     if ! alive "$name"; then state=stopped; bad=1
-    elif supervised "$name" && ! kill -0 "$(child_pid "$name" || echo 0)" 2>/dev/null; then state=restarting; bad=1
+    elif supervised "$name" && ! { child=$(child_pid "$name") && kill -0 "$child" 2>/dev/null; }; then state=restarting; bad=1
     elif health "$name"; then state=healthy
     else state=unhealthy; bad=1; fi
     printf '%-16s %-8s %-9s %s\n' "$name" "${pid:--}" "$state" "$(url_of "$name")"
