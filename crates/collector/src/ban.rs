@@ -39,14 +39,14 @@ pub struct BanStore {
     path: PathBuf,
     telemetry: Option<Telemetry>,
     /// The latest ban written (or read), so that only a longer ban is written again.
-    written: tokio::sync::Mutex<Option<Ban>>,
+    written: std::sync::Mutex<Option<Ban>>,
 }
 
 impl BanStore {
     /// The store in `dir` (created if missing; a failure is logged, and writes will fail
     /// the same way later, each logged).
     pub fn new(dir: &Path, telemetry: Option<Telemetry>) -> Self {
-        let store = Self { path: dir.join(FILE), telemetry, written: tokio::sync::Mutex::new(None) };
+        let store = Self { path: dir.join(FILE), telemetry, written: std::sync::Mutex::new(None) };
         if let Err(source) = std::fs::create_dir_all(dir) {
             store.error(&BanStateError::Write { path: dir.to_path_buf(), source });
         }
@@ -61,9 +61,7 @@ impl BanStore {
     pub fn load(&self) -> Option<Ban> {
         match read(&self.path) {
             Ok(ban) => {
-                if let Ok(mut written) = self.written.try_lock() {
-                    *written = ban;
-                }
+                *self.written.lock().unwrap_or_else(|p| p.into_inner()) = ban;
                 ban
             }
             Err(err) => {
@@ -73,13 +71,15 @@ impl BanStore {
         }
     }
 
-    /// Remembers `ban` unless a ban that ends later is already written.
-    pub async fn save(&self, ban: Ban) {
-        let mut written = self.written.lock().await;
+    /// Remembers `ban` unless a ban that ends later is already written. Synchronous (a
+    /// tiny file, on a rare event): no await point, so a task cancelled at shutdown right
+    /// after a ban cannot leave it unwritten.
+    pub fn save(&self, ban: Ban) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
         if written.is_some_and(|w| w.banned_until_ms >= ban.banned_until_ms) {
             return;
         }
-        match write(&self.path, &ban).await {
+        match write(&self.path, &ban) {
             Ok(()) => *written = Some(ban),
             Err(err) => self.error(&err),
         }
@@ -102,13 +102,13 @@ fn read(path: &Path) -> Result<Option<Ban>, BanStateError> {
     serde_json::from_slice(&text).map(Some).map_err(|source| BanStateError::Parse { path: path.to_path_buf(), source })
 }
 
-async fn write(path: &Path, ban: &Ban) -> Result<(), BanStateError> {
+fn write(path: &Path, ban: &Ban) -> Result<(), BanStateError> {
     let failed = |source| BanStateError::Write { path: path.to_path_buf(), source };
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp.{}", std::process::id()));
     let json = serde_json::to_vec(ban).map_err(|e| failed(std::io::Error::other(e)))?;
-    tokio::fs::write(&tmp, json).await.map_err(failed)?;
-    tokio::fs::rename(&tmp, path).await.map_err(failed)
+    std::fs::write(&tmp, json).map_err(failed)?;
+    std::fs::rename(&tmp, path).map_err(failed)
 }
 
 #[cfg(test)]
@@ -126,8 +126,8 @@ mod tests {
         let dir = temp_dir("ban-roundtrip");
         let store = BanStore::new(&dir.join("nested"), None);
         assert_eq!(store.load(), None, "no file, no ban");
-        store.save(Ban { banned_until_ms: 2_000, status: 418 }).await;
-        store.save(Ban { banned_until_ms: 1_000, status: 429 }).await;
+        store.save(Ban { banned_until_ms: 2_000, status: 418 });
+        store.save(Ban { banned_until_ms: 1_000, status: 429 });
         assert_eq!(BanStore::new(&dir.join("nested"), None).load(), Some(Ban { banned_until_ms: 2_000, status: 418 }));
         let leftovers: Vec<_> = std::fs::read_dir(dir.join("nested")).expect("dir").flatten().map(|e| e.file_name()).collect();
         assert_eq!(leftovers.len(), 1, "no temporary file is left behind: {leftovers:?}");
@@ -152,7 +152,7 @@ mod tests {
         std::fs::write(&dir, b"a file where the directory should be").expect("file");
         let telemetry = Telemetry::new("collector", "test").expect("telemetry");
         let store = BanStore::new(&dir, Some(telemetry.clone()));
-        store.save(Ban { banned_until_ms: 1, status: 418 }).await;
+        store.save(Ban { banned_until_ms: 1, status: 418 });
         assert_eq!(store.load(), None);
         assert!(telemetry.error_count(ERROR_KIND) >= 2, "creating the dir and writing both failed");
         let _ = std::fs::remove_file(&dir);

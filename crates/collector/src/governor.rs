@@ -218,6 +218,11 @@ impl Governor {
             tracing::warn!(status, wanted_secs = wanted.as_secs(), capped_secs = pause.as_secs(), "Retry-After longer than the cap; pausing for the cap");
         }
         let until = Instant::now() + pause;
+        if let Some(store) = &self.store {
+            // First, before any await: written even if this task is cancelled right after.
+            let pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+            store.save(Ban { banned_until_ms: self.wall_ms().saturating_add(pause_ms), status });
+        }
         {
             let mut s = self.state.lock().await;
             if s.blocked_until.is_none_or(|u| u < until) {
@@ -226,10 +231,6 @@ impl Governor {
                     d.set(COMPONENT, reason(status, pause));
                 }
             }
-        }
-        if let Some(store) = &self.store {
-            let pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
-            store.save(Ban { banned_until_ms: self.wall_ms().saturating_add(pause_ms), status }).await;
         }
         pause
     }
@@ -364,7 +365,7 @@ mod tests {
         let dir = state_dir("expired");
         let store = BanStore::new(&dir, None);
         let past = u64::try_from(kit::time::now_ms()).expect("after 1970") - 1_000;
-        store.save(Ban { banned_until_ms: past, status: 418 }).await;
+        store.save(Ban { banned_until_ms: past, status: 418 });
         let g = Governor::new(0.8, None).remembering(BanStore::new(&dir, None));
         assert!(!g.blocked().await);
         tokio::time::timeout(Duration::from_millis(1), g.acquire(1)).await.expect("no pause");
