@@ -28,7 +28,8 @@ fn a_failed_task_exits_the_process_with_status_1_naming_it() {
         let expected = if mode == "error" { "task doomed failed: i/o: disk on fire" } else { "task doomed failed: panicked: index out of bounds" };
         assert!(error.contains(expected), "{mode}: last line {last}");
         eprintln!("{mode}: the child exited with status 1 {took:?} after it started (its task fails at 300 ms)");
-        assert!(took < Duration::from_secs(10), "{mode}: took {took:?}");
+        // "within a second" of the failure, with room for a loaded machine (typically 1.1 s).
+        assert!(took < Duration::from_secs(4), "{mode}: took {took:?}");
     }
 }
 
