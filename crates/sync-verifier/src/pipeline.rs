@@ -143,7 +143,7 @@ impl Pipeline {
     /// Writes the batch's decoded records; a record the database refuses is dead-lettered
     /// and the rest are written. `None` on shutdown.
     async fn write(&self, batch: &[(BorrowedMessage<'_>, Option<Input>)]) -> Option<Vec<Outcome>> {
-        let (index, inputs): (Vec<usize>, Vec<Input>) = batch.iter().enumerate().filter_map(|(i, (_, input))| Some((i, input.clone()?))).unzip();
+        let (index, inputs) = self.plausible(batch).await?;
         let (outcomes, refused) = write_splitting(inputs.len(), |run| self.persist_retrying(&inputs[run])).await?;
         for (i, reason) in refused {
             let msg = &batch[index[i]].0;
@@ -153,6 +153,33 @@ impl Pipeline {
             }
         }
         Some(outcomes)
+    }
+
+    /// The batch's decoded inputs that the state finds plausible, with their positions;
+    /// the others (a trade id far past the exchange's head) are dead-lettered. `None` on
+    /// shutdown.
+    async fn plausible(&self, batch: &[(BorrowedMessage<'_>, Option<Input>)]) -> Option<(Vec<usize>, Vec<Input>)> {
+        let doubts: Vec<Option<String>> = {
+            let verifier = self.verifier.lock().await;
+            batch.iter().map(|(_, input)| input.as_ref().and_then(|i| verifier.implausible(i))).collect()
+        };
+        let (mut index, mut inputs) = (Vec::new(), Vec::new());
+        for (i, ((msg, input), doubt)) in batch.iter().zip(doubts).enumerate() {
+            match (input, doubt) {
+                (None, _) => {}
+                (Some(input), None) => {
+                    index.push(i);
+                    inputs.push(input.clone());
+                }
+                (Some(_), Some(reason)) => {
+                    self.telemetry.error("bad_record", &format!("{}: {reason}", msg.topic()));
+                    if !kafka::dead_letter(&self.producer, msg, &reason, &self.shutdown).await {
+                        return None;
+                    }
+                }
+            }
+        }
+        Some((index, inputs))
     }
 
     async fn resume(&self) {
@@ -352,10 +379,10 @@ mod tests {
     fn decode_reads_each_topic_and_refuses_garbage_with_reasons() {
         let agg = br#"{"v":1,"symbol":"BTCUSDT","agg_id":5,"price":"1.0","qty":"2.0","first_trade_id":1,"last_trade_id":1,"trade_time_ms":1,"buyer_is_maker":true,"event_time_ms":null,"received_at_ms":1,"source":"ws"}"#;
         assert!(matches!(decode(topics::AGGTRADES, Some(agg)), Ok(Input::Agg(a)) if a.agg_id == 5));
-        assert!(decode(topics::AGGTRADES, Some(b"{oops")).unwrap_err().contains("not a aggTrade record"));
+        assert!(decode(topics::AGGTRADES, Some(b"{oops")).expect_err("garbage").contains("not a aggTrade record"));
         assert!(decode(topics::KLINES, Some(agg)).is_err(), "a trade is not a kline");
         let v2 = String::from_utf8_lossy(agg).replace("\"v\":1", "\"v\":2");
-        assert!(decode(topics::AGGTRADES, Some(v2.as_bytes())).unwrap_err().contains("v2"));
+        assert!(decode(topics::AGGTRADES, Some(v2.as_bytes())).expect_err("v2").contains("v2"));
         assert!(decode(topics::AGGTRADES, None).is_err());
     }
 

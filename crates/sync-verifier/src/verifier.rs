@@ -12,6 +12,11 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 pub const KLINE_STEP_MS: i64 = 60_000;
 
+/// How far a streamed trade id may run past the exchange's last sampled id (heads come
+/// every few seconds; even the busiest pair trades far fewer ids in that time). A record
+/// further ahead would open a gap no back-fill can heal: it is refused instead.
+pub const MAX_AHEAD_OF_HEAD: i64 = 1_000_000;
+
 /// One decoded message.
 #[derive(Debug, Clone)]
 pub enum Input {
@@ -199,6 +204,14 @@ impl Verifier {
         }
     }
 
+    /// Why `input` cannot be true given what the exchange said (its head), if so.
+    pub fn implausible(&self, input: &Input) -> Option<String> {
+        let Input::Agg(a) = input else { return None };
+        let head = *self.heads.get(&(a.symbol.clone(), Stream::AggTrade))?;
+        let id = store::big(a.agg_id);
+        (id > head.saturating_add(MAX_AHEAD_OF_HEAD)).then(|| format!("agg_id {id} is more than {MAX_AHEAD_OF_HEAD} past the exchange's last id {head}"))
+    }
+
     /// Requests for what is still missing of the gap `id` (for re-sending).
     pub fn rerequests(&self, id: i64, now_ms: i64) -> Vec<BackfillRequest> {
         for ((symbol, stream), state) in &self.streams {
@@ -251,6 +264,33 @@ fn request(symbol: &str, stream: Stream, first: i64, last: i64, gap_id: i64, now
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trade_id_far_past_the_exchanges_head_is_implausible() {
+        let agg = |id: u64| {
+            Input::Agg(AggTrade {
+                v: 1,
+                symbol: "BTCUSDT".into(),
+                agg_id: id,
+                price: "1".into(),
+                qty: "1".into(),
+                first_trade_id: 1,
+                last_trade_id: 1,
+                trade_time_ms: 1,
+                buyer_is_maker: false,
+                event_time_ms: None,
+                received_at_ms: 1,
+                source: market::Source::Ws,
+            })
+        };
+        let mut v = Verifier::default();
+        assert_eq!(v.implausible(&agg(4_000_000_000_000_000_000)), None, "no head yet: nothing to compare with");
+        let head = Head { v: 1, symbol: "BTCUSDT".into(), last_agg_id: Some(5_000), last_closed_kline_open_ms: None, interval: "1m".into(), observed_at_ms: 1 };
+        v.commit(v.streams.clone(), &[Input::Head(head)]);
+        assert_eq!(v.implausible(&agg(5_000 + 1_000_000)), None, "ahead of a few-seconds-old head is normal");
+        assert!(v.implausible(&agg(4_000_000_000_000_000_000)).expect("refused").contains("past the exchange's last id 5000"));
+        assert_eq!(v.implausible(&Input::Head(Head { v: 1, symbol: "X".into(), last_agg_id: None, last_closed_kline_open_ms: None, interval: "1m".into(), observed_at_ms: 1 })), None);
+    }
 
     #[test]
     fn a_key_inserted_by_the_batch_is_new_once_and_compared_after() {
