@@ -48,13 +48,7 @@ fn app() -> &'static Arc<App> {
         let config: Config = kit::config::parse_from_map(&vars).expect("config");
         let metrics = exchange_sim::metrics::SimMetrics::register(&prometheus::Registry::new()).expect("metrics");
         let app = App::new(config, metrics);
-        for s in &app.symbols {
-            let mut market = app.market(s);
-            let start = market.current_kline().open_time;
-            for minute in 1..=5 {
-                market.step(start + minute * 60_000, 10.0);
-            }
-        }
+        app.warm_up(5);
         app
     })
 }
