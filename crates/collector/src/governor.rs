@@ -267,6 +267,13 @@ fn capped(d: Duration) -> Duration {
 mod tests {
     use super::*;
 
+    /// Windows align to the wall clock: moves paused time to just after a window's start,
+    /// so a test's waits (up to a minute) never cross into the next window by chance.
+    async fn at_window_start(window: &Window) {
+        let wall = u64::try_from(kit::time::now_ms()).unwrap_or(0);
+        tokio::time::advance(Duration::from_millis(window.window_ms - wall % window.window_ms + 10)).await;
+    }
+
     fn small() -> Window {
         Window { limit: 100, window_ms: 3_600_000, label: "60m".into() }
     }
@@ -275,6 +282,7 @@ mod tests {
     async fn queues_rather_than_cross_the_share_of_the_limit() {
         let g = Governor::new(0.5, None);
         g.configure(small()).await;
+        at_window_start(&small()).await;
         for _ in 0..12 {
             g.acquire(4).await; // 48 of a 50 budget
         }
@@ -300,6 +308,7 @@ mod tests {
     async fn the_header_count_raises_ours_but_never_lowers_it() {
         let g = Governor::new(1.0, None);
         g.configure(small()).await;
+        at_window_start(&small()).await;
         g.acquire(10).await;
         g.observe_used(95).await;
         assert_eq!(g.used().await, 95);
@@ -331,6 +340,7 @@ mod tests {
     async fn a_used_weight_header_of_u32_max_waits_for_the_next_window() {
         let g = Governor::new(1.0, None);
         g.configure(small()).await;
+        at_window_start(&small()).await;
         g.acquire(1).await;
         g.observe_used(u32::MAX).await;
         assert!(tokio::time::timeout(Duration::from_secs(60), g.acquire(4)).await.is_err(), "nothing fits above the limit");
