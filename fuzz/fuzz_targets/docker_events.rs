@@ -11,7 +11,14 @@ use nghenhan_fuzz::Num;
 use restart_watcher::docker::{split_objects, Interpreter, MAX_EVENT_BYTES};
 use serde_json::{json, Value};
 
-const ACTIONS: [&str; 6] = ["die", "start", "oom", "health_status: unhealthy", "health_status: healthy", "kill"];
+const ACTIONS: [&str; 6] = [
+    "die",
+    "start",
+    "oom",
+    "health_status: unhealthy",
+    "health_status: healthy",
+    "kill",
+];
 
 #[derive(Arbitrary, Debug)]
 struct Event {
@@ -39,7 +46,11 @@ struct Input {
 }
 
 fn event(e: &Event) -> Value {
-    let service = if e.other_service { "sync-verifier" } else { "collector" };
+    let service = if e.other_service {
+        "sync-verifier"
+    } else {
+        "collector"
+    };
     json!({"Type": "container", "Action": ACTIONS[usize::from(e.action) % ACTIONS.len()], "id": service,
            "time": e.time.json(), "timeNano": e.time_nano.json(),
            "Actor": {"Attributes": {"com.docker.compose.service": service, "exitCode": e.exit_code.json(), "execDuration": e.exec_duration.json()}}})
@@ -63,7 +74,11 @@ fn stream(input: &Input) -> Vec<u8> {
 
 fuzz_target!(|input: Input| {
     let bytes = stream(&input);
-    let mut cuts: Vec<usize> = input.cuts.iter().map(|c| usize::from(*c).min(bytes.len())).collect();
+    let mut cuts: Vec<usize> = input
+        .cuts
+        .iter()
+        .map(|c| usize::from(*c).min(bytes.len()))
+        .collect();
     cuts.sort_unstable();
     let (mut buffer, mut values, mut from) = (Vec::new(), Vec::new(), 0);
     for to in cuts.into_iter().chain(std::iter::once(bytes.len())) {
@@ -74,7 +89,11 @@ fuzz_target!(|input: Input| {
     }
     let mut interpreter = Interpreter::default();
     for (i, v) in values.iter().enumerate() {
-        let inspection = input.events.get(i).and_then(|(_, x)| x.as_ref()).map(inspect);
+        let inspection = input
+            .events
+            .get(i)
+            .and_then(|(_, x)| x.as_ref())
+            .map(inspect);
         let _ = interpreter.event(v, inspection.as_ref());
         assert!(interpreter.last_time.is_none_or(|t| t >= 0));
     }

@@ -11,10 +11,29 @@ use nghenhan_fuzz::Num;
 use serde_json::{Map, Value};
 
 const PATHS: [&str; 11] = [
-    "/sim/drop", "/sim/stall", "/sim/disconnect", "/sim/garbage", "/sim/server-shutdown", "/sim/ratelimit",
-    "/sim/latency", "/sim/rate", "/sim/weight-limit", "/sim/reset", "/sim/unknown",
+    "/sim/drop",
+    "/sim/stall",
+    "/sim/disconnect",
+    "/sim/garbage",
+    "/sim/server-shutdown",
+    "/sim/ratelimit",
+    "/sim/latency",
+    "/sim/rate",
+    "/sim/weight-limit",
+    "/sim/reset",
+    "/sim/unknown",
 ];
-const FIELDS: [&str; 9] = ["duration_ms", "count", "status", "rest_ms", "ws_ms", "trades_per_sec", "limit", "symbol", "stream"];
+const FIELDS: [&str; 9] = [
+    "duration_ms",
+    "count",
+    "status",
+    "rest_ms",
+    "ws_ms",
+    "trades_per_sec",
+    "limit",
+    "symbol",
+    "stream",
+];
 
 #[derive(Arbitrary, Debug)]
 enum Body {
@@ -33,9 +52,16 @@ fn check(command: Command) {
     match command {
         Command::Drop(rule) => assert!(rule.duration_ms.is_none_or(|d| d <= MAX_DURATION_MS)),
         Command::Stall { duration_ms } => assert!(duration_ms <= MAX_DURATION_MS),
-        Command::RateLimit { status, duration_ms } => assert!((status == 429 || status == 418) && duration_ms <= MAX_DURATION_MS),
-        Command::Latency { rest_ms, ws_ms } => assert!(rest_ms <= MAX_LATENCY_MS && ws_ms <= MAX_LATENCY_MS),
-        Command::Rate { trades_per_sec, .. } => assert!((0.0..=100_000.0).contains(&trades_per_sec)),
+        Command::RateLimit {
+            status,
+            duration_ms,
+        } => assert!((status == 429 || status == 418) && duration_ms <= MAX_DURATION_MS),
+        Command::Latency { rest_ms, ws_ms } => {
+            assert!(rest_ms <= MAX_LATENCY_MS && ws_ms <= MAX_LATENCY_MS)
+        }
+        Command::Rate { trades_per_sec, .. } => {
+            assert!((0.0..=100_000.0).contains(&trades_per_sec))
+        }
         _ => {}
     }
 }
@@ -44,7 +70,10 @@ fuzz_target!(|input: Input| {
     let body = match &input.body {
         Body::Raw(bytes) => bytes.clone(),
         Body::Fields(fields) => {
-            let object: Map<String, Value> = fields.iter().map(|(k, v)| (FIELDS[usize::from(*k) % FIELDS.len()].to_string(), v.json())).collect();
+            let object: Map<String, Value> = fields
+                .iter()
+                .map(|(k, v)| (FIELDS[usize::from(*k) % FIELDS.len()].to_string(), v.json()))
+                .collect();
             Value::Object(object).to_string().into_bytes()
         }
     };

@@ -36,7 +36,9 @@ fn flush(p: &rdkafka::producer::FutureProducer<KafkaContext>) {
 
 async fn create_topic(brokers: &str) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
     let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1));
     admin.create_topics(&[topic], &AdminOptions::new()).await?; // "already exists" is fine
     Ok(())
@@ -75,8 +77,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     flush(&producer);
-    let failed = futures::future::join_all(futures).await.iter().filter(|r| !matches!(r, Ok(Ok(_)))).count();
-    assert_eq!(failed, 0, "raw produce failed {failed} times: is Kafka up (make up)?");
+    let failed = futures::future::join_all(futures)
+        .await
+        .iter()
+        .filter(|r| !matches!(r, Ok(Ok(_))))
+        .count();
+    assert_eq!(
+        failed, 0,
+        "raw produce failed {failed} times: is Kafka up (make up)?"
+    );
     let raw = N as f64 / start.elapsed().as_secs_f64();
 
     // The collector's path: parse, validate, dedupe, serialize, publish.
@@ -87,7 +96,9 @@ async fn main() -> anyhow::Result<()> {
     for f in &frames {
         if let Ok(Frame::AggTrade(t)) = parse_frame(f, 0) {
             // Wait for queue space as the raw baseline does (the stream path drops instead).
-            while let Err(DropReason::QueueFull | DropReason::WatchFull) = publisher.try_enqueue(TOPIC, "BTCUSDT", &t) {
+            while let Err(DropReason::QueueFull | DropReason::WatchFull) =
+                publisher.try_enqueue(TOPIC, "BTCUSDT", &t)
+            {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
@@ -96,11 +107,18 @@ async fn main() -> anyhow::Result<()> {
     let ours = N as f64 / start.elapsed().as_secs_f64();
     drop(publisher);
     let _ = watch.await;
-    assert_eq!(delivered(&telemetry), 0, "the collector's deliveries failed");
+    assert_eq!(
+        delivered(&telemetry),
+        0,
+        "the collector's deliveries failed"
+    );
 
     println!("collector publish bench ({N} aggTrade frames, broker {brokers})");
     println!("  raw rdkafka produce of normalised payloads  {raw:>10.0} msg/s");
     println!("  collector normalise + publish               {ours:>10.0} msg/s");
-    println!("  ratio collector/raw                          {:.3}", ours / raw);
+    println!(
+        "  ratio collector/raw                          {:.3}",
+        ours / raw
+    );
     Ok(())
 }

@@ -55,20 +55,37 @@ impl Backfiller {
             return Ok(0);
         }
         match (req.stream, &req.range) {
-            (Stream::AggTrade, BackfillRange::Ids { from_id, to_id }) if from_id <= to_id => self.aggs(&req.symbol, *from_id, *to_id).await,
-            (Stream::Kline, BackfillRange::Time { start_ms, end_ms }) if start_ms <= end_ms => self.klines(&req.symbol, *start_ms, *end_ms).await,
-            _ => Err(BackfillError::Invalid(format!("range {:?} does not fit stream {:?}", req.range, req.stream))),
+            (Stream::AggTrade, BackfillRange::Ids { from_id, to_id }) if from_id <= to_id => {
+                self.aggs(&req.symbol, *from_id, *to_id).await
+            }
+            (Stream::Kline, BackfillRange::Time { start_ms, end_ms }) if start_ms <= end_ms => {
+                self.klines(&req.symbol, *start_ms, *end_ms).await
+            }
+            _ => Err(BackfillError::Invalid(format!(
+                "range {:?} does not fit stream {:?}",
+                req.range, req.stream
+            ))),
         }
     }
 
     async fn aggs(&self, symbol: &str, from: u64, to: u64) -> Result<usize, BackfillError> {
         let (mut next, mut total) = (from, 0);
         while next <= to {
-            let query = [("symbol", symbol.to_string()), ("fromId", next.to_string()), ("limit", PAGE.to_string())];
+            let query = [
+                ("symbol", symbol.to_string()),
+                ("fromId", next.to_string()),
+                ("limit", PAGE.to_string()),
+            ];
             let body = self.get_retrying(AGG_TRADES, &query).await?;
-            let page: Vec<_> = parse_agg_rows(symbol, &body, now_ms())?.into_iter().filter(|t| t.agg_id <= to).collect();
-            let Some(last) = page.last().map(|t| t.agg_id) else { break };
-            self.publish(symbol, Stream::AggTrade, topics::AGGTRADES, &page).await?;
+            let page: Vec<_> = parse_agg_rows(symbol, &body, now_ms())?
+                .into_iter()
+                .filter(|t| t.agg_id <= to)
+                .collect();
+            let Some(last) = page.last().map(|t| t.agg_id) else {
+                break;
+            };
+            self.publish(symbol, Stream::AggTrade, topics::AGGTRADES, &page)
+                .await?;
             (next, total) = (last + 1, total + page.len());
         }
         Ok(total)
@@ -78,38 +95,70 @@ impl Backfiller {
         let (mut next, mut total) = (start, 0);
         let exchange_now = self.server_time_retrying().await?;
         while next <= end {
-            let query = [("symbol", symbol.to_string()), ("interval", "1m".to_string()), ("startTime", next.to_string()), ("endTime", end.to_string()), ("limit", PAGE.to_string())];
+            let query = [
+                ("symbol", symbol.to_string()),
+                ("interval", "1m".to_string()),
+                ("startTime", next.to_string()),
+                ("endTime", end.to_string()),
+                ("limit", PAGE.to_string()),
+            ];
             let body = self.get_retrying(KLINES, &query).await?;
             let page = parse_kline_rows(symbol, "1m", &body, exchange_now)?;
-            let Some(last) = page.last().map(|k| k.open_time_ms) else { break };
-            self.publish(symbol, Stream::Kline, topics::KLINES, &page).await?;
+            let Some(last) = page.last().map(|k| k.open_time_ms) else {
+                break;
+            };
+            self.publish(symbol, Stream::Kline, topics::KLINES, &page)
+                .await?;
             (next, total) = (last + KLINE_MS, total + page.len());
         }
         Ok(total)
     }
 
-    async fn publish<T: serde::Serialize>(&self, symbol: &str, stream: Stream, topic: &'static str, page: &[T]) -> Result<(), BackfillError> {
+    async fn publish<T: serde::Serialize>(
+        &self,
+        symbol: &str,
+        stream: Stream,
+        topic: &'static str,
+        page: &[T],
+    ) -> Result<(), BackfillError> {
         self.publisher.publish_all(topic, symbol, page).await?;
-        self.metrics.backfill_records.with_label_values(&[symbol, stream.as_str()]).inc_by(page.len() as u64);
+        self.metrics
+            .backfill_records
+            .with_label_values(&[symbol, stream.as_str()])
+            .inc_by(page.len() as u64);
         Ok(())
     }
 
     async fn server_time_retrying(&self) -> Result<i64, BackfillError> {
         let body = self.get_retrying(crate::rest::TIME, &[]).await?;
-        crate::rest::parse_server_time(&body).ok_or_else(|| BackfillError::Invalid(format!("no serverTime in {body}")))
+        crate::rest::parse_server_time(&body)
+            .ok_or_else(|| BackfillError::Invalid(format!("no serverTime in {body}")))
     }
 
     /// Retries rate limits and transient failures (the governor makes them wait); an error
     /// that retrying cannot cure ends the request.
-    async fn get_retrying(&self, endpoint: crate::rest::Endpoint, query: &[(&str, String)]) -> Result<String, BackfillError> {
+    async fn get_retrying(
+        &self,
+        endpoint: crate::rest::Endpoint,
+        query: &[(&str, String)],
+    ) -> Result<String, BackfillError> {
         let attempt = || async {
             match self.rest.get(endpoint, query).await {
                 Err(err) if err.retryable() => Err(err),
                 done => Ok(done),
             }
         };
-        let failed = |err: RestError| tracing::warn!(error = %err, "back-fill request failed; retrying");
-        match kit::shutdown::retry(&self.shutdown, Duration::from_millis(200), Duration::from_secs(10), attempt, failed).await {
+        let failed =
+            |err: RestError| tracing::warn!(error = %err, "back-fill request failed; retrying");
+        match kit::shutdown::retry(
+            &self.shutdown,
+            Duration::from_millis(200),
+            Duration::from_secs(10),
+            attempt,
+            failed,
+        )
+        .await
+        {
             Some(done) => Ok(done?),
             None => Err(BackfillError::Stopped),
         }
@@ -118,7 +167,8 @@ impl Backfiller {
 
 /// Reads a back-fill request, or says why it cannot.
 pub fn parse_request(payload: Option<&[u8]>) -> Result<BackfillRequest, String> {
-    let req: BackfillRequest = serde_json::from_slice(payload.ok_or("empty payload")?).map_err(|e| format!("not a back-fill request v1: {e}"))?;
+    let req: BackfillRequest = serde_json::from_slice(payload.ok_or("empty payload")?)
+        .map_err(|e| format!("not a back-fill request v1: {e}"))?;
     if req.v != market::SCHEMA_VERSION {
         return Err(format!("schema v{} is not supported", req.v));
     }
@@ -159,7 +209,12 @@ pub async fn consume(
 }
 
 /// Serves one message; whether its offset may be stored.
-async fn handle_message(b: &Backfiller, msg: &BorrowedMessage<'_>, producer: &FutureProducer<KafkaContext>, telemetry: &Telemetry) -> bool {
+async fn handle_message(
+    b: &Backfiller,
+    msg: &BorrowedMessage<'_>,
+    producer: &FutureProducer<KafkaContext>,
+    telemetry: &Telemetry,
+) -> bool {
     let req = match parse_request(msg.payload()) {
         Ok(req) => req,
         Err(reason) => {

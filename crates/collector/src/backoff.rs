@@ -14,7 +14,12 @@ pub struct Backoff {
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
         let seed = u64::try_from(kit::time::now_ms()).unwrap_or(1) | 1;
-        Self { min, max, current: min, state: seed }
+        Self {
+            min,
+            max,
+            current: min,
+            state: seed,
+        }
     }
 
     /// The next delay: between half and all of the current step; the step then doubles up to `max`.
@@ -50,7 +55,11 @@ mod tests {
         let mut step = min;
         for _ in 0..10 {
             let d = b.next_delay();
-            assert!(d >= step / 2 && d <= step, "{d:?} outside [{:?}, {step:?}]", step / 2);
+            assert!(
+                d >= step / 2 && d <= step,
+                "{d:?} outside [{:?}, {step:?}]",
+                step / 2
+            );
             step = (step * 2).min(max);
         }
         assert!(b.next_delay() <= max);

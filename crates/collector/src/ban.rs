@@ -27,11 +27,20 @@ pub struct Ban {
 #[derive(Debug, thiserror::Error)]
 pub enum BanStateError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a ban record: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("writing {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The state file of one collector.
@@ -46,9 +55,16 @@ impl BanStore {
     /// The store in `dir` (created if missing; a failure is logged, and writes will fail
     /// the same way later, each logged).
     pub fn new(dir: &Path, telemetry: Option<Telemetry>) -> Self {
-        let store = Self { path: dir.join(FILE), telemetry, written: std::sync::Mutex::new(None) };
+        let store = Self {
+            path: dir.join(FILE),
+            telemetry,
+            written: std::sync::Mutex::new(None),
+        };
         if let Err(source) = std::fs::create_dir_all(dir) {
-            store.error(&BanStateError::Write { path: dir.to_path_buf(), source });
+            store.error(&BanStateError::Write {
+                path: dir.to_path_buf(),
+                source,
+            });
         }
         store
     }
@@ -97,13 +113,26 @@ fn read(path: &Path) -> Result<Option<Ban>, BanStateError> {
     let text = match std::fs::read(path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(BanStateError::Read { path: path.to_path_buf(), source }),
+        Err(source) => {
+            return Err(BanStateError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     };
-    serde_json::from_slice(&text).map(Some).map_err(|source| BanStateError::Parse { path: path.to_path_buf(), source })
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|source| BanStateError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn write(path: &Path, ban: &Ban) -> Result<(), BanStateError> {
-    let failed = |source| BanStateError::Write { path: path.to_path_buf(), source };
+    let failed = |source| BanStateError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp.{}", std::process::id()));
     let json = serde_json::to_vec(ban).map_err(|e| failed(std::io::Error::other(e)))?;
@@ -116,7 +145,11 @@ mod tests {
     use super::*;
 
     pub(crate) fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("collector-{name}-{}-{}", std::process::id(), kit::time::now_ms()));
+        let dir = std::env::temp_dir().join(format!(
+            "collector-{name}-{}-{}",
+            std::process::id(),
+            kit::time::now_ms()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
@@ -126,11 +159,31 @@ mod tests {
         let dir = temp_dir("ban-roundtrip");
         let store = BanStore::new(&dir.join("nested"), None);
         assert_eq!(store.load(), None, "no file, no ban");
-        store.save(Ban { banned_until_ms: 2_000, status: 418 });
-        store.save(Ban { banned_until_ms: 1_000, status: 429 });
-        assert_eq!(BanStore::new(&dir.join("nested"), None).load(), Some(Ban { banned_until_ms: 2_000, status: 418 }));
-        let leftovers: Vec<_> = std::fs::read_dir(dir.join("nested")).expect("dir").flatten().map(|e| e.file_name()).collect();
-        assert_eq!(leftovers.len(), 1, "no temporary file is left behind: {leftovers:?}");
+        store.save(Ban {
+            banned_until_ms: 2_000,
+            status: 418,
+        });
+        store.save(Ban {
+            banned_until_ms: 1_000,
+            status: 429,
+        });
+        assert_eq!(
+            BanStore::new(&dir.join("nested"), None).load(),
+            Some(Ban {
+                banned_until_ms: 2_000,
+                status: 418
+            })
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.join("nested"))
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            leftovers.len(),
+            1,
+            "no temporary file is left behind: {leftovers:?}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -152,9 +205,15 @@ mod tests {
         std::fs::write(&dir, b"a file where the directory should be").expect("file");
         let telemetry = Telemetry::new("collector", "test").expect("telemetry");
         let store = BanStore::new(&dir, Some(telemetry.clone()));
-        store.save(Ban { banned_until_ms: 1, status: 418 });
+        store.save(Ban {
+            banned_until_ms: 1,
+            status: 418,
+        });
         assert_eq!(store.load(), None);
-        assert!(telemetry.error_count(ERROR_KIND) >= 2, "creating the dir and writing both failed");
+        assert!(
+            telemetry.error_count(ERROR_KIND) >= 2,
+            "creating the dir and writing both failed"
+        );
         let _ = std::fs::remove_file(&dir);
     }
 }

@@ -39,7 +39,11 @@ pub struct Window {
 
 impl Default for Window {
     fn default() -> Self {
-        Self { limit: 6000, window_ms: 60_000, label: "1m".into() }
+        Self {
+            limit: 6000,
+            window_ms: 60_000,
+            label: "1m".into(),
+        }
     }
 }
 
@@ -68,9 +72,24 @@ pub struct Governor {
 impl Governor {
     /// `share` of the limit may be used per window (e.g. 0.8 leaves 20 % headroom).
     pub fn new(share: f64, metrics: Option<CollectorMetrics>) -> Self {
-        let state = State { window: Window::default(), index: 0, used: 0, blocked_until: None, blocked_by: 0, waf_step: WAF_FIRST_BLOCK };
+        let state = State {
+            window: Window::default(),
+            index: 0,
+            used: 0,
+            blocked_until: None,
+            blocked_by: 0,
+            waf_step: WAF_FIRST_BLOCK,
+        };
         let origin_wall_ms = u64::try_from(kit::time::now_ms()).unwrap_or(0);
-        let g = Self { state: Mutex::new(state), share: share.clamp(0.01, 1.0), metrics, store: None, degraded: None, origin: Instant::now(), origin_wall_ms };
+        let g = Self {
+            state: Mutex::new(state),
+            share: share.clamp(0.01, 1.0),
+            metrics,
+            store: None,
+            degraded: None,
+            origin: Instant::now(),
+            origin_wall_ms,
+        };
         g.show(&Window::default(), 0);
         g
     }
@@ -98,23 +117,37 @@ impl Governor {
     fn restore(&mut self, ban: Ban) {
         let left = Duration::from_millis(ban.banned_until_ms.saturating_sub(self.wall_ms()));
         if left.is_zero() {
-            tracing::info!(status = ban.status, banned_until_ms = ban.banned_until_ms, "remembered Binance ban has ended");
+            tracing::info!(
+                status = ban.status,
+                banned_until_ms = ban.banned_until_ms,
+                "remembered Binance ban has ended"
+            );
             return;
         }
         let left = capped(left);
         let s = self.state.get_mut();
         (s.blocked_until, s.blocked_by) = (Some(Instant::now() + left), ban.status);
-        tracing::warn!(status = ban.status, banned_until_ms = ban.banned_until_ms, left_secs = left.as_secs(), "remembered Binance ban: REST paused until it ends");
+        tracing::warn!(
+            status = ban.status,
+            banned_until_ms = ban.banned_until_ms,
+            left_secs = left.as_secs(),
+            "remembered Binance ban: REST paused until it ends"
+        );
     }
 
     fn wall_ms(&self) -> u64 {
-        self.origin_wall_ms.saturating_add(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX))
+        self.origin_wall_ms
+            .saturating_add(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
     fn show(&self, window: &Window, used: u32) {
         if let Some(m) = &self.metrics {
-            m.rate_limit_used.with_label_values(&["request_weight", &window.label]).set(i64::from(used));
-            m.rate_limit_max.with_label_values(&["request_weight", &window.label]).set(i64::from(window.limit));
+            m.rate_limit_used
+                .with_label_values(&["request_weight", &window.label])
+                .set(i64::from(used));
+            m.rate_limit_max
+                .with_label_values(&["request_weight", &window.label])
+                .set(i64::from(window.limit));
         }
     }
 
@@ -168,7 +201,11 @@ impl Governor {
             self.show(&s.window, s.used);
             return None;
         }
-        let next_window_ms = index.saturating_add(1).saturating_mul(window_ms).saturating_sub(wall).max(1);
+        let next_window_ms = index
+            .saturating_add(1)
+            .saturating_mul(window_ms)
+            .saturating_sub(wall)
+            .max(1);
         Some(now + capped(Duration::from_millis(next_window_ms)))
     }
 
@@ -186,10 +223,16 @@ impl Governor {
     /// [`MAX_BLOCK`]; returns the pause applied. The ban is remembered across restarts.
     pub async fn block(&self, status: u16, retry_after: Duration) -> Duration {
         if let Some(m) = &self.metrics {
-            m.rate_limited.with_label_values(&[&status.to_string()]).inc();
+            m.rate_limited
+                .with_label_values(&[&status.to_string()])
+                .inc();
         }
         let pause = self.pause(status, retry_after).await;
-        tracing::warn!(status, retry_after_secs = pause.as_secs(), "Binance rate limit: all REST requests paused");
+        tracing::warn!(
+            status,
+            retry_after_secs = pause.as_secs(),
+            "Binance rate limit: all REST requests paused"
+        );
         pause
     }
 
@@ -203,7 +246,10 @@ impl Governor {
             step
         };
         let pause = self.pause(403, step).await;
-        tracing::warn!(pause_secs = pause.as_secs(), "Binance WAF answered 403: all REST requests paused");
+        tracing::warn!(
+            pause_secs = pause.as_secs(),
+            "Binance WAF answered 403: all REST requests paused"
+        );
         pause
     }
 
@@ -215,13 +261,21 @@ impl Governor {
     async fn pause(&self, status: u16, wanted: Duration) -> Duration {
         let pause = capped(wanted);
         if pause < wanted {
-            tracing::warn!(status, wanted_secs = wanted.as_secs(), capped_secs = pause.as_secs(), "Retry-After longer than the cap; pausing for the cap");
+            tracing::warn!(
+                status,
+                wanted_secs = wanted.as_secs(),
+                capped_secs = pause.as_secs(),
+                "Retry-After longer than the cap; pausing for the cap"
+            );
         }
         let until = Instant::now() + pause;
         if let Some(store) = &self.store {
             // First, before any await: written even if this task is cancelled right after.
             let pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
-            store.save(Ban { banned_until_ms: self.wall_ms().saturating_add(pause_ms), status });
+            store.save(Ban {
+                banned_until_ms: self.wall_ms().saturating_add(pause_ms),
+                status,
+            });
         }
         {
             let mut s = self.state.lock().await;
@@ -271,11 +325,18 @@ mod tests {
     /// so a test's waits (up to a minute) never cross into the next window by chance.
     async fn at_window_start(window: &Window) {
         let wall = u64::try_from(kit::time::now_ms()).unwrap_or(0);
-        tokio::time::advance(Duration::from_millis(window.window_ms - wall % window.window_ms + 10)).await;
+        tokio::time::advance(Duration::from_millis(
+            window.window_ms - wall % window.window_ms + 10,
+        ))
+        .await;
     }
 
     fn small() -> Window {
-        Window { limit: 100, window_ms: 3_600_000, label: "60m".into() }
+        Window {
+            limit: 100,
+            window_ms: 3_600_000,
+            label: "60m".into(),
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -288,10 +349,17 @@ mod tests {
         }
         let start = Instant::now();
         let waited = tokio::time::timeout(Duration::from_secs(1), g.acquire(4)).await;
-        assert!(waited.is_err(), "the 13th request must wait for the next window");
+        assert!(
+            waited.is_err(),
+            "the 13th request must wait for the next window"
+        );
         g.acquire(4).await; // paused time jumps to the next window
         assert!(start.elapsed() >= Duration::from_secs(1));
-        assert_eq!(g.used().await, 4, "a new window starts with only this request");
+        assert_eq!(
+            g.used().await,
+            4,
+            "a new window starts with only this request"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -299,8 +367,12 @@ mod tests {
         let g = Governor::new(0.8, None);
         g.block(418, Duration::from_secs(120)).await;
         assert!(g.blocked().await);
-        assert!(tokio::time::timeout(Duration::from_secs(119), g.acquire(1)).await.is_err());
-        tokio::time::timeout(Duration::from_secs(2), g.acquire(1)).await.expect("allowed after the ban");
+        assert!(tokio::time::timeout(Duration::from_secs(119), g.acquire(1))
+            .await
+            .is_err());
+        tokio::time::timeout(Duration::from_secs(2), g.acquire(1))
+            .await
+            .expect("allowed after the ban");
         assert!(!g.blocked().await);
     }
 
@@ -314,7 +386,12 @@ mod tests {
         assert_eq!(g.used().await, 95);
         g.observe_used(3).await;
         assert_eq!(g.used().await, 95);
-        assert!(tokio::time::timeout(Duration::from_secs(1), g.acquire(10)).await.is_err(), "95 + 10 > 100");
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), g.acquire(10))
+                .await
+                .is_err(),
+            "95 + 10 > 100"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -322,7 +399,9 @@ mod tests {
         let g = Governor::new(1.0, None);
         g.block(418, Duration::from_secs(60)).await;
         g.block(429, Duration::from_secs(5)).await;
-        assert!(tokio::time::timeout(Duration::from_secs(30), g.acquire(1)).await.is_err());
+        assert!(tokio::time::timeout(Duration::from_secs(30), g.acquire(1))
+            .await
+            .is_err());
     }
 
     #[tokio::test(start_paused = true)]
@@ -331,9 +410,19 @@ mod tests {
         let pause = g.block(429, Duration::from_secs(99_999_999_999)).await;
         assert_eq!(pause, MAX_BLOCK);
         assert!(g.blocked_for().await.is_some_and(|d| d <= MAX_BLOCK));
-        assert!(tokio::time::timeout(MAX_BLOCK - Duration::from_secs(1), g.acquire(1)).await.is_err());
-        tokio::time::timeout(Duration::from_secs(2), g.acquire(1)).await.expect("allowed after the capped pause");
-        assert_eq!(g.block(418, Duration::from_secs(u64::MAX)).await, MAX_BLOCK, "Duration::MAX-sized Retry-After");
+        assert!(
+            tokio::time::timeout(MAX_BLOCK - Duration::from_secs(1), g.acquire(1))
+                .await
+                .is_err()
+        );
+        tokio::time::timeout(Duration::from_secs(2), g.acquire(1))
+            .await
+            .expect("allowed after the capped pause");
+        assert_eq!(
+            g.block(418, Duration::from_secs(u64::MAX)).await,
+            MAX_BLOCK,
+            "Duration::MAX-sized Retry-After"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -343,16 +432,33 @@ mod tests {
         at_window_start(&small()).await;
         g.acquire(1).await;
         g.observe_used(u32::MAX).await;
-        assert!(tokio::time::timeout(Duration::from_secs(60), g.acquire(4)).await.is_err(), "nothing fits above the limit");
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), g.acquire(4))
+                .await
+                .is_err(),
+            "nothing fits above the limit"
+        );
         assert_eq!(g.used().await, u32::MAX, "no wrap to a small count");
         g.acquire(4).await; // paused time jumps to the next window
-        assert_eq!(g.used().await, 4, "the next window starts with only this request");
+        assert_eq!(
+            g.used().await,
+            4,
+            "the next window starts with only this request"
+        );
         g.observe_used(u32::MAX).await;
-        assert!(tokio::time::timeout(Duration::from_secs(1), g.acquire(u32::MAX)).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), g.acquire(u32::MAX))
+                .await
+                .is_err()
+        );
     }
 
     fn state_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("collector-gov-{name}-{}-{}", std::process::id(), kit::time::now_ms()));
+        let dir = std::env::temp_dir().join(format!(
+            "collector-gov-{name}-{}-{}",
+            std::process::id(),
+            kit::time::now_ms()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
@@ -365,8 +471,14 @@ mod tests {
         drop(before);
         let after = Governor::new(0.8, None).remembering(BanStore::new(&dir, None));
         assert!(after.blocked().await, "the new instance starts banned");
-        assert!(tokio::time::timeout(Duration::from_secs(115), after.acquire(1)).await.is_err());
-        tokio::time::timeout(Duration::from_secs(10), after.acquire(1)).await.expect("allowed once the ban ends");
+        assert!(
+            tokio::time::timeout(Duration::from_secs(115), after.acquire(1))
+                .await
+                .is_err()
+        );
+        tokio::time::timeout(Duration::from_secs(10), after.acquire(1))
+            .await
+            .expect("allowed once the ban ends");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -375,10 +487,15 @@ mod tests {
         let dir = state_dir("expired");
         let store = BanStore::new(&dir, None);
         let past = u64::try_from(kit::time::now_ms()).expect("after 1970") - 1_000;
-        store.save(Ban { banned_until_ms: past, status: 418 });
+        store.save(Ban {
+            banned_until_ms: past,
+            status: 418,
+        });
         let g = Governor::new(0.8, None).remembering(BanStore::new(&dir, None));
         assert!(!g.blocked().await);
-        tokio::time::timeout(Duration::from_millis(1), g.acquire(1)).await.expect("no pause");
+        tokio::time::timeout(Duration::from_millis(1), g.acquire(1))
+            .await
+            .expect("no pause");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -386,7 +503,11 @@ mod tests {
     async fn a_waf_403_backs_off_for_minutes_doubling_until_a_success() {
         let g = Governor::new(0.8, None);
         assert_eq!(g.forbidden().await, WAF_FIRST_BLOCK);
-        assert!(tokio::time::timeout(WAF_FIRST_BLOCK - Duration::from_secs(1), g.acquire(1)).await.is_err());
+        assert!(
+            tokio::time::timeout(WAF_FIRST_BLOCK - Duration::from_secs(1), g.acquire(1))
+                .await
+                .is_err()
+        );
         g.acquire(1).await;
         assert_eq!(g.forbidden().await, 2 * WAF_FIRST_BLOCK);
         for _ in 0..5 {
@@ -394,21 +515,44 @@ mod tests {
         }
         assert_eq!(g.forbidden().await, MAX_BLOCK, "capped");
         g.succeeded().await;
-        assert_eq!(g.forbidden().await, WAF_FIRST_BLOCK, "a success starts the back-off again");
+        assert_eq!(
+            g.forbidden().await,
+            WAF_FIRST_BLOCK,
+            "a success starts the back-off again"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_pause_is_shown_as_degraded_until_the_next_request_passes() {
         let dir = state_dir("degraded");
-        Governor::new(0.8, None).remembering(BanStore::new(&dir, None)).block(418, Duration::from_secs(60)).await;
+        Governor::new(0.8, None)
+            .remembering(BanStore::new(&dir, None))
+            .block(418, Duration::from_secs(60))
+            .await;
         let degraded = Degraded::default();
-        let g = Governor::new(0.8, None).remembering(BanStore::new(&dir, None)).reporting(degraded.clone());
-        assert_eq!(degraded.list().len(), 1, "a remembered ban is shown from the start");
-        assert!(degraded.list()[0].1.contains("HTTP 418"), "{:?}", degraded.list());
+        let g = Governor::new(0.8, None)
+            .remembering(BanStore::new(&dir, None))
+            .reporting(degraded.clone());
+        assert_eq!(
+            degraded.list().len(),
+            1,
+            "a remembered ban is shown from the start"
+        );
+        assert!(
+            degraded.list()[0].1.contains("HTTP 418"),
+            "{:?}",
+            degraded.list()
+        );
         g.acquire(1).await; // paused time runs to the ban's end
-        assert!(degraded.list().is_empty(), "cleared once requests pass again");
+        assert!(
+            degraded.list().is_empty(),
+            "cleared once requests pass again"
+        );
         g.block(429, Duration::from_secs(5)).await;
-        assert_eq!(degraded.list(), [(COMPONENT, "REST paused after HTTP 429 for 5 s".to_string())]);
+        assert_eq!(
+            degraded.list(),
+            [(COMPONENT, "REST paused after HTTP 429 for 5 s".to_string())]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

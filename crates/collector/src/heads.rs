@@ -17,17 +17,50 @@ use tokio_util::sync::CancellationToken;
 /// Samples the head of `symbol`.
 pub async fn sample(rest: &BinanceRest, symbol: &str) -> Result<Head, String> {
     let s = symbol.to_string();
-    let aggs = rest.get(AGG_TRADES, &[("symbol", s.clone()), ("limit", "1".into())]).await.map_err(|e: RestError| e.to_string())?;
-    let klines = rest.get(KLINES, &[("symbol", s.clone()), ("interval", "1m".into()), ("limit", "2".into())]).await.map_err(|e| e.to_string())?;
+    let aggs = rest
+        .get(AGG_TRADES, &[("symbol", s.clone()), ("limit", "1".into())])
+        .await
+        .map_err(|e: RestError| e.to_string())?;
+    let klines = rest
+        .get(
+            KLINES,
+            &[
+                ("symbol", s.clone()),
+                ("interval", "1m".into()),
+                ("limit", "2".into()),
+            ],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
     let exchange_now = rest.server_time().await.map_err(|e| e.to_string())?;
     let now = now_ms();
-    let last_agg_id = parse_agg_rows(symbol, &aggs, now).map_err(|e| e.to_string())?.last().map(|t| t.agg_id);
-    let last_closed = parse_kline_rows(symbol, "1m", &klines, exchange_now).map_err(|e| e.to_string())?.last().map(|k| k.open_time_ms);
-    Ok(Head { v: SCHEMA_VERSION, symbol: s, last_agg_id, last_closed_kline_open_ms: last_closed, interval: "1m".into(), observed_at_ms: now })
+    let last_agg_id = parse_agg_rows(symbol, &aggs, now)
+        .map_err(|e| e.to_string())?
+        .last()
+        .map(|t| t.agg_id);
+    let last_closed = parse_kline_rows(symbol, "1m", &klines, exchange_now)
+        .map_err(|e| e.to_string())?
+        .last()
+        .map(|k| k.open_time_ms);
+    Ok(Head {
+        v: SCHEMA_VERSION,
+        symbol: s,
+        last_agg_id,
+        last_closed_kline_open_ms: last_closed,
+        interval: "1m".into(),
+        observed_at_ms: now,
+    })
 }
 
 /// Publishes every symbol's head every `interval` until `shutdown`.
-pub async fn run(rest: Arc<BinanceRest>, publisher: Arc<Publisher>, symbols: Vec<String>, interval: Duration, telemetry: Telemetry, shutdown: CancellationToken) -> Result<(), kit::KitError> {
+pub async fn run(
+    rest: Arc<BinanceRest>,
+    publisher: Arc<Publisher>,
+    symbols: Vec<String>,
+    interval: Duration,
+    telemetry: Telemetry,
+    shutdown: CancellationToken,
+) -> Result<(), kit::KitError> {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {

@@ -31,7 +31,9 @@ use tokio_util::sync::CancellationToken;
 fn symbol(s: &str) -> Result<String, String> {
     let up = s.trim().to_uppercase();
     if up.is_empty() || !up.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(format!("{s:?} is not a Binance symbol (letters and digits, e.g. BTCUSDT)"));
+        return Err(format!(
+            "{s:?} is not a Binance symbol (letters and digits, e.g. BTCUSDT)"
+        ));
     }
     Ok(up)
 }
@@ -54,10 +56,18 @@ pub struct Config {
     #[arg(long, env = "SYMBOLS", value_delimiter = ',', default_value = "BTCUSDT,ETHUSDT,BNBUSDT", value_parser = symbol)]
     pub symbols: Vec<String>,
     /// Binance REST base URL (exchange-sim: http://127.0.0.1:9180).
-    #[arg(long, env = "BINANCE_REST_URL", default_value = "https://api.binance.com")]
+    #[arg(
+        long,
+        env = "BINANCE_REST_URL",
+        default_value = "https://api.binance.com"
+    )]
     pub rest_url: String,
     /// Binance WebSocket base URL (exchange-sim: ws://127.0.0.1:9180).
-    #[arg(long, env = "BINANCE_WS_URL", default_value = "wss://stream.binance.com:9443")]
+    #[arg(
+        long,
+        env = "BINANCE_WS_URL",
+        default_value = "wss://stream.binance.com:9443"
+    )]
     pub ws_url: String,
     /// Share of the REQUEST_WEIGHT limit the governor lets us use per window.
     #[arg(long, env = "RATE_LIMIT_SHARE", default_value = "0.8", value_parser = share)]
@@ -103,24 +113,72 @@ impl Config {
 }
 
 /// Runs the collector until `shutdown` is cancelled.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), KitError> {
-    let mut service = Service::start(services::COLLECTOR, env!("CARGO_PKG_VERSION"), config.kit.clone(), &listener, shutdown)?;
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), KitError> {
+    let mut service = Service::start(
+        services::COLLECTOR,
+        env!("CARGO_PKG_VERSION"),
+        config.kit.clone(),
+        &listener,
+        shutdown,
+    )?;
     let metrics = metrics::CollectorMetrics::register(service.telemetry.registry())?;
     let bans = ban::BanStore::new(&config.state_dir, Some(service.telemetry.clone()));
-    let governor = governor::Governor::new(config.rate_limit_share, Some(metrics.clone())).remembering(bans).reporting(service.degraded.clone());
+    let governor = governor::Governor::new(config.rate_limit_share, Some(metrics.clone()))
+        .remembering(bans)
+        .reporting(service.degraded.clone());
     let governor = Arc::new(governor);
-    let rest = rest::BinanceRest::new(&config.rest_url, governor, metrics.clone(), service.telemetry.clone()).map_err(|e| KitError::Io(std::io::Error::other(e)))?;
+    let rest = rest::BinanceRest::new(
+        &config.rest_url,
+        governor,
+        metrics.clone(),
+        service.telemetry.clone(),
+    )
+    .map_err(|e| KitError::Io(std::io::Error::other(e)))?;
     let rest = Arc::new(rest);
     let publisher = spawn_publisher(&mut service, &config, metrics.clone())?;
-    service.spawn_job("exchange_info", load_limits(rest.clone(), service.telemetry.clone(), service.shutdown.clone()));
-    let streams = ws::Streams { config: config.stream_config(), publisher: publisher.clone(), metrics: metrics.clone(), telemetry: service.telemetry.clone() };
-    let (producer, shutdown, p) = (service.producer.clone(), service.shutdown.clone(), publisher.clone());
+    service.spawn_job(
+        "exchange_info",
+        load_limits(
+            rest.clone(),
+            service.telemetry.clone(),
+            service.shutdown.clone(),
+        ),
+    );
+    let streams = ws::Streams {
+        config: config.stream_config(),
+        publisher: publisher.clone(),
+        metrics: metrics.clone(),
+        telemetry: service.telemetry.clone(),
+    };
+    let (producer, shutdown, p) = (
+        service.producer.clone(),
+        service.shutdown.clone(),
+        publisher.clone(),
+    );
     service.spawn("ws", async move {
-        p.set_partitions(kit::kafka::partition_counts(&producer, &[topics::AGGTRADES, topics::KLINES, topics::HEADS], &shutdown).await);
+        p.set_partitions(
+            kit::kafka::partition_counts(
+                &producer,
+                &[topics::AGGTRADES, topics::KLINES, topics::HEADS],
+                &shutdown,
+            )
+            .await,
+        );
         streams.run(shutdown).await
     });
     let interval = Duration::from_secs(config.heads_interval_secs);
-    let heads = heads::run(rest.clone(), publisher.clone(), config.symbols.clone(), interval, service.telemetry.clone(), service.shutdown.clone());
+    let heads = heads::run(
+        rest.clone(),
+        publisher.clone(),
+        config.symbols.clone(),
+        interval,
+        service.telemetry.clone(),
+        service.shutdown.clone(),
+    );
     service.spawn("heads", heads);
     spawn_backfill(&mut service, &config, rest, publisher, metrics)?;
     let app = service.ops_app();
@@ -129,16 +187,26 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 
 /// The publisher and its delivery watcher. With `KAFKA_QUEUE_MAX_MESSAGES` set, records go
 /// through a producer of their own with that queue, flushed when the watcher ends.
-fn spawn_publisher(service: &mut Service, config: &Config, metrics: metrics::CollectorMetrics) -> Result<Arc<publish::Publisher>, KitError> {
+fn spawn_publisher(
+    service: &mut Service,
+    config: &Config,
+    metrics: metrics::CollectorMetrics,
+) -> Result<Arc<publish::Publisher>, KitError> {
     let own = match config.kafka_queue_max_messages {
         Some(max) => {
             let client_id = format!("collector-publish-{}", &service.identity.instance_id[..8]);
-            Some(kit::kafka::producer_with_queue(&config.kit.kafka_brokers, &client_id, service.kafka.clone(), max)?)
+            Some(kit::kafka::producer_with_queue(
+                &config.kit.kafka_brokers,
+                &client_id,
+                service.kafka.clone(),
+                max,
+            )?)
         }
         None => None,
     };
     let producer = own.clone().unwrap_or_else(|| service.producer.clone());
-    let (publisher, watcher) = publish::Publisher::new(producer, service.telemetry.clone(), metrics);
+    let (publisher, watcher) =
+        publish::Publisher::new(producer, service.telemetry.clone(), metrics);
     service.spawn("publish_watch", async move {
         watcher.await;
         if let Some(own) = own {
@@ -150,19 +218,53 @@ fn spawn_publisher(service: &mut Service, config: &Config, metrics: metrics::Col
     Ok(Arc::new(publisher))
 }
 
-fn spawn_backfill(service: &mut Service, config: &Config, rest: Arc<rest::BinanceRest>, publisher: Arc<publish::Publisher>, metrics: metrics::CollectorMetrics) -> Result<(), KitError> {
+fn spawn_backfill(
+    service: &mut Service,
+    config: &Config,
+    rest: Arc<rest::BinanceRest>,
+    publisher: Arc<publish::Publisher>,
+    metrics: metrics::CollectorMetrics,
+) -> Result<(), KitError> {
     let client_id = format!("collector-backfill-{}", &service.identity.instance_id[..8]);
-    let consumer = kit::kafka::consumer(&config.kit.kafka_brokers, &client_id, &config.backfill_group, "earliest", service.kafka.clone())?;
-    let backfiller = backfill::Backfiller { rest, publisher, metrics, symbols: config.symbols.clone(), shutdown: service.shutdown.clone() };
-    let task = backfill::consume(backfiller, consumer, service.producer.clone(), service.telemetry.clone());
+    let consumer = kit::kafka::consumer(
+        &config.kit.kafka_brokers,
+        &client_id,
+        &config.backfill_group,
+        "earliest",
+        service.kafka.clone(),
+    )?;
+    let backfiller = backfill::Backfiller {
+        rest,
+        publisher,
+        metrics,
+        symbols: config.symbols.clone(),
+        shutdown: service.shutdown.clone(),
+    };
+    let task = backfill::consume(
+        backfiller,
+        consumer,
+        service.producer.clone(),
+        service.telemetry.clone(),
+    );
     service.spawn("backfill", task);
     Ok(())
 }
 
 /// Reads the weight limit from exchangeInfo, retrying with back-off until it succeeds.
-async fn load_limits(rest: Arc<rest::BinanceRest>, telemetry: kit::Telemetry, shutdown: CancellationToken) -> Result<(), KitError> {
+async fn load_limits(
+    rest: Arc<rest::BinanceRest>,
+    telemetry: kit::Telemetry,
+    shutdown: CancellationToken,
+) -> Result<(), KitError> {
     let load = || rest.load_limits();
-    let window = kit::shutdown::retry(&shutdown, Duration::from_secs(1), Duration::from_secs(60), load, |e| telemetry.error("exchange_info", &e)).await;
+    let window = kit::shutdown::retry(
+        &shutdown,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+        load,
+        |e| telemetry.error("exchange_info", &e),
+    )
+    .await;
     if let Some(window) = window {
         tracing::info!(limit = window.limit, window = %window.label, "Binance request weight limit loaded");
     }
@@ -180,18 +282,36 @@ mod tests {
         assert_eq!(c.rest_url, "https://api.binance.com");
         assert_eq!(c.ws_url, "wss://stream.binance.com:9443");
         assert_eq!(c.symbols, ["BTCUSDT", "ETHUSDT", "BNBUSDT"]);
-        assert_eq!(c.state_dir, std::path::Path::new("/var/lib/collector"), "the Compose volume's path");
-        assert_eq!(c.kafka_queue_max_messages, None, "librdkafka's default queue");
+        assert_eq!(
+            c.state_dir,
+            std::path::Path::new("/var/lib/collector"),
+            "the Compose volume's path"
+        );
+        assert_eq!(
+            c.kafka_queue_max_messages, None,
+            "librdkafka's default queue"
+        );
     }
 
     #[test]
     fn bad_values_are_refused_with_a_reason() {
         const HUGE: &str = "18446744073709551615"; // would overflow an Instant later
-        for (k, v) in [("SYMBOLS", "BTC-USDT"), ("RATE_LIMIT_SHARE", "1.5"), ("HEADS_INTERVAL_SECS", "0"), ("KAFKA_QUEUE_MAX_MESSAGES", "0"), ("HEADS_INTERVAL_SECS", HUGE), ("WS_WATCHDOG_SECS", HUGE), ("WS_PLANNED_RECONNECT_SECS", HUGE), ("WS_BACKOFF_MAX_MS", HUGE)] {
+        for (k, v) in [
+            ("SYMBOLS", "BTC-USDT"),
+            ("RATE_LIMIT_SHARE", "1.5"),
+            ("HEADS_INTERVAL_SECS", "0"),
+            ("KAFKA_QUEUE_MAX_MESSAGES", "0"),
+            ("HEADS_INTERVAL_SECS", HUGE),
+            ("WS_WATCHDOG_SECS", HUGE),
+            ("WS_PLANNED_RECONNECT_SECS", HUGE),
+            ("WS_BACKOFF_MAX_MS", HUGE),
+        ] {
             let err = kit::config::parse_from_map::<Config>(&HashMap::from([(k, v)])).expect_err(k);
             assert!(!err.to_string().is_empty());
         }
-        let c: Config = kit::config::parse_from_map(&HashMap::from([("SYMBOLS", "btcusdt, ethusdt")])).expect("parses");
+        let c: Config =
+            kit::config::parse_from_map(&HashMap::from([("SYMBOLS", "btcusdt, ethusdt")]))
+                .expect("parses");
         assert_eq!(c.symbols, ["BTCUSDT", "ETHUSDT"]);
     }
 }

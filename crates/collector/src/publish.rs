@@ -51,7 +51,13 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [Self::QueueFull, Self::WatchFull, Self::ProduceError, Self::Serialize, Self::DeliveryFailed];
+    pub const ALL: [DropReason; 5] = [
+        Self::QueueFull,
+        Self::WatchFull,
+        Self::ProduceError,
+        Self::Serialize,
+        Self::DeliveryFailed,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -78,11 +84,24 @@ pub struct Publisher {
 
 impl Publisher {
     /// The publisher and the delivery watcher to run beside it.
-    pub fn new(producer: FutureProducer<KafkaContext>, telemetry: Telemetry, metrics: CollectorMetrics) -> (Self, impl std::future::Future<Output = ()>) {
+    pub fn new(
+        producer: FutureProducer<KafkaContext>,
+        telemetry: Telemetry,
+        metrics: CollectorMetrics,
+    ) -> (Self, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::channel(WATCH_CAPACITY);
         let drops = DropLog::new(metrics.clone());
         let watcher = watch_deliveries(rx, telemetry.clone(), metrics.clone(), drops.clone());
-        let me = Self { producer, telemetry, metrics, last_agg: Mutex::default(), last_kline: Mutex::default(), pending: tx, drops, partitions: Default::default() };
+        let me = Self {
+            producer,
+            telemetry,
+            metrics,
+            last_agg: Mutex::default(),
+            last_kline: Mutex::default(),
+            pending: tx,
+            drops,
+            partitions: Default::default(),
+        };
         (me, watcher)
     }
 
@@ -104,11 +123,26 @@ impl Publisher {
 
     /// Publishes a streamed closed kline unless it was already published; never waits.
     pub fn stream_kline(&self, k: &Kline) -> bool {
-        self.stream_once(&self.last_kline, &k.symbol, k.open_time_ms, topics::KLINES, k)
+        self.stream_once(
+            &self.last_kline,
+            &k.symbol,
+            k.open_time_ms,
+            topics::KLINES,
+            k,
+        )
     }
 
-    fn stream_once<V: PartialOrd + Copy, T: Serialize>(&self, last: &Mutex<HashMap<String, V>>, symbol: &str, value: V, topic: &'static str, record: &T) -> bool {
-        let Some(previous) = claim(last, symbol, value) else { return false };
+    fn stream_once<V: PartialOrd + Copy, T: Serialize>(
+        &self,
+        last: &Mutex<HashMap<String, V>>,
+        symbol: &str,
+        value: V,
+        topic: &'static str,
+        record: &T,
+    ) -> bool {
+        let Some(previous) = claim(last, symbol, value) else {
+            return false;
+        };
         let sent = self.enqueue(topic, symbol, record);
         if !sent {
             release(last, symbol, value, previous);
@@ -130,15 +164,25 @@ impl Publisher {
 
     /// Like [`enqueue`](Self::enqueue), but says why a record was not queued instead of
     /// counting it (for callers that retry, such as the bench).
-    pub fn try_enqueue<T: Serialize>(&self, topic: &'static str, key: &str, record: &T) -> Result<(), DropReason> {
-        let permit = self.pending.try_reserve().map_err(|_| DropReason::WatchFull)?;
+    pub fn try_enqueue<T: Serialize>(
+        &self,
+        topic: &'static str,
+        key: &str,
+        record: &T,
+    ) -> Result<(), DropReason> {
+        let permit = self
+            .pending
+            .try_reserve()
+            .map_err(|_| DropReason::WatchFull)?;
         let payload = self.payload(record).ok_or(DropReason::Serialize)?;
         match self.producer.send_result(self.record(topic, key, &payload)) {
             Ok(future) => {
                 permit.send((topic, future));
                 Ok(())
             }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(DropReason::QueueFull),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(DropReason::QueueFull)
+            }
             Err((err, _)) => {
                 self.telemetry.error("kafka_publish", &err);
                 Err(DropReason::ProduceError)
@@ -148,10 +192,19 @@ impl Publisher {
 
     /// Publishes every record and waits for all deliveries; the error names the first
     /// failure. Waits for queue space: back-fill is not on the WebSocket read path.
-    pub async fn publish_all<T: Serialize>(&self, topic: &'static str, key: &str, records: &[T]) -> Result<(), KafkaError> {
+    pub async fn publish_all<T: Serialize>(
+        &self,
+        topic: &'static str,
+        key: &str,
+        records: &[T],
+    ) -> Result<(), KafkaError> {
         let mut futures = Vec::with_capacity(records.len());
         for r in records {
-            futures.push(self.send_waiting(topic, key, r).await.ok_or(KafkaError::Canceled)?);
+            futures.push(
+                self.send_waiting(topic, key, r)
+                    .await
+                    .ok_or(KafkaError::Canceled)?,
+            );
         }
         for delivery in join_all(futures).await {
             match delivery {
@@ -164,12 +217,19 @@ impl Publisher {
     }
 
     /// Hands one record to librdkafka, waiting while its queue is full.
-    async fn send_waiting<T: Serialize>(&self, topic: &'static str, key: &str, record: &T) -> Option<DeliveryFuture> {
+    async fn send_waiting<T: Serialize>(
+        &self,
+        topic: &'static str,
+        key: &str,
+        record: &T,
+    ) -> Option<DeliveryFuture> {
         let payload = self.payload(record)?;
         loop {
             match self.producer.send_result(self.record(topic, key, &payload)) {
                 Ok(future) => return Some(future),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
                 Err((err, _)) => {
                     self.telemetry.error("kafka_publish", &err);
                     return None;
@@ -179,10 +239,17 @@ impl Publisher {
     }
 
     fn payload<T: Serialize>(&self, record: &T) -> Option<Vec<u8>> {
-        serde_json::to_vec(record).map_err(|err| self.telemetry.error("serialize", &err)).ok()
+        serde_json::to_vec(record)
+            .map_err(|err| self.telemetry.error("serialize", &err))
+            .ok()
     }
 
-    fn record<'a>(&self, topic: &'a str, key: &'a str, payload: &'a [u8]) -> FutureRecord<'a, str, [u8]> {
+    fn record<'a>(
+        &self,
+        topic: &'a str,
+        key: &'a str,
+        payload: &'a [u8],
+    ) -> FutureRecord<'a, str, [u8]> {
         let record = FutureRecord::to(topic).key(key).payload(payload);
         match self.partition(topic, key) {
             Some(p) => record.partition(p),
@@ -193,7 +260,11 @@ impl Publisher {
 
 /// Records `value` as the newest published for `symbol` if it is newer than what was
 /// published; `Some(previous)` then, to [`release`] the claim if the record is dropped.
-fn claim<T: PartialOrd + Copy>(last: &Mutex<HashMap<String, T>>, symbol: &str, value: T) -> Option<Option<T>> {
+fn claim<T: PartialOrd + Copy>(
+    last: &Mutex<HashMap<String, T>>,
+    symbol: &str,
+    value: T,
+) -> Option<Option<T>> {
     let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
     match last.get(symbol) {
         Some(seen) if *seen >= value => None,
@@ -208,7 +279,12 @@ fn claim<T: PartialOrd + Copy>(last: &Mutex<HashMap<String, T>>, symbol: &str, v
 /// Undoes a [`claim`] of `value` whose record was dropped, unless a newer one was claimed
 /// since: the record may then still be published (e.g. by the other connection of an
 /// overlap), and nothing newer is held back by it.
-fn release<T: PartialEq + Copy>(last: &Mutex<HashMap<String, T>>, symbol: &str, value: T, previous: Option<T>) {
+fn release<T: PartialEq + Copy>(
+    last: &Mutex<HashMap<String, T>>,
+    symbol: &str,
+    value: T,
+    previous: Option<T>,
+) {
     let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
     if last.get(symbol) != Some(&value) {
         return;
@@ -228,11 +304,17 @@ struct DropLog {
 
 impl DropLog {
     fn new(metrics: CollectorMetrics) -> Self {
-        Self { metrics, since_log: Default::default() }
+        Self {
+            metrics,
+            since_log: Default::default(),
+        }
     }
 
     fn note(&self, reason: DropReason) {
-        self.metrics.records_dropped.with_label_values(&[reason.label()]).inc();
+        self.metrics
+            .records_dropped
+            .with_label_values(&[reason.label()])
+            .inc();
         let mut s = self.since_log.lock().unwrap_or_else(|p| p.into_inner());
         s.1 += 1;
         if s.0.is_none_or(|at| at.elapsed() >= DROP_LOG_EVERY) {
@@ -242,7 +324,12 @@ impl DropLog {
     }
 }
 
-async fn watch_deliveries(mut rx: mpsc::Receiver<Pending>, telemetry: Telemetry, metrics: CollectorMetrics, drops: DropLog) {
+async fn watch_deliveries(
+    mut rx: mpsc::Receiver<Pending>,
+    telemetry: Telemetry,
+    metrics: CollectorMetrics,
+    drops: DropLog,
+) {
     while let Some((topic, future)) = rx.recv().await {
         match future.await {
             Ok(Ok(_)) => metrics.published.with_label_values(&[topic]).inc(),
@@ -278,15 +365,25 @@ mod tests {
         claim(&last, "BTCUSDT", 5u64);
         let previous = claim(&last, "BTCUSDT", 6u64).expect("newer");
         release(&last, "BTCUSDT", 6, previous);
-        assert_eq!(claim(&last, "BTCUSDT", 6u64), Some(Some(5)), "6 may be published by the other connection");
+        assert_eq!(
+            claim(&last, "BTCUSDT", 6u64),
+            Some(Some(5)),
+            "6 may be published by the other connection"
+        );
         let previous = claim(&last, "BTCUSDT", 7u64).expect("newer");
         claim(&last, "BTCUSDT", 8u64);
         release(&last, "BTCUSDT", 7, previous);
-        assert_eq!(claim(&last, "BTCUSDT", 8u64), None, "a release never undoes a newer claim");
+        assert_eq!(
+            claim(&last, "BTCUSDT", 8u64),
+            None,
+            "a release never undoes a newer claim"
+        );
     }
 
     fn trade(id: u64) -> AggTrade {
-        let frame = format!(r#"{{"e":"aggTrade","E":1,"s":"BTCUSDT","a":{id},"p":"1.0","q":"2.0","f":{id},"l":{id},"T":1,"m":true,"M":true}}"#);
+        let frame = format!(
+            r#"{{"e":"aggTrade","E":1,"s":"BTCUSDT","a":{id},"p":"1.0","q":"2.0","f":{id},"l":{id},"T":1,"m":true,"M":true}}"#
+        );
         match market::binance::parse_frame(&frame, 1) {
             Ok(market::binance::Frame::AggTrade(t)) => t,
             other => panic!("not a trade: {other:?}"),
@@ -298,7 +395,8 @@ mod tests {
     fn stuck(queue: u32, watch: usize) -> (Publisher, Telemetry, mpsc::Receiver<Pending>) {
         let telemetry = Telemetry::new("collector", "test").expect("telemetry");
         let ctx = KafkaContext::new(&telemetry).expect("ctx");
-        let producer = kit::kafka::producer_with_queue("127.0.0.1:1", "test", ctx, queue).expect("producer");
+        let producer =
+            kit::kafka::producer_with_queue("127.0.0.1:1", "test", ctx, queue).expect("producer");
         let metrics = CollectorMetrics::register(telemetry.registry()).expect("metrics");
         let (mut publisher, _watcher) = Publisher::new(producer, telemetry.clone(), metrics);
         let (tx, rx) = mpsc::channel(watch);
@@ -308,22 +406,44 @@ mod tests {
 
     fn dropped(telemetry: &Telemetry, reason: DropReason) -> u64 {
         let text = telemetry.encode().expect("encode");
-        let line = format!("collector_records_dropped_total{{reason=\"{}\"}} ", reason.label());
-        text.lines().find_map(|l| l.strip_prefix(&line)?.parse().ok()).expect("the reason is exported")
+        let line = format!(
+            "collector_records_dropped_total{{reason=\"{}\"}} ",
+            reason.label()
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&line)?.parse().ok())
+            .expect("the reason is exported")
     }
 
     #[tokio::test]
     async fn a_full_producer_queue_drops_at_once_and_counts() {
         let (publisher, telemetry, _watch) = stuck(2, 1000);
         for reason in DropReason::ALL {
-            assert_eq!(dropped(&telemetry, reason), 0, "{reason:?} is exported at zero");
+            assert_eq!(
+                dropped(&telemetry, reason),
+                0,
+                "{reason:?} is exported at zero"
+            );
         }
         let started = Instant::now();
         let sent: Vec<bool> = (1..=5).map(|id| publisher.stream_agg(&trade(id))).collect();
-        assert!(started.elapsed() < Duration::from_millis(500), "no waiting: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "no waiting: {:?}",
+            started.elapsed()
+        );
         assert_eq!(sent, [true, true, false, false, false]);
         assert_eq!(dropped(&telemetry, DropReason::QueueFull), 3);
-        assert_eq!(*publisher.last_agg.lock().expect("lock").get("BTCUSDT").expect("claimed"), 2, "dropped ids are not remembered");
+        assert_eq!(
+            *publisher
+                .last_agg
+                .lock()
+                .expect("lock")
+                .get("BTCUSDT")
+                .expect("claimed"),
+            2,
+            "dropped ids are not remembered"
+        );
     }
 
     #[tokio::test]

@@ -13,13 +13,28 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum RestError {
     #[error("{endpoint}: rate limited (HTTP {status}); paused for {retry_after:?}")]
-    RateLimited { endpoint: &'static str, status: u16, retry_after: Duration },
+    RateLimited {
+        endpoint: &'static str,
+        status: u16,
+        retry_after: Duration,
+    },
     #[error("{endpoint}: HTTP 403 from Binance's WAF; paused for {retry_after:?}: {body}")]
-    Forbidden { endpoint: &'static str, retry_after: Duration, body: String },
+    Forbidden {
+        endpoint: &'static str,
+        retry_after: Duration,
+        body: String,
+    },
     #[error("{endpoint}: HTTP {status}: {body}")]
-    Api { endpoint: &'static str, status: u16, body: String },
+    Api {
+        endpoint: &'static str,
+        status: u16,
+        body: String,
+    },
     #[error("{endpoint}: transient failure: {reason}")]
-    Transient { endpoint: &'static str, reason: String },
+    Transient {
+        endpoint: &'static str,
+        reason: String,
+    },
 }
 
 impl RestError {
@@ -36,10 +51,22 @@ pub struct Endpoint {
     pub weight: u32,
 }
 
-pub const TIME: Endpoint = Endpoint { path: "/api/v3/time", weight: 1 };
-pub const EXCHANGE_INFO: Endpoint = Endpoint { path: "/api/v3/exchangeInfo", weight: 20 };
-pub const AGG_TRADES: Endpoint = Endpoint { path: "/api/v3/aggTrades", weight: 4 };
-pub const KLINES: Endpoint = Endpoint { path: "/api/v3/klines", weight: 2 };
+pub const TIME: Endpoint = Endpoint {
+    path: "/api/v3/time",
+    weight: 1,
+};
+pub const EXCHANGE_INFO: Endpoint = Endpoint {
+    path: "/api/v3/exchangeInfo",
+    weight: 20,
+};
+pub const AGG_TRADES: Endpoint = Endpoint {
+    path: "/api/v3/aggTrades",
+    weight: 4,
+};
+pub const KLINES: Endpoint = Endpoint {
+    path: "/api/v3/klines",
+    weight: 2,
+};
 
 /// The error kind of a 403 from Binance's WAF (our IP is blocked, not rate limited).
 pub const WAF_FORBIDDEN: &str = "binance_waf_forbidden";
@@ -53,9 +80,22 @@ pub struct BinanceRest {
 }
 
 impl BinanceRest {
-    pub fn new(base: &str, governor: Arc<Governor>, metrics: CollectorMetrics, telemetry: Telemetry) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_string(), governor, metrics, telemetry })
+    pub fn new(
+        base: &str,
+        governor: Arc<Governor>,
+        metrics: CollectorMetrics,
+        telemetry: Telemetry,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            governor,
+            metrics,
+            telemetry,
+        })
     }
 
     pub fn governor(&self) -> &Governor {
@@ -63,30 +103,68 @@ impl BinanceRest {
     }
 
     /// GETs `endpoint` with `query`, through the governor; returns the body of a 200.
-    pub async fn get(&self, endpoint: Endpoint, query: &[(&str, String)]) -> Result<String, RestError> {
+    pub async fn get(
+        &self,
+        endpoint: Endpoint,
+        query: &[(&str, String)],
+    ) -> Result<String, RestError> {
         self.governor.acquire(endpoint.weight).await;
         let header = format!("x-mbx-used-weight-{}", self.governor.window().await.label);
         let started = Instant::now();
-        let sent = self.http.get(format!("{}{}", self.base, endpoint.path)).query(query).send().await;
-        self.metrics.request_duration.with_label_values(&[endpoint.path]).observe(started.elapsed().as_secs_f64());
+        let sent = self
+            .http
+            .get(format!("{}{}", self.base, endpoint.path))
+            .query(query)
+            .send()
+            .await;
+        self.metrics
+            .request_duration
+            .with_label_values(&[endpoint.path])
+            .observe(started.elapsed().as_secs_f64());
         let response = match sent {
             Ok(r) => r,
             Err(err) => {
-                self.metrics.requests.with_label_values(&[endpoint.path, "error"]).inc();
-                return Err(RestError::Transient { endpoint: endpoint.path, reason: err.to_string() });
+                self.metrics
+                    .requests
+                    .with_label_values(&[endpoint.path, "error"])
+                    .inc();
+                return Err(RestError::Transient {
+                    endpoint: endpoint.path,
+                    reason: err.to_string(),
+                });
             }
         };
         let status = response.status().as_u16();
-        self.metrics.requests.with_label_values(&[endpoint.path, &status.to_string()]).inc();
-        if let Some(used) = response.headers().get(&header).and_then(|v| parse_used_weight(v.to_str().ok()?)) {
+        self.metrics
+            .requests
+            .with_label_values(&[endpoint.path, &status.to_string()])
+            .inc();
+        if let Some(used) = response
+            .headers()
+            .get(&header)
+            .and_then(|v| parse_used_weight(v.to_str().ok()?))
+        {
             self.governor.observe_used(used).await;
         }
-        let retry_after = response.headers().get("retry-after").and_then(|v| parse_retry_after(v.to_str().ok()?));
-        let body = response.text().await.map_err(|e| RestError::Transient { endpoint: endpoint.path, reason: e.to_string() })?;
-        self.classify(endpoint.path, status, retry_after, body).await
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| parse_retry_after(v.to_str().ok()?));
+        let body = response.text().await.map_err(|e| RestError::Transient {
+            endpoint: endpoint.path,
+            reason: e.to_string(),
+        })?;
+        self.classify(endpoint.path, status, retry_after, body)
+            .await
     }
 
-    async fn classify(&self, endpoint: &'static str, status: u16, retry_after: Option<Duration>, body: String) -> Result<String, RestError> {
+    async fn classify(
+        &self,
+        endpoint: &'static str,
+        status: u16,
+        retry_after: Option<Duration>,
+        body: String,
+    ) -> Result<String, RestError> {
         match status {
             200 => {
                 self.governor.succeeded().await;
@@ -96,29 +174,52 @@ impl BinanceRest {
                 let default = Duration::from_secs(if status == 418 { 120 } else { 60 });
                 let wanted = retry_after.unwrap_or(default).max(Duration::from_secs(1));
                 let retry_after = self.governor.block(status, wanted).await;
-                Err(RestError::RateLimited { endpoint, status, retry_after })
+                Err(RestError::RateLimited {
+                    endpoint,
+                    status,
+                    retry_after,
+                })
             }
             403 => {
                 let retry_after = self.governor.forbidden().await;
-                let err = RestError::Forbidden { endpoint, retry_after, body };
+                let err = RestError::Forbidden {
+                    endpoint,
+                    retry_after,
+                    body,
+                };
                 self.telemetry.error(WAF_FORBIDDEN, &err);
                 Err(err)
             }
-            500..=599 => Err(RestError::Transient { endpoint, reason: format!("HTTP {status}: {body}") }),
-            _ => Err(RestError::Api { endpoint, status, body }),
+            500..=599 => Err(RestError::Transient {
+                endpoint,
+                reason: format!("HTTP {status}: {body}"),
+            }),
+            _ => Err(RestError::Api {
+                endpoint,
+                status,
+                body,
+            }),
         }
     }
 
     /// The exchange's clock (ms): whether a kline has closed is the exchange's call.
     pub async fn server_time(&self) -> Result<i64, RestError> {
         let body = self.get(TIME, &[]).await?;
-        parse_server_time(&body).ok_or(RestError::Api { endpoint: TIME.path, status: 200, body })
+        parse_server_time(&body).ok_or(RestError::Api {
+            endpoint: TIME.path,
+            status: 200,
+            body,
+        })
     }
 
     /// Reads REQUEST_WEIGHT from exchangeInfo and configures the governor with it.
     pub async fn load_limits(&self) -> Result<Window, RestError> {
         let body = self.get(EXCHANGE_INFO, &[]).await?;
-        let window = parse_weight_limit(&body).ok_or_else(|| RestError::Api { endpoint: EXCHANGE_INFO.path, status: 200, body: "no REQUEST_WEIGHT limit".into() })?;
+        let window = parse_weight_limit(&body).ok_or_else(|| RestError::Api {
+            endpoint: EXCHANGE_INFO.path,
+            status: 200,
+            body: "no REQUEST_WEIGHT limit".into(),
+        })?;
         self.governor.configure(window.clone()).await;
         Ok(window)
     }
@@ -133,7 +234,10 @@ pub fn parse_server_time(body: &str) -> Option<i64> {
 /// of 0 or longer than a day (no such REQUEST_WEIGHT window exists: the input is broken).
 pub fn parse_weight_limit(body: &str) -> Option<Window> {
     let info: serde_json::Value = serde_json::from_str(body).ok()?;
-    let entry = info["rateLimits"].as_array()?.iter().find(|l| l["rateLimitType"] == "REQUEST_WEIGHT")?;
+    let entry = info["rateLimits"]
+        .as_array()?
+        .iter()
+        .find(|l| l["rateLimitType"] == "REQUEST_WEIGHT")?;
     let num = entry["intervalNum"].as_u64()?;
     let (unit_ms, letter) = match entry["interval"].as_str()? {
         "SECOND" => (1_000, 's'),
@@ -142,9 +246,17 @@ pub fn parse_weight_limit(body: &str) -> Option<Window> {
         "DAY" => (86_400_000, 'd'),
         _ => return None,
     };
-    let window_ms = num.checked_mul(unit_ms).filter(|ms| (1..=MAX_WINDOW_MS).contains(ms))?;
-    let limit = u32::try_from(entry["limit"].as_u64()?).ok().filter(|l| *l > 0)?;
-    Some(Window { limit, window_ms, label: format!("{num}{letter}") })
+    let window_ms = num
+        .checked_mul(unit_ms)
+        .filter(|ms| (1..=MAX_WINDOW_MS).contains(ms))?;
+    let limit = u32::try_from(entry["limit"].as_u64()?)
+        .ok()
+        .filter(|l| *l > 0)?;
+    Some(Window {
+        limit,
+        window_ms,
+        label: format!("{num}{letter}"),
+    })
 }
 
 /// A `Retry-After` in seconds; digits too many for a u64 saturate (a very long time is
@@ -174,27 +286,70 @@ mod tests {
     fn reads_the_request_weight_limit_from_exchange_info() {
         let body = r#"{"rateLimits":[{"rateLimitType":"RAW_REQUESTS","interval":"MINUTE","intervalNum":5,"limit":300000},
                                      {"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE","intervalNum":1,"limit":6000}]}"#;
-        assert_eq!(parse_weight_limit(body), Some(Window { limit: 6000, window_ms: 60_000, label: "1m".into() }));
+        assert_eq!(
+            parse_weight_limit(body),
+            Some(Window {
+                limit: 6000,
+                window_ms: 60_000,
+                label: "1m".into()
+            })
+        );
         assert_eq!(parse_weight_limit(r#"{"rateLimits":[]}"#), None);
-        assert_eq!(parse_server_time(r#"{"serverTime":1499827319559}"#), Some(1_499_827_319_559));
+        assert_eq!(
+            parse_server_time(r#"{"serverTime":1499827319559}"#),
+            Some(1_499_827_319_559)
+        );
         assert_eq!(parse_server_time(r#"{"code":-1000}"#), None);
     }
 
     #[test]
     fn broken_exchange_info_limits_are_refused() {
-        let info = |num: &str, interval: &str, limit: &str| format!(r#"{{"rateLimits":[{{"rateLimitType":"REQUEST_WEIGHT","interval":"{interval}","intervalNum":{num},"limit":{limit}}}]}}"#);
-        assert_eq!(parse_weight_limit(&info("18446744073709551615", "DAY", "6000")), None, "window overflows");
-        assert_eq!(parse_weight_limit(&info("2", "DAY", "6000")), None, "window over a day");
-        assert_eq!(parse_weight_limit(&info("0", "MINUTE", "6000")), None, "empty window");
-        assert_eq!(parse_weight_limit(&info("1", "MINUTE", "0")), None, "no limit");
-        assert_eq!(parse_weight_limit(&info("1", "MINUTE", "4294967296")), None, "limit beyond u32");
-        assert_eq!(parse_weight_limit(&info("1", "DAY", "1")).map(|w| w.window_ms), Some(86_400_000));
+        let info = |num: &str, interval: &str, limit: &str| {
+            format!(
+                r#"{{"rateLimits":[{{"rateLimitType":"REQUEST_WEIGHT","interval":"{interval}","intervalNum":{num},"limit":{limit}}}]}}"#
+            )
+        };
+        assert_eq!(
+            parse_weight_limit(&info("18446744073709551615", "DAY", "6000")),
+            None,
+            "window overflows"
+        );
+        assert_eq!(
+            parse_weight_limit(&info("2", "DAY", "6000")),
+            None,
+            "window over a day"
+        );
+        assert_eq!(
+            parse_weight_limit(&info("0", "MINUTE", "6000")),
+            None,
+            "empty window"
+        );
+        assert_eq!(
+            parse_weight_limit(&info("1", "MINUTE", "0")),
+            None,
+            "no limit"
+        );
+        assert_eq!(
+            parse_weight_limit(&info("1", "MINUTE", "4294967296")),
+            None,
+            "limit beyond u32"
+        );
+        assert_eq!(
+            parse_weight_limit(&info("1", "DAY", "1")).map(|w| w.window_ms),
+            Some(86_400_000)
+        );
     }
 
     #[test]
     fn header_numbers_saturate() {
-        assert_eq!(parse_retry_after("99999999999"), Some(Duration::from_secs(99_999_999_999)));
-        assert_eq!(parse_retry_after("999999999999999999999999999999"), Some(Duration::from_secs(u64::MAX)));
+        assert_eq!(
+            parse_retry_after("99999999999"),
+            Some(Duration::from_secs(99_999_999_999))
+        );
+        assert_eq!(
+            parse_retry_after("999999999999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
         assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
@@ -211,8 +366,14 @@ mod tests {
 
     /// An HTTP server that answers every request with the same `status`, `headers` and
     /// `body`; returns its base URL and the count of requests it answered.
-    async fn answering(status: u16, headers: &'static [(&'static str, &'static str)], body: &'static str) -> (String, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    async fn answering(
+        status: u16,
+        headers: &'static [(&'static str, &'static str)],
+        body: &'static str,
+    ) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
@@ -227,7 +388,10 @@ mod tests {
                     }
                 }
                 counter.fetch_add(1, Ordering::SeqCst);
-                let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+                let extra: String = headers
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}\r\n"))
+                    .collect();
                 let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n{extra}\r\n{body}", body.len());
                 let _ = socket.write_all(answer.as_bytes()).await;
                 let _ = socket.shutdown().await;
@@ -239,43 +403,90 @@ mod tests {
     fn client(base: &str, governor: Governor) -> (BinanceRest, Telemetry) {
         let telemetry = Telemetry::new("collector", "test").expect("telemetry");
         let metrics = CollectorMetrics::register(telemetry.registry()).expect("metrics");
-        let rest = BinanceRest::new(base, Arc::new(governor), metrics, telemetry.clone()).expect("client");
+        let rest =
+            BinanceRest::new(base, Arc::new(governor), metrics, telemetry.clone()).expect("client");
         (rest, telemetry)
     }
 
     fn state_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("collector-rest-{name}-{}-{}", std::process::id(), kit::time::now_ms()));
+        let dir = std::env::temp_dir().join(format!(
+            "collector-rest-{name}-{}-{}",
+            std::process::id(),
+            kit::time::now_ms()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
 
     #[tokio::test]
     async fn hostile_retry_after_and_used_weight_headers_are_capped_not_a_panic() {
-        let headers = &[("retry-after", "99999999999"), ("x-mbx-used-weight-1m", "99999999999")];
-        let (base, _) = answering(429, headers, r#"{"code":-1003,"msg":"Too much request weight used"}"#).await;
+        let headers = &[
+            ("retry-after", "99999999999"),
+            ("x-mbx-used-weight-1m", "99999999999"),
+        ];
+        let (base, _) = answering(
+            429,
+            headers,
+            r#"{"code":-1003,"msg":"Too much request weight used"}"#,
+        )
+        .await;
         let (rest, _) = client(&base, Governor::new(0.8, None));
         match rest.get(TIME, &[]).await {
-            Err(RestError::RateLimited { status: 429, retry_after, .. }) => assert_eq!(retry_after, MAX_BLOCK),
+            Err(RestError::RateLimited {
+                status: 429,
+                retry_after,
+                ..
+            }) => assert_eq!(retry_after, MAX_BLOCK),
             other => panic!("expected a capped 429, got {other:?}"),
         }
-        assert!(rest.governor().blocked_for().await.is_some_and(|d| d <= MAX_BLOCK && d > MAX_BLOCK - Duration::from_secs(60)));
-        assert_eq!(rest.governor().used().await, u32::MAX, "the header's count, saturated");
+        assert!(rest
+            .governor()
+            .blocked_for()
+            .await
+            .is_some_and(|d| d <= MAX_BLOCK && d > MAX_BLOCK - Duration::from_secs(60)));
+        assert_eq!(
+            rest.governor().used().await,
+            u32::MAX,
+            "the header's count, saturated"
+        );
     }
 
     #[tokio::test]
     async fn a_418_seen_before_a_restart_blocks_rest_after_it() {
         let dir = state_dir("restart");
-        let (base, hits) = answering(418, &[("retry-after", "120")], r#"{"code":-1003,"msg":"Way too much request weight used; IP banned"}"#).await;
-        let (before, _) = client(&base, Governor::new(0.8, None).remembering(BanStore::new(&dir, None)));
-        assert!(matches!(before.get(TIME, &[]).await, Err(RestError::RateLimited { status: 418, .. })));
+        let (base, hits) = answering(
+            418,
+            &[("retry-after", "120")],
+            r#"{"code":-1003,"msg":"Way too much request weight used; IP banned"}"#,
+        )
+        .await;
+        let (before, _) = client(
+            &base,
+            Governor::new(0.8, None).remembering(BanStore::new(&dir, None)),
+        );
+        assert!(matches!(
+            before.get(TIME, &[]).await,
+            Err(RestError::RateLimited { status: 418, .. })
+        ));
         drop(before);
         assert_eq!(hits.load(Ordering::SeqCst), 1);
 
-        let (after, _) = client(&base, Governor::new(0.8, None).remembering(BanStore::new(&dir, None)));
+        let (after, _) = client(
+            &base,
+            Governor::new(0.8, None).remembering(BanStore::new(&dir, None)),
+        );
         let first = tokio::time::timeout(Duration::from_millis(500), after.load_limits()).await;
         assert!(first.is_err(), "exchangeInfo waits for the remembered ban");
-        assert_eq!(hits.load(Ordering::SeqCst), 1, "not one request during the ban");
-        assert!(after.governor().blocked_for().await.is_some_and(|d| d > Duration::from_secs(100)));
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "not one request during the ban"
+        );
+        assert!(after
+            .governor()
+            .blocked_for()
+            .await
+            .is_some_and(|d| d > Duration::from_secs(100)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -284,12 +495,22 @@ mod tests {
         let (base, hits) = answering(403, &[], "<html>403 Forbidden</html>").await;
         let (rest, telemetry) = client(&base, Governor::new(0.8, None));
         match rest.get(TIME, &[]).await {
-            Err(err @ RestError::Forbidden { .. }) => assert!(err.retryable(), "a later retry may pass"),
+            Err(err @ RestError::Forbidden { .. }) => {
+                assert!(err.retryable(), "a later retry may pass")
+            }
             other => panic!("expected a WAF 403, got {other:?}"),
         }
         assert_eq!(telemetry.error_count(WAF_FORBIDDEN), 1);
-        assert!(rest.governor().blocked_for().await.is_some_and(|d| d > WAF_FIRST_BLOCK - Duration::from_secs(10)));
-        assert!(tokio::time::timeout(Duration::from_millis(300), rest.get(TIME, &[])).await.is_err());
+        assert!(rest
+            .governor()
+            .blocked_for()
+            .await
+            .is_some_and(|d| d > WAF_FIRST_BLOCK - Duration::from_secs(10)));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), rest.get(TIME, &[]))
+                .await
+                .is_err()
+        );
         assert_eq!(hits.load(Ordering::SeqCst), 1, "no retry every few seconds");
     }
 }

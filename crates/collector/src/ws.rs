@@ -46,15 +46,22 @@ pub struct StreamConfig {
 impl StreamConfig {
     /// The stream names, e.g. `btcusdt@aggTrade`, `btcusdt@kline_1m`.
     pub fn stream_names(&self) -> Vec<String> {
-        self.symbols.iter().flat_map(|s| {
-            let s = s.to_lowercase();
-            [format!("{s}@aggTrade"), format!("{s}@kline_1m")]
-        }).collect()
+        self.symbols
+            .iter()
+            .flat_map(|s| {
+                let s = s.to_lowercase();
+                [format!("{s}@aggTrade"), format!("{s}@kline_1m")]
+            })
+            .collect()
     }
 
     /// The combined-stream URL.
     pub fn url(&self) -> String {
-        format!("{}/stream?streams={}", self.ws_base.trim_end_matches('/'), self.stream_names().join("/"))
+        format!(
+            "{}/stream?streams={}",
+            self.ws_base.trim_end_matches('/'),
+            self.stream_names().join("/")
+        )
     }
 
     fn backoff(&self) -> Backoff {
@@ -113,7 +120,10 @@ impl Streams {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            self.metrics.ws_reconnects.with_label_values(&[reason]).inc();
+            self.metrics
+                .ws_reconnects
+                .with_label_values(&[reason])
+                .inc();
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
@@ -123,7 +133,10 @@ impl Streams {
 
     fn set_connected(&self, up: bool) {
         for stream in self.config.stream_names() {
-            self.metrics.ws_connected.with_label_values(&[&stream]).set(i64::from(up));
+            self.metrics
+                .ws_connected
+                .with_label_values(&[&stream])
+                .set(i64::from(up));
         }
     }
 
@@ -218,7 +231,8 @@ impl Streams {
             Ok(Frame::Reply) => {}
             Err(err) => {
                 let sample: String = text.chars().take(200).collect();
-                self.telemetry.error("ws_malformed", &format!("{err}; frame: {sample}"));
+                self.telemetry
+                    .error("ws_malformed", &format!("{err}; frame: {sample}"));
             }
         }
         false
@@ -244,7 +258,14 @@ struct Successor {
 
 impl Successor {
     fn new(url: String, backoff: Backoff) -> Self {
-        Self { url, wanted: None, connecting: None, conn: None, backoff, retry_at: None }
+        Self {
+            url,
+            wanted: None,
+            connecting: None,
+            conn: None,
+            backoff,
+            retry_at: None,
+        }
     }
 
     /// A successor is needed for `reason` (the first reason given stays).
@@ -285,7 +306,10 @@ impl Successor {
 
     /// The successor and why it was opened, once it delivered data (or overlapped long enough).
     fn take_ready(&mut self) -> Option<(Conn, Reason)> {
-        let ready = self.conn.as_ref().is_some_and(|c| c.delivered || c.opened.elapsed() > OVERLAP_MAX);
+        let ready = self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.delivered || c.opened.elapsed() > OVERLAP_MAX);
         if !ready {
             return None;
         }
@@ -298,10 +322,18 @@ impl Successor {
 
 /// Opens the combined stream at `url`, within [`CONNECT_TIMEOUT`].
 async fn connect(url: String) -> Result<Conn, String> {
-    let connected = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(&url)).await;
-    let (ws, _) = connected.map_err(|_| format!("connecting to {url}: timed out"))?.map_err(|e| format!("connecting to {url}: {e}"))?;
+    let connected =
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(&url)).await;
+    let (ws, _) = connected
+        .map_err(|_| format!("connecting to {url}: timed out"))?
+        .map_err(|e| format!("connecting to {url}: {e}"))?;
     tracing::info!(%url, "websocket connected");
-    Ok(Conn { ws, opened: Instant::now(), last_data: Instant::now(), delivered: false })
+    Ok(Conn {
+        ws,
+        opened: Instant::now(),
+        last_data: Instant::now(),
+        delivered: false,
+    })
 }
 
 /// Sends a close frame if the socket takes it within [`CLOSE_TIMEOUT`], then drops it.
@@ -316,7 +348,9 @@ async fn next_of(next: &mut Option<Conn>) -> Received {
     }
 }
 
-async fn connecting(pending: &mut Option<BoxFuture<'static, Result<Conn, String>>>) -> Result<Conn, String> {
+async fn connecting(
+    pending: &mut Option<BoxFuture<'static, Result<Conn, String>>>,
+) -> Result<Conn, String> {
     match pending {
         Some(future) => future.await,
         None => std::future::pending().await,

@@ -44,17 +44,27 @@ async fn server(later: Later, server_shutdown: bool) -> Server {
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
             match (count.fetch_add(1, Ordering::SeqCst), later) {
-                (0, _) => drop(tokio::spawn(primary(socket, pong_count.clone(), server_shutdown))),
+                (0, _) => drop(tokio::spawn(primary(
+                    socket,
+                    pong_count.clone(),
+                    server_shutdown,
+                ))),
                 (_, Later::Hang) => held.lock().expect("lock").push(socket),
                 (_, Later::Refuse) => drop(socket),
             }
         }
     });
-    Server { url, accepted, pongs }
+    Server {
+        url,
+        accepted,
+        pongs,
+    }
 }
 
 async fn primary(socket: TcpStream, pongs: Arc<AtomicUsize>, server_shutdown: bool) {
-    let Ok(mut ws) = tokio_tungstenite::accept_async(socket).await else { return };
+    let Ok(mut ws) = tokio_tungstenite::accept_async(socket).await else {
+        return;
+    };
     let mut frames = tokio::time::interval(Duration::from_millis(50));
     let mut pings = tokio::time::interval(Duration::from_millis(200));
     let mut shutdown_after = server_shutdown.then_some(5);
@@ -97,45 +107,91 @@ fn streams(url: &str, planned_after: Duration) -> (Streams, kit::Telemetry) {
         backoff_min: Duration::from_secs(1),
         backoff_max: Duration::from_secs(10),
     };
-    (Streams { config, publisher: Arc::new(publisher), metrics, telemetry: telemetry.clone() }, telemetry)
+    (
+        Streams {
+            config,
+            publisher: Arc::new(publisher),
+            metrics,
+            telemetry: telemetry.clone(),
+        },
+        telemetry,
+    )
 }
 
 fn frames_read(telemetry: &kit::Telemetry) -> u64 {
     let text = telemetry.encode().expect("encode");
-    text.lines().find_map(|l| l.strip_prefix(r#"binance_ws_messages_total{stream="btcusdt@kline_1m"} "#)?.parse().ok()).unwrap_or(0)
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"binance_ws_messages_total{stream="btcusdt@kline_1m"} "#)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 async fn until(what: &str, limit: Duration, check: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// Starts the streams, waits until the successor's first connect began, then says how
 /// many frames and pongs the live socket carried over the next `window`.
-async fn reads_while_the_successor_connects(s: &Server, planned_after: Duration, window: Duration) -> (u64, usize, CancellationToken, tokio::task::JoinHandle<Result<(), kit::KitError>>) {
+async fn reads_while_the_successor_connects(
+    s: &Server,
+    planned_after: Duration,
+    window: Duration,
+) -> (
+    u64,
+    usize,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), kit::KitError>>,
+) {
     let (streams, telemetry) = streams(&s.url, planned_after);
     let token = CancellationToken::new();
     let task = tokio::spawn(streams.run(token.clone()));
-    until("a successor connect started", Duration::from_secs(10), || s.accepted.load(Ordering::SeqCst) >= 2).await;
+    until(
+        "a successor connect started",
+        Duration::from_secs(10),
+        || s.accepted.load(Ordering::SeqCst) >= 2,
+    )
+    .await;
     let (frames, pongs) = (frames_read(&telemetry), s.pongs.load(Ordering::SeqCst));
     tokio::time::sleep(window).await; // the window the live socket must be read through
-    (frames_read(&telemetry) - frames, s.pongs.load(Ordering::SeqCst) - pongs, token, task)
+    (
+        frames_read(&telemetry) - frames,
+        s.pongs.load(Ordering::SeqCst) - pongs,
+        token,
+        task,
+    )
 }
 
-async fn stops_cleanly(token: CancellationToken, task: tokio::task::JoinHandle<Result<(), kit::KitError>>) {
+async fn stops_cleanly(
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), kit::KitError>>,
+) {
     token.cancel();
-    let ended = tokio::time::timeout(Duration::from_secs(3), task).await.expect("stops within 3 s on shutdown");
+    let ended = tokio::time::timeout(Duration::from_secs(3), task)
+        .await
+        .expect("stops within 3 s on shutdown");
     assert!(matches!(ended, Ok(Ok(()))), "shutdown is Ok(()): {ended:?}");
 }
 
 #[tokio::test]
 async fn a_hanging_planned_successor_never_stops_the_live_reads() {
     let s = server(Later::Hang, false).await;
-    let (frames, pongs, token, task) = reads_while_the_successor_connects(&s, Duration::from_secs(1), Duration::from_secs(2)).await;
-    assert!(frames >= 20, "{frames} frames read in 2 s (one every 50 ms is sent)");
+    let (frames, pongs, token, task) =
+        reads_while_the_successor_connects(&s, Duration::from_secs(1), Duration::from_secs(2))
+            .await;
+    assert!(
+        frames >= 20,
+        "{frames} frames read in 2 s (one every 50 ms is sent)"
+    );
     assert!(pongs >= 5, "{pongs} pongs in 2 s (a ping every 200 ms)");
     stops_cleanly(token, task).await;
 }
@@ -143,8 +199,13 @@ async fn a_hanging_planned_successor_never_stops_the_live_reads() {
 #[tokio::test]
 async fn a_hanging_successor_after_server_shutdown_never_stops_the_live_reads() {
     let s = server(Later::Hang, true).await;
-    let (frames, pongs, token, task) = reads_while_the_successor_connects(&s, Duration::from_secs(3600), Duration::from_secs(2)).await;
-    assert!(frames >= 20, "{frames} frames read in 2 s (one every 50 ms is sent)");
+    let (frames, pongs, token, task) =
+        reads_while_the_successor_connects(&s, Duration::from_secs(3600), Duration::from_secs(2))
+            .await;
+    assert!(
+        frames >= 20,
+        "{frames} frames read in 2 s (one every 50 ms is sent)"
+    );
     assert!(pongs >= 5, "{pongs} pongs in 2 s (a ping every 200 ms)");
     stops_cleanly(token, task).await;
 }
@@ -152,11 +213,19 @@ async fn a_hanging_successor_after_server_shutdown_never_stops_the_live_reads() 
 #[tokio::test]
 async fn failed_successor_connects_back_off() {
     let s = server(Later::Refuse, false).await;
-    let (frames, _, token, task) = reads_while_the_successor_connects(&s, Duration::from_secs(1), Duration::from_secs(4)).await;
+    let (frames, _, token, task) =
+        reads_while_the_successor_connects(&s, Duration::from_secs(1), Duration::from_secs(4))
+            .await;
     // back-off from 1 s (jittered to at least half, doubling): at most 3 more attempts in
     // 4 s; a retry on every 500 ms tick would make 8.
     let attempts = s.accepted.load(Ordering::SeqCst) - 1;
-    assert!((2..=4).contains(&attempts), "{attempts} successor attempts in about 4 s");
-    assert!(frames >= 40, "the primary is read meanwhile: {frames} frames");
+    assert!(
+        (2..=4).contains(&attempts),
+        "{attempts} successor attempts in about 4 s"
+    );
+    assert!(
+        frames >= 40,
+        "the primary is read meanwhile: {frames} frames"
+    );
     stops_cleanly(token, task).await;
 }

@@ -15,6 +15,11 @@ async fn main() -> anyhow::Result<()> {
     kit::telemetry::init_logging("json");
     let listener = kit::app::bind(args.listen).await?;
     tracing::info!(listen = %args.listen, "discord-sink ready");
-    discord_sink::serve(listener, discord_sink::Sink::default(), kit::shutdown::on_signal()).await;
+    discord_sink::serve(
+        listener,
+        discord_sink::Sink::default(),
+        kit::shutdown::on_signal(),
+    )
+    .await;
     Ok(())
 }

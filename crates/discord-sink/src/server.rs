@@ -64,20 +64,37 @@ impl Sink {
 
     /// Takes one webhook POST and decides the answer.
     pub fn receive(&self, path: &str, raw: &[u8]) -> (StatusCode, Value) {
-        let body: Value = serde_json::from_slice(raw).unwrap_or_else(|e| json!({"unparsable": e.to_string()}));
-        let errors = if body.get("unparsable").is_some() { vec!["body is not JSON".into()] } else { validate(&body) };
+        let body: Value =
+            serde_json::from_slice(raw).unwrap_or_else(|e| json!({"unparsable": e.to_string()}));
+        let errors = if body.get("unparsable").is_some() {
+            vec!["body is not JSON".into()]
+        } else {
+            validate(&body)
+        };
         let mut state = self.lock();
         let (status, answer) = if state.mode.status == Some(429) && state.mode.count > 0 {
             state.mode.count -= 1;
             let retry = state.mode.retry_after;
-            (StatusCode::TOO_MANY_REQUESTS, json!({"message":"You are being rate limited.","retry_after":retry,"global":false}))
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({"message":"You are being rate limited.","retry_after":retry,"global":false}),
+            )
         } else if !errors.is_empty() {
-            (StatusCode::BAD_REQUEST, json!({"code":50035,"message":"Invalid Form Body","errors":errors}))
+            (
+                StatusCode::BAD_REQUEST,
+                json!({"code":50035,"message":"Invalid Form Body","errors":errors}),
+            )
         } else {
             (StatusCode::NO_CONTENT, Value::Null)
         };
         let received_at_ms = kit::time::now_ms();
-        state.recorded.push(Recorded { received_at_ms, path: path.into(), status: status.as_u16(), body, errors });
+        state.recorded.push(Recorded {
+            received_at_ms,
+            path: path.into(),
+            status: status.as_u16(),
+            body,
+            errors,
+        });
         (status, answer)
     }
 }
@@ -94,13 +111,19 @@ pub async fn serve(listener: TcpListener, sink: Sink, shutdown: CancellationToke
         };
         let sink = sink.clone();
         let svc = hyper::service::service_fn(move |req| handle(sink.clone(), req));
-        tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
+        tokio::spawn(
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc),
+        );
     }
 }
 
 async fn handle(sink: Sink, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let raw = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let raw = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let path = parts.uri.path();
     let response = match (&parts.method, path) {
         (&Method::POST, p) if p.starts_with("/api/webhooks/") => webhook(&sink, p, &raw),
@@ -119,10 +142,19 @@ async fn handle(sink: Sink, req: Request<Incoming>) -> Result<Response<Full<Byte
         }
         (&Method::GET, "/sink/watchdog") => {
             let state = sink.lock();
-            reply(StatusCode::OK, &json!({"pings": state.watchdog_pings, "last_ms": state.watchdog_last_ms}))
+            reply(
+                StatusCode::OK,
+                &json!({"pings": state.watchdog_pings, "last_ms": state.watchdog_last_ms}),
+            )
         }
-        (&Method::GET, "/" | "/healthz") => reply(StatusCode::OK, &json!({"recorded": sink.lock().recorded.len()})),
-        _ => reply(StatusCode::NOT_FOUND, &json!({"message":"404: Not Found","code":0})),
+        (&Method::GET, "/" | "/healthz") => reply(
+            StatusCode::OK,
+            &json!({"recorded": sink.lock().recorded.len()}),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            &json!({"message":"404: Not Found","code":0}),
+        ),
     };
     Ok(response)
 }
@@ -131,7 +163,11 @@ fn webhook(sink: &Sink, path: &str, raw: &[u8]) -> Response<Full<Bytes>> {
     let (status, answer) = sink.receive(path, raw);
     let mut response = reply(status, &answer);
     if status == StatusCode::TOO_MANY_REQUESTS {
-        let secs = answer["retry_after"].as_f64().unwrap_or(1.0).ceil().to_string();
+        let secs = answer["retry_after"]
+            .as_f64()
+            .unwrap_or(1.0)
+            .ceil()
+            .to_string();
         if let Ok(value) = secs.parse() {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
@@ -145,12 +181,19 @@ fn set_mode(sink: &Sink, raw: &[u8]) -> Response<Full<Bytes>> {
             sink.lock().mode = mode;
             reply(StatusCode::NO_CONTENT, &Value::Null)
         }
-        Err(e) => reply(StatusCode::BAD_REQUEST, &json!({"message": format!("bad mode: {e}")})),
+        Err(e) => reply(
+            StatusCode::BAD_REQUEST,
+            &json!({"message": format!("bad mode: {e}")}),
+        ),
     }
 }
 
 fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let bytes = if body.is_null() { Bytes::new() } else { Bytes::from(body.to_string()) };
+    let bytes = if body.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(body.to_string())
+    };
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
@@ -172,27 +215,83 @@ mod tests {
         let client = reqwest::Client::new();
         let hook = format!("{base}/api/webhooks/1/abc");
 
-        let ok = client.post(&hook).json(&json!({"embeds":[{"title":"t","description":"d"}]})).send().await.expect("post");
+        let ok = client
+            .post(&hook)
+            .json(&json!({"embeds":[{"title":"t","description":"d"}]}))
+            .send()
+            .await
+            .expect("post");
         assert_eq!(ok.status(), 204);
-        let bad = client.post(&hook).json(&json!({"embeds":[{"title":"t".repeat(300)}]})).send().await.expect("post");
+        let bad = client
+            .post(&hook)
+            .json(&json!({"embeds":[{"title":"t".repeat(300)}]}))
+            .send()
+            .await
+            .expect("post");
         assert_eq!(bad.status(), 400);
 
         let mode = json!({"status":429,"count":1,"retry_after":2.5});
-        assert_eq!(client.post(format!("{base}/sink/mode")).json(&mode).send().await.expect("mode").status(), 204);
-        let limited = client.post(&hook).json(&json!({"content":"x"})).send().await.expect("post");
+        assert_eq!(
+            client
+                .post(format!("{base}/sink/mode"))
+                .json(&mode)
+                .send()
+                .await
+                .expect("mode")
+                .status(),
+            204
+        );
+        let limited = client
+            .post(&hook)
+            .json(&json!({"content":"x"}))
+            .send()
+            .await
+            .expect("post");
         assert_eq!(limited.status(), 429);
         assert_eq!(limited.headers()[header::RETRY_AFTER], "3");
         let body: Value = limited.json().await.expect("json");
         assert_eq!(body["retry_after"], 2.5);
-        assert_eq!(client.post(&hook).json(&json!({"content":"x"})).send().await.expect("post").status(), 204);
+        assert_eq!(
+            client
+                .post(&hook)
+                .json(&json!({"content":"x"}))
+                .send()
+                .await
+                .expect("post")
+                .status(),
+            204
+        );
 
-        let recorded: Vec<Recorded> = client.get(format!("{base}/sink/messages")).send().await.expect("get").json().await.expect("json");
+        let recorded: Vec<Recorded> = client
+            .get(format!("{base}/sink/messages"))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
         let statuses: Vec<u16> = recorded.iter().map(|r| r.status).collect();
         assert_eq!(statuses, vec![204, 400, 429, 204]);
         assert!(recorded[1].errors[0].contains("title"));
 
-        assert_eq!(client.post(format!("{base}/watchdog")).json(&json!({"alerts": []})).send().await.expect("ping").status(), 200);
-        let w: Value = client.get(format!("{base}/sink/watchdog")).send().await.expect("get").json().await.expect("json");
+        assert_eq!(
+            client
+                .post(format!("{base}/watchdog"))
+                .json(&json!({"alerts": []}))
+                .send()
+                .await
+                .expect("ping")
+                .status(),
+            200
+        );
+        let w: Value = client
+            .get(format!("{base}/sink/watchdog"))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
         assert_eq!(w["pings"], 1);
         assert_eq!(recorded.len(), 4, "watchdog pings are not Discord messages");
         token.cancel();

@@ -21,7 +21,9 @@ pub fn root() -> PathBuf {
 
 /// The native stack's cache folder (NGH_CACHE, as in stack.sh).
 pub fn cache() -> PathBuf {
-    std::env::var_os("NGH_CACHE").map(PathBuf::from).unwrap_or_else(|| root().join(".cache"))
+    std::env::var_os("NGH_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".cache"))
 }
 
 /// Polls `check` every 500 ms until it yields `Some`, or fails after `limit` with `what`.
@@ -56,7 +58,10 @@ pub async fn prom_query(client: &reqwest::Client, query: &str) -> Result<Vec<Val
     if body["status"] != "success" {
         bail!("query {query} failed: {body}");
     }
-    Ok(body["data"]["result"].as_array().cloned().unwrap_or_default())
+    Ok(body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
 }
 
 /// The value of one result of a vector query.
@@ -77,7 +82,9 @@ pub fn hold(part: &str) -> Result<()> {
 
 /// Runs `deploy/native/stack.sh <args>` and fails on a non-zero exit.
 pub fn stack(args: &[&str]) -> Result<()> {
-    let status = std::process::Command::new(root().join("deploy/native/stack.sh")).args(args).status()?;
+    let status = std::process::Command::new(root().join("deploy/native/stack.sh"))
+        .args(args)
+        .status()?;
     if !status.success() {
         bail!("stack.sh {args:?} exited with {status}");
     }
@@ -85,13 +92,25 @@ pub fn stack(args: &[&str]) -> Result<()> {
 }
 
 /// Everything the discord-sink recorded.
-pub async fn sink_messages(client: &reqwest::Client) -> Result<Vec<discord_sink::server::Recorded>> {
-    Ok(client.get(format!("{SINK}/sink/messages")).send().await?.error_for_status()?.json().await?)
+pub async fn sink_messages(
+    client: &reqwest::Client,
+) -> Result<Vec<discord_sink::server::Recorded>> {
+    Ok(client
+        .get(format!("{SINK}/sink/messages"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
 }
 
 /// Forgets what the discord-sink recorded, so a test sees only its own messages.
 pub async fn clear_sink(client: &reqwest::Client) -> Result<()> {
-    client.delete(format!("{SINK}/sink/messages")).send().await?.error_for_status()?;
+    client
+        .delete(format!("{SINK}/sink/messages"))
+        .send()
+        .await?
+        .error_for_status()?;
     Ok(())
 }
 
@@ -101,7 +120,8 @@ pub fn dashboard_queries() -> Result<Vec<(String, String, String, bool)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(root().join("grafana/dashboards"))? {
         let path = entry?.path();
-        let dash: Value = serde_json::from_str(&std::fs::read_to_string(&path)?).with_context(|| format!("{}", path.display()))?;
+        let dash: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
+            .with_context(|| format!("{}", path.display()))?;
         let title = dash["title"].as_str().unwrap_or_default().to_string();
         for panel in dash["panels"].as_array().into_iter().flatten() {
             let name = panel["title"].as_str().unwrap_or_default().to_string();
@@ -112,7 +132,12 @@ pub fn dashboard_queries() -> Result<Vec<(String, String, String, bool)>> {
             }
         }
         if let Some(expr) = dash["annotations"]["list"][0]["expr"].as_str() {
-            out.push((title.clone(), "annotation: restarts".into(), expr.to_string(), false));
+            out.push((
+                title.clone(),
+                "annotation: restarts".into(),
+                expr.to_string(),
+                false,
+            ));
         }
     }
     Ok(out)
@@ -120,5 +145,7 @@ pub fn dashboard_queries() -> Result<Vec<(String, String, String, bool)>> {
 
 /// A dashboard expression with Grafana's variables replaced as "All" would.
 pub fn concrete(expr: &str) -> String {
-    expr.replace("$__rate_interval", "1m").replace("$service", ".*").replace("$symbol", ".*")
+    expr.replace("$__rate_interval", "1m")
+        .replace("$service", ".*")
+        .replace("$symbol", ".*")
 }

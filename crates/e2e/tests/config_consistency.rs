@@ -21,12 +21,18 @@ fn compose() -> Result<Value> {
 /// `NAME="value"` from deploy/native/stack.sh.
 fn stack_var(name: &str) -> Result<String> {
     let text = read("deploy/native/stack.sh")?;
-    let line = text.lines().find(|l| l.starts_with(&format!("{name}="))).with_context(|| format!("{name} in stack.sh"))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}=")))
+        .with_context(|| format!("{name} in stack.sh"))?;
     Ok(line.split('"').nth(1).context("quoted value")?.to_string())
 }
 
 fn image(compose: &Value, service: &str) -> Result<String> {
-    compose["services"][service]["image"].as_str().map(String::from).with_context(|| format!("image of {service}"))
+    compose["services"][service]["image"]
+        .as_str()
+        .map(String::from)
+        .with_context(|| format!("image of {service}"))
 }
 
 #[test]
@@ -35,7 +41,9 @@ fn every_image_is_pinned_and_every_service_has_a_healthcheck() -> Result<()> {
     let services = compose["services"].as_mapping().context("services")?;
     for (name, svc) in services {
         let name = name.as_str().unwrap_or_default();
-        let image = svc["image"].as_str().with_context(|| format!("{name} has no image"))?;
+        let image = svc["image"]
+            .as_str()
+            .with_context(|| format!("{name} has no image"))?;
         let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
         if tag.is_empty() || tag == "latest" {
             bail!("{name}: image {image} is not pinned to a version");
@@ -52,14 +60,29 @@ fn compose_versions_equal_the_native_stack_versions() -> Result<()> {
     let compose = compose()?;
     // Go module v0.3MM.P is Prometheus v3.MM.P.
     let module = stack_var("PROMETHEUS_MODULE_VERSION")?;
-    let minor_patch = module.strip_prefix("v0.3").context("module version form v0.3MM.P")?;
+    let minor_patch = module
+        .strip_prefix("v0.3")
+        .context("module version form v0.3MM.P")?;
     let (minor, patch) = minor_patch.split_once('.').context("minor.patch")?;
     let minor: u32 = minor.parse()?;
-    assert_eq!(image(&compose, "prometheus")?, format!("prom/prometheus:v3.{minor}.{patch}"));
-    assert_eq!(image(&compose, "alertmanager")?, format!("prom/alertmanager:{}", stack_var("ALERTMANAGER_VERSION")?));
-    assert_eq!(image(&compose, "node-exporter")?, format!("prom/node-exporter:{}", stack_var("NODE_EXPORTER_VERSION")?));
+    assert_eq!(
+        image(&compose, "prometheus")?,
+        format!("prom/prometheus:v3.{minor}.{patch}")
+    );
+    assert_eq!(
+        image(&compose, "alertmanager")?,
+        format!("prom/alertmanager:{}", stack_var("ALERTMANAGER_VERSION")?)
+    );
+    assert_eq!(
+        image(&compose, "node-exporter")?,
+        format!("prom/node-exporter:{}", stack_var("NODE_EXPORTER_VERSION")?)
+    );
     let pom = read("deploy/kafka/pom.xml")?;
-    let kafka = pom.split("<kafka.version>").nth(1).and_then(|s| s.split('<').next()).context("kafka.version")?;
+    let kafka = pom
+        .split("<kafka.version>")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .context("kafka.version")?;
     assert_eq!(image(&compose, "kafka")?, format!("apache/kafka:{kafka}"));
     Ok(())
 }
@@ -68,21 +91,48 @@ fn compose_versions_equal_the_native_stack_versions() -> Result<()> {
 fn every_scrape_target_is_a_compose_service_on_its_contract_port() -> Result<()> {
     let compose = compose()?;
     let prometheus: Value = serde_yaml::from_str(&read("prometheus/prometheus.yml")?)?;
-    let services: HashSet<&str> = compose["services"].as_mapping().context("services")?.keys().filter_map(Value::as_str).collect();
+    let services: HashSet<&str> = compose["services"]
+        .as_mapping()
+        .context("services")?
+        .keys()
+        .filter_map(Value::as_str)
+        .collect();
     let mut targets = Vec::new();
-    for job in prometheus["scrape_configs"].as_sequence().context("scrape_configs")? {
+    for job in prometheus["scrape_configs"]
+        .as_sequence()
+        .context("scrape_configs")?
+    {
         for sc in job["static_configs"].as_sequence().into_iter().flatten() {
-            targets.extend(sc["targets"].as_sequence().into_iter().flatten().filter_map(Value::as_str).map(String::from));
+            targets.extend(
+                sc["targets"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(String::from),
+            );
         }
     }
     assert!(targets.len() >= 5, "too few targets: {targets:?}");
     for target in &targets {
         let (host, _) = target.split_once(':').context("host:port")?;
-        assert!(services.contains(host), "scrape target {target} is not a Compose service");
+        assert!(
+            services.contains(host),
+            "scrape target {target} is not a Compose service"
+        );
     }
-    for (target, port) in [("collector", ports::COLLECTOR), ("sync-verifier", ports::SYNC_VERIFIER), ("restart-watcher", ports::RESTART_WATCHER)] {
-        assert!(targets.contains(&format!("{target}:{port}")), "{target} must be scraped on {port}");
-        let listen = compose["services"][target]["environment"]["LISTEN_ADDR"].as_str().context("LISTEN_ADDR")?;
+    for (target, port) in [
+        ("collector", ports::COLLECTOR),
+        ("sync-verifier", ports::SYNC_VERIFIER),
+        ("restart-watcher", ports::RESTART_WATCHER),
+    ] {
+        assert!(
+            targets.contains(&format!("{target}:{port}")),
+            "{target} must be scraped on {port}"
+        );
+        let listen = compose["services"][target]["environment"]["LISTEN_ADDR"]
+            .as_str()
+            .context("LISTEN_ADDR")?;
         assert_eq!(listen, format!("0.0.0.0:{port}"));
     }
     Ok(())
@@ -90,41 +140,115 @@ fn every_scrape_target_is_a_compose_service_on_its_contract_port() -> Result<()>
 
 /// Every alert of DESIGN.md's contract.
 const ALERTS: [&str; 16] = [
-    "HighCpuUsage", "HighMemoryUsage", "HighErrorRate", "ServiceDown", "ServiceRestarted", "ServiceBackoffRestarting",
-    "DataSyncLagging", "DataGapOpen", "DataMissingRecords", "DataSyncStalled", "BinanceRateLimitNearLimit",
-    "BinanceRateLimited", "BinanceWebSocketDown", "KafkaConsumerLagHigh", "AlertDeliveryFailing", "Watchdog",
+    "HighCpuUsage",
+    "HighMemoryUsage",
+    "HighErrorRate",
+    "ServiceDown",
+    "ServiceRestarted",
+    "ServiceBackoffRestarting",
+    "DataSyncLagging",
+    "DataGapOpen",
+    "DataMissingRecords",
+    "DataSyncStalled",
+    "BinanceRateLimitNearLimit",
+    "BinanceRateLimited",
+    "BinanceWebSocketDown",
+    "KafkaConsumerLagHigh",
+    "AlertDeliveryFailing",
+    "Watchdog",
 ];
 
 /// Metrics exported by the stack's own parts (Prometheus, node-exporter, cAdvisor, the
 /// process collector), which the contract does not list.
-const FOREIGN_PREFIXES: [&str; 6] = ["process_", "node_", "container_", "alertmanager_", "prometheus_", "go_"];
+const FOREIGN_PREFIXES: [&str; 6] = [
+    "process_",
+    "node_",
+    "container_",
+    "alertmanager_",
+    "prometheus_",
+    "go_",
+];
 
 /// Metric names in a PromQL expression: identifiers that are not functions, keywords,
 /// label names or values, or durations.
 pub fn metric_names(expr: &str) -> Vec<String> {
-    const KEYWORDS: [&str; 20] = ["by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset", "sum", "max", "min", "avg", "count", "topk", "bottomk", "quantile", "stddev"];
-    let no_strings: String = expr.split('"').enumerate().filter(|(i, _)| i % 2 == 0).map(|(_, s)| s).collect::<Vec<_>>().join("\"\"");
+    const KEYWORDS: [&str; 20] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "sum",
+        "max",
+        "min",
+        "avg",
+        "count",
+        "topk",
+        "bottomk",
+        "quantile",
+        "stddev",
+    ];
+    let no_strings: String = expr
+        .split('"')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 0)
+        .map(|(_, s)| s)
+        .collect::<Vec<_>>()
+        .join("\"\"");
     let mut names = Vec::new();
     let mut depth_braces = 0;
     let chars: Vec<char> = no_strings.chars().collect();
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
-        if c == '{' { depth_braces += 1; }
-        if c == '}' { depth_braces -= 1; }
-        if (c.is_ascii_alphabetic() || c == '_') && (i == 0 || !(chars[i - 1].is_ascii_alphanumeric() || chars[i - 1] == '_' || chars[i - 1] == '.')) {
+        if c == '{' {
+            depth_braces += 1;
+        }
+        if c == '}' {
+            depth_braces -= 1;
+        }
+        if (c.is_ascii_alphabetic() || c == '_')
+            && (i == 0
+                || !(chars[i - 1].is_ascii_alphanumeric()
+                    || chars[i - 1] == '_'
+                    || chars[i - 1] == '.'))
+        {
             let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':') {
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+            {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
             let next = chars[i..].iter().find(|c| !c.is_whitespace()).copied();
-            let in_grouping = no_strings[..start].trim_end().ends_with(['(', ',']) && no_strings[..start].rfind(['(']).is_some_and(|p| {
-                let before = no_strings[..p].trim_end();
-                ["by", "without", "on", "ignoring", "group_left", "group_right"].iter().any(|k| before.ends_with(k))
-            });
+            let in_grouping = no_strings[..start].trim_end().ends_with(['(', ','])
+                && no_strings[..start].rfind(['(']).is_some_and(|p| {
+                    let before = no_strings[..p].trim_end();
+                    [
+                        "by",
+                        "without",
+                        "on",
+                        "ignoring",
+                        "group_left",
+                        "group_right",
+                    ]
+                    .iter()
+                    .any(|k| before.ends_with(k))
+                });
             let is_duration = start > 0 && chars[start - 1].is_ascii_digit();
-            if depth_braces == 0 && next != Some('(') && !KEYWORDS.contains(&word.as_str()) && !in_grouping && !is_duration && word != "x" {
+            if depth_braces == 0
+                && next != Some('(')
+                && !KEYWORDS.contains(&word.as_str())
+                && !in_grouping
+                && !is_duration
+                && word != "x"
+            {
                 names.push(word);
             }
             continue;
@@ -135,17 +259,36 @@ pub fn metric_names(expr: &str) -> Vec<String> {
 }
 
 fn is_known_metric(name: &str) -> bool {
-    name == "up" || kit::contract::metrics::ALL.contains(&name) || FOREIGN_PREFIXES.iter().any(|p| name.starts_with(p))
-        || [kit::contract::metrics::sim::WS_CONNECTIONS, kit::contract::metrics::sim::WS_SENT_TOTAL, kit::contract::metrics::sim::WS_DROPPED_TOTAL,
-            kit::contract::metrics::sim::WS_DISCONNECTS_TOTAL, kit::contract::metrics::sim::REST_REQUESTS_TOTAL, kit::contract::metrics::sim::TRADES_TOTAL].contains(&name)
-        || ["_bucket", "_sum", "_count"].iter().any(|s| name.strip_suffix(s).is_some_and(|base| kit::contract::metrics::ALL.contains(&base)))
+    name == "up"
+        || kit::contract::metrics::ALL.contains(&name)
+        || FOREIGN_PREFIXES.iter().any(|p| name.starts_with(p))
+        || [
+            kit::contract::metrics::sim::WS_CONNECTIONS,
+            kit::contract::metrics::sim::WS_SENT_TOTAL,
+            kit::contract::metrics::sim::WS_DROPPED_TOTAL,
+            kit::contract::metrics::sim::WS_DISCONNECTS_TOTAL,
+            kit::contract::metrics::sim::REST_REQUESTS_TOTAL,
+            kit::contract::metrics::sim::TRADES_TOTAL,
+        ]
+        .contains(&name)
+        || ["_bucket", "_sum", "_count"].iter().any(|s| {
+            name.strip_suffix(s)
+                .is_some_and(|base| kit::contract::metrics::ALL.contains(&base))
+        })
 }
 
 #[test]
 fn metric_names_are_found_in_promql() {
-    let names = metric_names(r#"sum by (service) (rate(nghenhan_errors_total{kind="x"}[1m])) > 0.5 or label_replace(1 - avg(rate(node_cpu_seconds_total{mode="idle"}[1m])), "service", "host", "", "")"#);
+    let names = metric_names(
+        r#"sum by (service) (rate(nghenhan_errors_total{kind="x"}[1m])) > 0.5 or label_replace(1 - avg(rate(node_cpu_seconds_total{mode="idle"}[1m])), "service", "host", "", "")"#,
+    );
     assert_eq!(names, ["nghenhan_errors_total", "node_cpu_seconds_total"]);
-    assert_eq!(metric_names("max by (limit, interval) (binance_rate_limit_used / binance_rate_limit_max) > 0.8"), ["binance_rate_limit_used", "binance_rate_limit_max"]);
+    assert_eq!(
+        metric_names(
+            "max by (limit, interval) (binance_rate_limit_used / binance_rate_limit_max) > 0.8"
+        ),
+        ["binance_rate_limit_used", "binance_rate_limit_max"]
+    );
     assert!(!is_known_metric("made_up_metric_total"));
 }
 
@@ -160,14 +303,28 @@ fn every_contract_alert_is_a_complete_rule_on_contract_metrics() -> Result<()> {
             for rule in group["rules"].as_sequence().context("rules")? {
                 let name = rule["alert"].as_str().context("alert name")?.to_string();
                 let severity = rule["labels"]["severity"].as_str().unwrap_or_default();
-                assert!(["critical", "warning"].contains(&severity), "{name}: severity {severity:?}");
+                assert!(
+                    ["critical", "warning"].contains(&severity),
+                    "{name}: severity {severity:?}"
+                );
                 for key in ["summary", "description", "runbook"] {
-                    assert!(rule["annotations"][key].as_str().is_some_and(|v| !v.is_empty()), "{name}: no {key}");
+                    assert!(
+                        rule["annotations"][key]
+                            .as_str()
+                            .is_some_and(|v| !v.is_empty()),
+                        "{name}: no {key}"
+                    );
                 }
                 let runbook = rule["annotations"]["runbook"].as_str().unwrap_or_default();
-                assert!(e2e::root().join(runbook).is_file(), "{name}: runbook {runbook} missing");
+                assert!(
+                    e2e::root().join(runbook).is_file(),
+                    "{name}: runbook {runbook} missing"
+                );
                 for metric in metric_names(rule["expr"].as_str().context("expr")?) {
-                    assert!(is_known_metric(&metric), "{name} uses {metric}, which is not in kit::contract");
+                    assert!(
+                        is_known_metric(&metric),
+                        "{name} uses {metric}, which is not in kit::contract"
+                    );
                 }
                 seen.insert(name);
             }
@@ -184,12 +341,22 @@ fn every_dashboard_query_uses_contract_metrics() -> Result<()> {
     let queries = e2e::dashboard_queries()?;
     assert!(queries.len() >= 40, "{} queries", queries.len());
     let titles: HashSet<String> = queries.iter().map(|q| q.0.clone()).collect();
-    for t in ["Overview", "Resources", "Errors", "Data sync", "Binance rate limits", "Restarts"] {
+    for t in [
+        "Overview",
+        "Resources",
+        "Errors",
+        "Data sync",
+        "Binance rate limits",
+        "Restarts",
+    ] {
         assert!(titles.iter().any(|x| x.ends_with(t)), "no {t} dashboard");
     }
     for (dash, panel, expr, _) in &queries {
         for metric in metric_names(&e2e::concrete(expr)) {
-            assert!(is_known_metric(&metric) || metric == "ALERTS" || metric == "time", "{dash} / {panel}: {metric} is not in kit::contract");
+            assert!(
+                is_known_metric(&metric) || metric == "ALERTS" || metric == "time",
+                "{dash} / {panel}: {metric} is not in kit::contract"
+            );
         }
     }
     Ok(())

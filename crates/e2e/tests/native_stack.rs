@@ -13,7 +13,9 @@ use std::time::Duration;
 #[tokio::test]
 #[ignore = "needs the native stack; `make test` runs it"]
 async fn native_stack_end_to_end() -> Result<()> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
     for service in services::ALL {
         stack(&["start", service])?; // a no-op when it runs; revives one an earlier run killed
     }
@@ -40,19 +42,32 @@ async fn heartbeats_flow_through_kafka() -> Result<()> {
             .await
             .with_context(|| format!("heartbeats within 30 s; saw only {seen:?}"))??;
         let hb: Heartbeat = serde_json::from_slice(msg.payload().unwrap_or_default())?;
-        ensure!(msg.key() == Some(hb.service.as_bytes()), "heartbeat key must be the service name");
-        ensure!(hb.v == 1 && hb.interval_ms == 5000, "unexpected heartbeat {hb:?}");
+        ensure!(
+            msg.key() == Some(hb.service.as_bytes()),
+            "heartbeat key must be the service name"
+        );
+        ensure!(
+            hb.v == 1 && hb.interval_ms == 5000,
+            "unexpected heartbeat {hb:?}"
+        );
         seen.insert(hb.service);
     }
     Ok(())
 }
 
 async fn prometheus_scrapes_every_service(client: &reqwest::Client) -> Result<()> {
-    eventually("up == 1 for the three services", Duration::from_secs(60), || async {
-        let up = prom_query(client, r#"up{tier="app"} == 1"#).await?;
-        let names: HashSet<String> = up.iter().filter_map(|s| s["metric"]["service"].as_str().map(String::from)).collect();
-        Ok((names.len() == services::ALL.len()).then_some(()))
-    })
+    eventually(
+        "up == 1 for the three services",
+        Duration::from_secs(60),
+        || async {
+            let up = prom_query(client, r#"up{tier="app"} == 1"#).await?;
+            let names: HashSet<String> = up
+                .iter()
+                .filter_map(|s| s["metric"]["service"].as_str().map(String::from))
+                .collect();
+            Ok((names.len() == services::ALL.len()).then_some(()))
+        },
+    )
     .await
 }
 
@@ -61,14 +76,32 @@ async fn killed_service_reaches_discord_as_service_down(client: &reqwest::Client
     clear_sink(client).await?;
     hold(services::COLLECTOR)?; // its supervisor would restart it at once
     kill(services::COLLECTOR, "KILL")?;
-    let message = eventually("ServiceDown for collector at the Discord sink", Duration::from_secs(120), || firing(client, "ServiceDown", "collector")).await?;
-    ensure!(message.status == 204 && message.errors.is_empty(), "Discord would refuse it: {:?}", message.errors);
+    let message = eventually(
+        "ServiceDown for collector at the Discord sink",
+        Duration::from_secs(120),
+        || firing(client, "ServiceDown", "collector"),
+    )
+    .await?;
+    ensure!(
+        message.status == 204 && message.errors.is_empty(),
+        "Discord would refuse it: {:?}",
+        message.errors
+    );
     let embed = &message.body["embeds"][0];
     let description = embed["description"].as_str().context("embed description")?;
-    ensure!(embed["title"].as_str().map_or(0, |t| t.chars().count()) <= 256, "title too long");
+    ensure!(
+        embed["title"].as_str().map_or(0, |t| t.chars().count()) <= 256,
+        "title too long"
+    );
     ensure!(description.chars().count() <= 4096, "description too long");
-    ensure!(description.contains("collector is down"), "summary missing: {description}");
-    ensure!(description.contains("runbook: docs/runbooks/ServiceDown.md"), "runbook missing: {description}");
+    ensure!(
+        description.contains("collector is down"),
+        "summary missing: {description}"
+    );
+    ensure!(
+        description.contains("runbook: docs/runbooks/ServiceDown.md"),
+        "runbook missing: {description}"
+    );
     Ok(())
 }
 
@@ -77,28 +110,52 @@ async fn killed_service_reaches_discord_as_service_down(client: &reqwest::Client
 /// resolution: wait for that first.
 async fn settle_previous(client: &reqwest::Client, alertname: &str) -> Result<()> {
     let url = format!("{ALERTMANAGER}/api/v2/alerts?filter=alertname=%22{alertname}%22&filter=service=%22collector%22");
-    let alerts: Vec<serde_json::Value> = client.get(&url).send().await?.error_for_status()?.json().await?;
+    let alerts: Vec<serde_json::Value> = client
+        .get(&url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     if alerts.is_empty() {
         return Ok(());
     }
-    eventually(&format!("the previous collector {alertname} to resolve in Discord"), Duration::from_secs(180), || async {
-        let resolved = sink_messages(client).await?.iter().any(|m| {
-            let title = m.body["embeds"][0]["title"].as_str().unwrap_or_default();
-            title.contains("RESOLVED") && title.contains(&format!("{alertname} ")) && title.contains("collector")
-        });
-        Ok(resolved.then_some(()))
-    })
+    eventually(
+        &format!("the previous collector {alertname} to resolve in Discord"),
+        Duration::from_secs(180),
+        || async {
+            let resolved = sink_messages(client).await?.iter().any(|m| {
+                let title = m.body["embeds"][0]["title"].as_str().unwrap_or_default();
+                title.contains("RESOLVED")
+                    && title.contains(&format!("{alertname} "))
+                    && title.contains("collector")
+            });
+            Ok(resolved.then_some(()))
+        },
+    )
     .await
 }
 
 async fn restart_is_counted_from_the_new_instance_id(client: &reqwest::Client) -> Result<()> {
     let query = r#"sum(service_restarts_total{service="collector"})"#;
-    let before = prom_query(client, query).await?.first().and_then(sample_value).context("restart counter")?;
+    let before = prom_query(client, query)
+        .await?
+        .first()
+        .and_then(sample_value)
+        .context("restart counter")?;
     stack(&["start", services::COLLECTOR])?;
-    eventually("restart-watcher counts the collector restart", Duration::from_secs(60), || async {
-        let now = prom_query(client, query).await?.first().and_then(sample_value).unwrap_or(before);
-        Ok((now >= before + 1.0).then_some(()))
-    })
+    eventually(
+        "restart-watcher counts the collector restart",
+        Duration::from_secs(60),
+        || async {
+            let now = prom_query(client, query)
+                .await?
+                .first()
+                .and_then(sample_value)
+                .unwrap_or(before);
+            Ok((now >= before + 1.0).then_some(()))
+        },
+    )
     .await
 }
 
@@ -106,55 +163,99 @@ async fn restart_is_counted_from_the_new_instance_id(client: &reqwest::Client) -
 /// loop would; the native supervisor restarts it with Docker's back-off each time, and
 /// restart-watcher's loop detection must reach the Discord sink through the real
 /// Prometheus and Alertmanager.
-async fn a_crash_loop_reaches_discord_as_backoff_restarting(client: &reqwest::Client) -> Result<()> {
+async fn a_crash_loop_reaches_discord_as_backoff_restarting(
+    client: &reqwest::Client,
+) -> Result<()> {
     settle_previous(client, "ServiceBackoffRestarting").await?;
     clear_sink(client).await?;
     let started = r#"service_start_time_seconds{service="collector"}"#;
     for round in 0..4 {
         let before = watcher_metric(client, started).await?;
         kill(services::COLLECTOR, "KILL")?;
-        eventually(&format!("restart {round}: restart-watcher sees a new collector"), Duration::from_secs(60), || async {
-            Ok((watcher_metric(client, started).await? > before).then_some(()))
-        })
+        eventually(
+            &format!("restart {round}: restart-watcher sees a new collector"),
+            Duration::from_secs(60),
+            || async { Ok((watcher_metric(client, started).await? > before).then_some(())) },
+        )
         .await?;
     }
-    let message = eventually("ServiceBackoffRestarting for collector at the Discord sink", Duration::from_secs(120), || {
-        firing(client, "ServiceBackoffRestarting", "collector")
-    })
+    let message = eventually(
+        "ServiceBackoffRestarting for collector at the Discord sink",
+        Duration::from_secs(120),
+        || firing(client, "ServiceBackoffRestarting", "collector"),
+    )
     .await?;
-    ensure!(message.status == 204 && message.errors.is_empty(), "Discord would refuse it: {:?}", message.errors);
-    let description = message.body["embeds"][0]["description"].as_str().context("description")?;
-    ensure!(description.contains("back-off restart loop"), "summary missing: {description}");
-    let loop_flag = prom_query(client, r#"service_backoff_restarting{service="collector"}"#).await?;
-    ensure!(loop_flag.iter().filter_map(sample_value).any(|v| v == 1.0), "the metric shows the loop");
+    ensure!(
+        message.status == 204 && message.errors.is_empty(),
+        "Discord would refuse it: {:?}",
+        message.errors
+    );
+    let description = message.body["embeds"][0]["description"]
+        .as_str()
+        .context("description")?;
+    ensure!(
+        description.contains("back-off restart loop"),
+        "summary missing: {description}"
+    );
+    let loop_flag =
+        prom_query(client, r#"service_backoff_restarting{service="collector"}"#).await?;
+    ensure!(
+        loop_flag.iter().filter_map(sample_value).any(|v| v == 1.0),
+        "the metric shows the loop"
+    );
     let log = std::fs::read_to_string(cache().join("run/logs/collector.log"))?;
-    ensure!(log.contains("collector exited with status 137"), "the supervisor saw the kills");
+    ensure!(
+        log.contains("collector exited with status 137"),
+        "the supervisor saw the kills"
+    );
     Ok(())
 }
 
 /// One sample of restart-watcher's own /metrics (0 when absent).
 async fn watcher_metric(client: &reqwest::Client, series: &str) -> Result<f64> {
-    let text = client.get("http://127.0.0.1:9103/metrics").send().await?.error_for_status()?.text().await?;
-    Ok(text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0.0))
+    let text = client
+        .get("http://127.0.0.1:9103/metrics")
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0))
 }
 
 const SIM: &str = "http://127.0.0.1:9180";
 
 async fn sim_control(client: &reqwest::Client, op: &str, body: serde_json::Value) -> Result<()> {
-    client.post(format!("{SIM}/sim/{op}")).json(&body).send().await?.error_for_status()?;
+    client
+        .post(format!("{SIM}/sim/{op}"))
+        .json(&body)
+        .send()
+        .await?
+        .error_for_status()?;
     Ok(())
 }
 
 /// The first FIRING message for `alertname` (and `context`, e.g. the service) at the sink.
-async fn firing(client: &reqwest::Client, alertname: &str, context: &str) -> Result<Option<discord_sink::server::Recorded>> {
+async fn firing(
+    client: &reqwest::Client,
+    alertname: &str,
+    context: &str,
+) -> Result<Option<discord_sink::server::Recorded>> {
     Ok(sink_messages(client).await?.into_iter().find(|m| {
         let title = m.body["embeds"][0]["title"].as_str().unwrap_or_default();
-        title.contains("FIRING") && title.contains(&format!("] {alertname}")) && title.contains(context)
+        title.contains("FIRING")
+            && title.contains(&format!("] {alertname}"))
+            && title.contains(context)
     }))
 }
 
 async fn firing_title(client: &reqwest::Client, alertname: &str) -> Result<Option<String>> {
-    let found = firing(client, alertname, "").await?.filter(|m| m.status == 204 && m.errors.is_empty());
+    let found = firing(client, alertname, "")
+        .await?
+        .filter(|m| m.status == 204 && m.errors.is_empty());
     Ok(found.and_then(|m| m.body["embeds"][0]["title"].as_str().map(String::from)))
 }
 
@@ -164,8 +265,18 @@ async fn firing_title(client: &reqwest::Client, alertname: &str) -> Result<Optio
 /// a rate limit, and malformed frames every second are errors.
 async fn exchange_faults_reach_discord(client: &reqwest::Client) -> Result<()> {
     clear_sink(client).await?;
-    sim_control(client, "drop", serde_json::json!({"symbol": "BTCUSDT", "stream": "aggTrade", "count": 25})).await?;
-    sim_control(client, "ratelimit", serde_json::json!({"status": 418, "duration_ms": 60_000})).await?;
+    sim_control(
+        client,
+        "drop",
+        serde_json::json!({"symbol": "BTCUSDT", "stream": "aggTrade", "count": 25}),
+    )
+    .await?;
+    sim_control(
+        client,
+        "ratelimit",
+        serde_json::json!({"status": 418, "duration_ms": 60_000}),
+    )
+    .await?;
     let garbage = {
         let client = client.clone();
         tokio::spawn(async move {
@@ -177,7 +288,12 @@ async fn exchange_faults_reach_discord(client: &reqwest::Client) -> Result<()> {
     };
     let mut titles = Vec::new();
     for alert in ["BinanceRateLimited", "DataGapOpen", "HighErrorRate"] {
-        let title = eventually(&format!("{alert} at the Discord sink"), Duration::from_secs(150), || firing_title(client, alert)).await?;
+        let title = eventually(
+            &format!("{alert} at the Discord sink"),
+            Duration::from_secs(150),
+            || firing_title(client, alert),
+        )
+        .await?;
         titles.push(title);
     }
     garbage.abort();

@@ -19,7 +19,12 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::EXCHANGE_SIM)))]
     pub listen: SocketAddr,
     /// Symbols traded, comma separated.
-    #[arg(long, env = "SIM_SYMBOLS", value_delimiter = ',', default_value = "BTCUSDT,ETHUSDT,BNBUSDT")]
+    #[arg(
+        long,
+        env = "SIM_SYMBOLS",
+        value_delimiter = ',',
+        default_value = "BTCUSDT,ETHUSDT,BNBUSDT"
+    )]
     pub symbols: Vec<String>,
     /// Seed of every symbol's random walk: the same seed gives the same market.
     #[arg(long, env = "SIM_SEED", default_value_t = 42)]
@@ -123,7 +128,12 @@ impl App {
             .map(|(i, s)| SymbolState {
                 name: s.to_uppercase(),
                 lower: s.to_lowercase(),
-                market: Mutex::new(Market::new(&s.to_uppercase(), market_config.clone(), start_price(i), clock.now_ms())),
+                market: Mutex::new(Market::new(
+                    &s.to_uppercase(),
+                    market_config.clone(),
+                    start_price(i),
+                    clock.now_ms(),
+                )),
             })
             .collect();
         let limiter = Limiter::new(LimitConfig {
@@ -187,7 +197,10 @@ impl App {
 
     /// Publishes one stream event unless a drop fault withholds it.
     pub fn publish(&self, symbol: &SymbolState, kind: StreamKind, stream: String, payload: String) {
-        if self.faults().should_drop(&symbol.name, kind, self.real_ms()) {
+        if self
+            .faults()
+            .should_drop(&symbol.name, kind, self.real_ms())
+        {
             self.metrics.ws_dropped.inc();
             return;
         }

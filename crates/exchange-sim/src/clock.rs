@@ -13,7 +13,11 @@ pub struct SimClock {
 impl SimClock {
     /// A clock that starts at the current wall time and runs `speed` times real time.
     pub fn new(speed: f64) -> Self {
-        Self { origin_real: Instant::now(), origin_ms: kit::time::now_ms(), speed: speed.max(0.001) }
+        Self {
+            origin_real: Instant::now(),
+            origin_ms: kit::time::now_ms(),
+            speed: speed.max(0.001),
+        }
     }
 
     /// Market time now, Unix ms.

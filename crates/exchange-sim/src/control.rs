@@ -29,7 +29,11 @@ pub enum ControlError {
     #[error("bad request body: {0}")]
     Body(String),
     #[error("{field} must be {want}, not {value}")]
-    Invalid { field: &'static str, value: String, want: &'static str },
+    Invalid {
+        field: &'static str,
+        value: String,
+        want: &'static str,
+    },
     #[error("{0} is required")]
     Missing(&'static str),
     #[error("unknown symbol {0:?}")]
@@ -58,13 +62,24 @@ fn clip(s: &str) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Drop(DropRule),
-    Stall { duration_ms: u64 },
+    Stall {
+        duration_ms: u64,
+    },
     Disconnect,
     Garbage,
     ServerShutdown,
-    RateLimit { status: u16, duration_ms: u64 },
-    Latency { rest_ms: u64, ws_ms: u64 },
-    Rate { symbol: Option<String>, trades_per_sec: f64 },
+    RateLimit {
+        status: u16,
+        duration_ms: u64,
+    },
+    Latency {
+        rest_ms: u64,
+        ws_ms: u64,
+    },
+    Rate {
+        symbol: Option<String>,
+        trades_per_sec: f64,
+    },
     WeightLimit(u32),
     Reset,
 }
@@ -76,15 +91,43 @@ struct Field {
     want: &'static str,
 }
 
-const DURATION: Field = Field { name: "duration_ms", max: MAX_DURATION_MS, want: "an integer in 0..=604800000 (7 days)" };
-const COUNT: Field = Field { name: "count", max: u64::MAX, want: "an integer in 0..=18446744073709551615" };
-const REST_MS: Field = Field { name: "rest_ms", max: MAX_LATENCY_MS, want: "an integer in 0..=60000" };
-const WS_MS: Field = Field { name: "ws_ms", max: MAX_LATENCY_MS, want: "an integer in 0..=60000" };
-const STATUS: Field = Field { name: "status", max: u64::MAX, want: "429 or 418" };
-const LIMIT: Field = Field { name: "limit", max: u32::MAX as u64, want: "an integer in 0..=4294967295" };
+const DURATION: Field = Field {
+    name: "duration_ms",
+    max: MAX_DURATION_MS,
+    want: "an integer in 0..=604800000 (7 days)",
+};
+const COUNT: Field = Field {
+    name: "count",
+    max: u64::MAX,
+    want: "an integer in 0..=18446744073709551615",
+};
+const REST_MS: Field = Field {
+    name: "rest_ms",
+    max: MAX_LATENCY_MS,
+    want: "an integer in 0..=60000",
+};
+const WS_MS: Field = Field {
+    name: "ws_ms",
+    max: MAX_LATENCY_MS,
+    want: "an integer in 0..=60000",
+};
+const STATUS: Field = Field {
+    name: "status",
+    max: u64::MAX,
+    want: "429 or 418",
+};
+const LIMIT: Field = Field {
+    name: "limit",
+    max: u32::MAX as u64,
+    want: "an integer in 0..=4294967295",
+};
 
 fn invalid(name: &'static str, value: &Value, want: &'static str) -> ControlError {
-    ControlError::Invalid { field: name, value: clip(&value.to_string()), want }
+    ControlError::Invalid {
+        field: name,
+        value: clip(&value.to_string()),
+        want,
+    }
 }
 
 fn json(raw: &[u8]) -> Result<Value, ControlError> {
@@ -97,7 +140,10 @@ fn uint(body: &Value, field: &Field) -> Result<Option<u64>, ControlError> {
     if v.is_null() {
         return Ok(None);
     }
-    v.as_u64().filter(|n| *n <= field.max).map(Some).ok_or_else(|| invalid(field.name, v, field.want))
+    v.as_u64()
+        .filter(|n| *n <= field.max)
+        .map(Some)
+        .ok_or_else(|| invalid(field.name, v, field.want))
 }
 
 fn required(body: &Value, field: &Field) -> Result<u64, ControlError> {
@@ -108,14 +154,19 @@ fn required(body: &Value, field: &Field) -> Result<u64, ControlError> {
 pub fn parse_control(path: &str, raw: &[u8]) -> Result<Command, ControlError> {
     Ok(match path {
         "/sim/drop" => drop_rule(&json(raw)?)?,
-        "/sim/stall" => Command::Stall { duration_ms: required(&json(raw)?, &DURATION)? },
+        "/sim/stall" => Command::Stall {
+            duration_ms: required(&json(raw)?, &DURATION)?,
+        },
         "/sim/disconnect" => Command::Disconnect,
         "/sim/garbage" => Command::Garbage,
         "/sim/server-shutdown" => Command::ServerShutdown,
         "/sim/ratelimit" => rate_limit(&json(raw)?)?,
         "/sim/latency" => {
             let body = json(raw)?;
-            Command::Latency { rest_ms: uint(&body, &REST_MS)?.unwrap_or(0), ws_ms: uint(&body, &WS_MS)?.unwrap_or(0) }
+            Command::Latency {
+                rest_ms: uint(&body, &REST_MS)?.unwrap_or(0),
+                ws_ms: uint(&body, &WS_MS)?.unwrap_or(0),
+            }
         }
         "/sim/rate" => rate(&json(raw)?)?,
         "/sim/weight-limit" => {
@@ -136,8 +187,14 @@ fn drop_rule(body: &Value) -> Result<Command, ControlError> {
 
 fn rate_limit(body: &Value) -> Result<Command, ControlError> {
     let status = required(body, &STATUS)?;
-    let status = [429, 418].into_iter().find(|s| u64::from(*s) == status).ok_or_else(|| invalid("status", &body["status"], STATUS.want))?;
-    Ok(Command::RateLimit { status, duration_ms: required(body, &DURATION)? })
+    let status = [429, 418]
+        .into_iter()
+        .find(|s| u64::from(*s) == status)
+        .ok_or_else(|| invalid("status", &body["status"], STATUS.want))?;
+    Ok(Command::RateLimit {
+        status,
+        duration_ms: required(body, &DURATION)?,
+    })
 }
 
 fn rate(body: &Value) -> Result<Command, ControlError> {
@@ -151,12 +208,24 @@ fn rate(body: &Value) -> Result<Command, ControlError> {
         return Err(ControlError::Missing("trades_per_sec"));
     }
     // JSON has no NaN or infinity, so a number in range is all there is to check.
-    let trades_per_sec = v.as_f64().filter(|r| (0.0..=MAX_TRADES_PER_SEC).contains(r)).ok_or_else(|| invalid("trades_per_sec", v, "a number in 0..=100000"))?;
-    Ok(Command::Rate { symbol, trades_per_sec })
+    let trades_per_sec = v
+        .as_f64()
+        .filter(|r| (0.0..=MAX_TRADES_PER_SEC).contains(r))
+        .ok_or_else(|| invalid("trades_per_sec", v, "a number in 0..=100000"))?;
+    Ok(Command::Rate {
+        symbol,
+        trades_per_sec,
+    })
 }
 
 /// Answers one control request.
-pub fn handle(app: &App, method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> (StatusCode, Value) {
+pub fn handle(
+    app: &App,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> (StatusCode, Value) {
     let result = match (method, path) {
         (&Method::GET, "/sim/truth") => parse_truth(query).and_then(|q| truth(app, &q)),
         (&Method::GET, "/sim/state") => Ok(state(app)),
@@ -165,7 +234,12 @@ pub fn handle(app: &App, method: &Method, path: &str, query: Option<&str>, body:
             apply(app, cmd);
             json!({"ok": true})
         }),
-        _ => return (StatusCode::NOT_FOUND, json!({"error": format!("no control endpoint {method} {path}")})),
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("no control endpoint {method} {path}")}),
+            )
+        }
     };
     match result {
         Ok(v) => (StatusCode::OK, v),
@@ -182,12 +256,20 @@ fn apply(app: &App, cmd: Command) {
         Command::Disconnect => send(app, SessionCmd::Disconnect),
         Command::Garbage => send(app, SessionCmd::Garbage),
         Command::ServerShutdown => send(app, SessionCmd::ServerShutdown),
-        Command::RateLimit { status, duration_ms } => app.limiter().force(status, app.wall_ms().saturating_add(duration_ms)),
+        Command::RateLimit {
+            status,
+            duration_ms,
+        } => app
+            .limiter()
+            .force(status, app.wall_ms().saturating_add(duration_ms)),
         Command::Latency { rest_ms, ws_ms } => {
             let mut faults = app.faults();
             (faults.rest_latency_ms, faults.ws_latency_ms) = (rest_ms, ws_ms);
         }
-        Command::Rate { symbol, trades_per_sec } => set_rate(app, symbol.as_deref(), trades_per_sec),
+        Command::Rate {
+            symbol,
+            trades_per_sec,
+        } => set_rate(app, symbol.as_deref(), trades_per_sec),
         Command::WeightLimit(limit) => app.limiter().set_limit(limit),
         Command::Reset => {
             app.faults().reset();
@@ -224,8 +306,20 @@ pub enum TruthRange {
 }
 
 /// An optional integer query parameter; present but not an integer of `T` is an error.
-fn param<T: std::str::FromStr>(p: &std::collections::HashMap<String, String>, field: &'static str, want: &'static str) -> Result<Option<T>, ControlError> {
-    p.get(field).map(|v| v.parse::<T>().map_err(|_| ControlError::Invalid { field, value: clip(v), want })).transpose()
+fn param<T: std::str::FromStr>(
+    p: &std::collections::HashMap<String, String>,
+    field: &'static str,
+    want: &'static str,
+) -> Result<Option<T>, ControlError> {
+    p.get(field)
+        .map(|v| {
+            v.parse::<T>().map_err(|_| ControlError::Invalid {
+                field,
+                value: clip(v),
+                want,
+            })
+        })
+        .transpose()
 }
 
 /// Reads `?symbol=S&stream=aggTrade&fromId=&toId=` or `...&stream=kline&startTime=&endTime=`.
@@ -233,7 +327,10 @@ pub fn parse_truth(query: Option<&str>) -> Result<Truth, ControlError> {
     const IDS: &str = "an integer in 0..=18446744073709551615";
     const TIMES: &str = "an integer in -9223372036854775808..=9223372036854775807";
     let p = parse_query(query);
-    let symbol = p.get("symbol").ok_or(ControlError::Missing("symbol"))?.clone();
+    let symbol = p
+        .get("symbol")
+        .ok_or(ControlError::Missing("symbol"))?
+        .clone();
     let range = match p.get("stream").map(String::as_str) {
         Some("aggTrade") => TruthRange::Ids {
             from: param(&p, "fromId", IDS)?.ok_or(ControlError::Missing("fromId"))?,
@@ -249,11 +346,27 @@ pub fn parse_truth(query: Option<&str>) -> Result<Truth, ControlError> {
 }
 
 fn truth(app: &App, q: &Truth) -> Result<Value, ControlError> {
-    let symbol = app.symbol(&q.symbol).ok_or_else(|| ControlError::UnknownSymbol(clip(&q.symbol)))?;
+    let symbol = app
+        .symbol(&q.symbol)
+        .ok_or_else(|| ControlError::UnknownSymbol(clip(&q.symbol)))?;
     let market = app.market(symbol);
     let (stream, records): (&str, Vec<Value>) = match q.range {
-        TruthRange::Ids { from, to } => ("aggTrade", market.aggs_between_ids(from, to).iter().map(|t| t.rest_json()).collect()),
-        TruthRange::Time { start, end } => ("kline", market.closed_klines(start, end).iter().map(|k| k.rest_json()).collect()),
+        TruthRange::Ids { from, to } => (
+            "aggTrade",
+            market
+                .aggs_between_ids(from, to)
+                .iter()
+                .map(|t| t.rest_json())
+                .collect(),
+        ),
+        TruthRange::Time { start, end } => (
+            "kline",
+            market
+                .closed_klines(start, end)
+                .iter()
+                .map(|k| k.rest_json())
+                .collect(),
+        ),
     };
     Ok(json!({"symbol": symbol.name, "stream": stream, "records": records}))
 }
@@ -283,50 +396,140 @@ mod tests {
 
     fn refused(path: &str, body: &str, field: &str) {
         let err = parse(path, body).expect_err(body);
-        assert!(matches!(err, ControlError::Invalid { .. } | ControlError::Body(_)), "{path} {body}: {err:?}");
+        assert!(
+            matches!(err, ControlError::Invalid { .. } | ControlError::Body(_)),
+            "{path} {body}: {err:?}"
+        );
         assert_eq!(err.status(), StatusCode::BAD_REQUEST);
-        assert!(err.to_string().contains(field), "{path} {body}: {err} does not name {field}");
+        assert!(
+            err.to_string().contains(field),
+            "{path} {body}: {err} does not name {field}"
+        );
     }
 
     #[test]
     fn reads_every_command() {
-        let drop = parse("/sim/drop", r#"{"symbol":"BTCUSDT","stream":"kline","count":3,"duration_ms":500}"#).expect("drop");
-        let rule = DropRule { symbol: Some("BTCUSDT".into()), stream: Some(StreamKind::Kline), count: Some(3), duration_ms: Some(500) };
+        let drop = parse(
+            "/sim/drop",
+            r#"{"symbol":"BTCUSDT","stream":"kline","count":3,"duration_ms":500}"#,
+        )
+        .expect("drop");
+        let rule = DropRule {
+            symbol: Some("BTCUSDT".into()),
+            stream: Some(StreamKind::Kline),
+            count: Some(3),
+            duration_ms: Some(500),
+        };
         assert_eq!(drop, Command::Drop(rule));
-        assert_eq!(parse("/sim/stall", r#"{"duration_ms":1500}"#).expect("stall"), Command::Stall { duration_ms: 1_500 });
-        assert_eq!(parse("/sim/ratelimit", r#"{"status":418,"duration_ms":60000}"#).expect("rl"), Command::RateLimit { status: 418, duration_ms: 60_000 });
-        assert_eq!(parse("/sim/latency", r#"{"rest_ms":300}"#).expect("latency"), Command::Latency { rest_ms: 300, ws_ms: 0 });
-        assert_eq!(parse("/sim/rate", r#"{"trades_per_sec":0.0}"#).expect("rate"), Command::Rate { symbol: None, trades_per_sec: 0.0 });
-        assert_eq!(parse("/sim/weight-limit", r#"{"limit":4294967295}"#).expect("limit"), Command::WeightLimit(u32::MAX));
-        assert_eq!(parse("/sim/disconnect", "not even json").expect("no body needed"), Command::Disconnect);
+        assert_eq!(
+            parse("/sim/stall", r#"{"duration_ms":1500}"#).expect("stall"),
+            Command::Stall { duration_ms: 1_500 }
+        );
+        assert_eq!(
+            parse("/sim/ratelimit", r#"{"status":418,"duration_ms":60000}"#).expect("rl"),
+            Command::RateLimit {
+                status: 418,
+                duration_ms: 60_000
+            }
+        );
+        assert_eq!(
+            parse("/sim/latency", r#"{"rest_ms":300}"#).expect("latency"),
+            Command::Latency {
+                rest_ms: 300,
+                ws_ms: 0
+            }
+        );
+        assert_eq!(
+            parse("/sim/rate", r#"{"trades_per_sec":0.0}"#).expect("rate"),
+            Command::Rate {
+                symbol: None,
+                trades_per_sec: 0.0
+            }
+        );
+        assert_eq!(
+            parse("/sim/weight-limit", r#"{"limit":4294967295}"#).expect("limit"),
+            Command::WeightLimit(u32::MAX)
+        );
+        assert_eq!(
+            parse("/sim/disconnect", "not even json").expect("no body needed"),
+            Command::Disconnect
+        );
         assert_eq!(parse("/sim/reset", "{}").expect("reset"), Command::Reset);
-        assert_eq!(parse("/sim/nope", "{}").expect_err("unknown").status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            parse("/sim/nope", "{}").expect_err("unknown").status(),
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[test]
     fn extreme_durations_are_400s_that_name_the_field() {
         let max = u64::MAX;
-        refused("/sim/stall", &format!(r#"{{"duration_ms":{max}}}"#), "duration_ms");
-        refused("/sim/drop", &format!(r#"{{"duration_ms":{max}}}"#), "duration_ms");
-        refused("/sim/ratelimit", &format!(r#"{{"status":429,"duration_ms":{max}}}"#), "duration_ms");
-        refused("/sim/ratelimit", &format!(r#"{{"status":429,"duration_ms":{}}}"#, MAX_DURATION_MS + 1), "duration_ms");
-        refused("/sim/stall", r#"{"duration_ms":18446744073709551616}"#, "duration_ms"); // u64::MAX + 1
+        refused(
+            "/sim/stall",
+            &format!(r#"{{"duration_ms":{max}}}"#),
+            "duration_ms",
+        );
+        refused(
+            "/sim/drop",
+            &format!(r#"{{"duration_ms":{max}}}"#),
+            "duration_ms",
+        );
+        refused(
+            "/sim/ratelimit",
+            &format!(r#"{{"status":429,"duration_ms":{max}}}"#),
+            "duration_ms",
+        );
+        refused(
+            "/sim/ratelimit",
+            &format!(r#"{{"status":429,"duration_ms":{}}}"#, MAX_DURATION_MS + 1),
+            "duration_ms",
+        );
+        refused(
+            "/sim/stall",
+            r#"{"duration_ms":18446744073709551616}"#,
+            "duration_ms",
+        ); // u64::MAX + 1
         refused("/sim/stall", r#"{"duration_ms":-1}"#, "duration_ms");
-        assert_eq!(parse("/sim/stall", &format!(r#"{{"duration_ms":{MAX_DURATION_MS}}}"#)).expect("the bound"), Command::Stall { duration_ms: MAX_DURATION_MS });
+        assert_eq!(
+            parse(
+                "/sim/stall",
+                &format!(r#"{{"duration_ms":{MAX_DURATION_MS}}}"#)
+            )
+            .expect("the bound"),
+            Command::Stall {
+                duration_ms: MAX_DURATION_MS
+            }
+        );
     }
 
     #[test]
     fn extreme_latencies_rates_limits_and_statuses_are_400s() {
-        refused("/sim/latency", &format!(r#"{{"rest_ms":{}}}"#, u64::MAX), "rest_ms");
+        refused(
+            "/sim/latency",
+            &format!(r#"{{"rest_ms":{}}}"#, u64::MAX),
+            "rest_ms",
+        );
         refused("/sim/latency", r#"{"ws_ms":60001}"#, "ws_ms");
         refused("/sim/rate", r#"{"trades_per_sec":-1}"#, "trades_per_sec");
         refused("/sim/rate", r#"{"trades_per_sec":1e300}"#, "trades_per_sec");
-        refused("/sim/rate", r#"{"trades_per_sec":1e999}"#, "number out of range");
+        refused(
+            "/sim/rate",
+            r#"{"trades_per_sec":1e999}"#,
+            "number out of range",
+        );
         refused("/sim/rate", r#"{"trades_per_sec":NaN}"#, "bad request body");
         refused("/sim/weight-limit", r#"{"limit":4294967296}"#, "limit");
         refused("/sim/weight-limit", r#"{"limit":-5}"#, "limit");
-        refused("/sim/ratelimit", r#"{"status":500,"duration_ms":1}"#, "status");
-        refused("/sim/ratelimit", r#"{"status":65536,"duration_ms":1}"#, "status");
+        refused(
+            "/sim/ratelimit",
+            r#"{"status":500,"duration_ms":1}"#,
+            "status",
+        );
+        refused(
+            "/sim/ratelimit",
+            r#"{"status":65536,"duration_ms":1}"#,
+            "status",
+        );
         refused("/sim/drop", r#"{"count":-1}"#, "count");
     }
 
@@ -334,21 +537,51 @@ mod tests {
     fn huge_bodies_are_refused_without_echoing_them_whole() {
         let huge = format!(r#"{{"duration_ms":"{}"}}"#, "9".repeat(100_000));
         let err = parse("/sim/stall", &huge).expect_err("a string is not a duration");
-        assert!(err.to_string().len() < 1_000, "the error does not carry the body");
-        assert!(parse("/sim/stall", &"[".repeat(100_000)).is_err(), "deep nesting is refused, not a stack overflow");
+        assert!(
+            err.to_string().len() < 1_000,
+            "the error does not carry the body"
+        );
+        assert!(
+            parse("/sim/stall", &"[".repeat(100_000)).is_err(),
+            "deep nesting is refused, not a stack overflow"
+        );
     }
 
     #[test]
     fn truth_queries_check_their_numbers() {
-        let t = parse_truth(Some("symbol=BTCUSDT&stream=aggTrade&fromId=18446744073709551615")).expect("max id");
-        assert_eq!(t.range, TruthRange::Ids { from: u64::MAX, to: u64::MAX - 1 });
-        let t = parse_truth(Some("symbol=X&stream=kline&startTime=-9223372036854775808&endTime=-1")).expect("min time");
-        assert_eq!(t.range, TruthRange::Time { start: i64::MIN, end: -1 });
+        let t = parse_truth(Some(
+            "symbol=BTCUSDT&stream=aggTrade&fromId=18446744073709551615",
+        ))
+        .expect("max id");
+        assert_eq!(
+            t.range,
+            TruthRange::Ids {
+                from: u64::MAX,
+                to: u64::MAX - 1
+            }
+        );
+        let t = parse_truth(Some(
+            "symbol=X&stream=kline&startTime=-9223372036854775808&endTime=-1",
+        ))
+        .expect("min time");
+        assert_eq!(
+            t.range,
+            TruthRange::Time {
+                start: i64::MIN,
+                end: -1
+            }
+        );
         for (query, field) in [
             ("symbol=X&stream=aggTrade&fromId=-1", "fromId"),
-            ("symbol=X&stream=aggTrade&fromId=18446744073709551616", "fromId"),
+            (
+                "symbol=X&stream=aggTrade&fromId=18446744073709551616",
+                "fromId",
+            ),
             ("symbol=X&stream=aggTrade&fromId=1&toId=abc", "toId"),
-            ("symbol=X&stream=kline&startTime=9223372036854775808", "startTime"),
+            (
+                "symbol=X&stream=kline&startTime=9223372036854775808",
+                "startTime",
+            ),
             ("symbol=X&stream=kline&startTime=0&endTime=1e3", "endTime"),
             ("symbol=X&stream=aggTrade", "fromId"),
             ("symbol=X&stream=trades", "stream"),
@@ -358,6 +591,13 @@ mod tests {
             assert!(err.to_string().contains(field), "{query}: {err}");
         }
         let long = format!("symbol=X&stream=aggTrade&fromId={}", "1".repeat(10_000));
-        assert!(parse_truth(Some(&long)).expect_err("huge").to_string().len() < 200, "the error quotes a bounded prefix");
+        assert!(
+            parse_truth(Some(&long))
+                .expect_err("huge")
+                .to_string()
+                .len()
+                < 200,
+            "the error quotes a bounded prefix"
+        );
     }
 }

@@ -56,26 +56,49 @@ fn step_symbol(app: &App, symbol: &SymbolState, dt: f64, push_kline: bool) {
     app.metrics.trades.inc_by(step.trades.len() as u64);
     let trade_stream = format!("{}@aggTrade", symbol.lower);
     for trade in &step.trades {
-        app.publish(symbol, StreamKind::AggTrade, trade_stream.clone(), trade.ws_json(&symbol.name, now));
+        app.publish(
+            symbol,
+            StreamKind::AggTrade,
+            trade_stream.clone(),
+            trade.ws_json(&symbol.name, now),
+        );
     }
     let kline_stream = format!("{}@kline_1m", symbol.lower);
     for closed in &step.closed {
-        app.publish(symbol, StreamKind::Kline, kline_stream.clone(), closed.ws_json(&symbol.name, now, true));
+        app.publish(
+            symbol,
+            StreamKind::Kline,
+            kline_stream.clone(),
+            closed.ws_json(&symbol.name, now, true),
+        );
     }
     if let Some(open) = current {
-        app.publish(symbol, StreamKind::Kline, kline_stream, open.ws_json(&symbol.name, now, false));
+        app.publish(
+            symbol,
+            StreamKind::Kline,
+            kline_stream,
+            open.ws_json(&symbol.name, now, false),
+        );
     }
 }
 
 fn publish_depth(app: &App, symbol: &SymbolState) {
     let diff = app.market(symbol).depth_diff();
     let payload = depth_json(&symbol.name, app.clock.now_ms(), &diff);
-    app.publish(symbol, StreamKind::Depth, format!("{}@depth@100ms", symbol.lower), payload);
+    app.publish(
+        symbol,
+        StreamKind::Depth,
+        format!("{}@depth@100ms", symbol.lower),
+        payload,
+    );
 }
 
 /// Levels as Binance prints them: `[["price","qty"], ...]`.
 pub fn levels(levels: &[(i64, i64)]) -> serde_json::Value {
-    levels.iter().map(|(p, q)| json!([decimal((*p).into()), decimal((*q).into())])).collect()
+    levels
+        .iter()
+        .map(|(p, q)| json!([decimal((*p).into()), decimal((*q).into())]))
+        .collect()
 }
 
 fn depth_json(symbol: &str, now: i64, d: &DepthDiff) -> String {

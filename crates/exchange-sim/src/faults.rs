@@ -46,9 +46,14 @@ impl Faults {
 
     /// Whether to withhold one message; a counted rule is used up by the messages it drops.
     pub fn should_drop(&mut self, symbol: &str, kind: StreamKind, now_ms: u64) -> bool {
-        self.drops.retain(|d| d.until_ms.is_none_or(|u| now_ms < u) && d.rule.count != Some(0));
+        self.drops
+            .retain(|d| d.until_ms.is_none_or(|u| now_ms < u) && d.rule.count != Some(0));
         let hit = self.drops.iter_mut().find(|d| {
-            d.rule.symbol.as_deref().is_none_or(|s| s.eq_ignore_ascii_case(symbol)) && d.rule.stream.is_none_or(|k| k == kind)
+            d.rule
+                .symbol
+                .as_deref()
+                .is_none_or(|s| s.eq_ignore_ascii_case(symbol))
+                && d.rule.stream.is_none_or(|k| k == kind)
         });
         match hit {
             Some(d) => {
@@ -79,14 +84,27 @@ impl Faults {
 mod tests {
     use super::*;
 
-    fn rule(symbol: Option<&str>, stream: Option<StreamKind>, count: Option<u64>, duration_ms: Option<u64>) -> DropRule {
-        DropRule { symbol: symbol.map(String::from), stream, count, duration_ms }
+    fn rule(
+        symbol: Option<&str>,
+        stream: Option<StreamKind>,
+        count: Option<u64>,
+        duration_ms: Option<u64>,
+    ) -> DropRule {
+        DropRule {
+            symbol: symbol.map(String::from),
+            stream,
+            count,
+            duration_ms,
+        }
     }
 
     #[test]
     fn counted_drops_are_used_up_and_filtered_by_symbol_and_stream() {
         let mut f = Faults::default();
-        f.add_drop(rule(Some("BTCUSDT"), Some(StreamKind::AggTrade), Some(2), None), 0);
+        f.add_drop(
+            rule(Some("BTCUSDT"), Some(StreamKind::AggTrade), Some(2), None),
+            0,
+        );
         assert!(!f.should_drop("ETHUSDT", StreamKind::AggTrade, 1));
         assert!(!f.should_drop("BTCUSDT", StreamKind::Kline, 1));
         assert!(f.should_drop("btcusdt", StreamKind::AggTrade, 1));
@@ -108,13 +126,19 @@ mod tests {
     fn the_longest_periods_saturate_instead_of_overflowing() {
         let mut f = Faults::default();
         f.add_drop(rule(None, None, None, Some(u64::MAX)), u64::MAX - 1);
-        assert!(f.should_drop("X", StreamKind::AggTrade, u64::MAX - 1), "a drop that ends at the end of time still drops");
+        assert!(
+            f.should_drop("X", StreamKind::AggTrade, u64::MAX - 1),
+            "a drop that ends at the end of time still drops"
+        );
         f.stall(u64::MAX - 5, u64::MAX);
         assert!(f.stalled(u64::MAX - 1));
         f.add_drop(rule(None, None, Some(0), None), 0);
         f.reset();
         f.add_drop(rule(None, None, Some(1), None), 0);
         assert!(f.should_drop("X", StreamKind::Kline, 0));
-        assert!(!f.should_drop("X", StreamKind::Kline, 0), "a used-up count is gone, not wrapped to u64::MAX");
+        assert!(
+            !f.should_drop("X", StreamKind::Kline, 0),
+            "a used-up count is gone, not wrapped to u64::MAX"
+        );
     }
 }

@@ -30,7 +30,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Starts the simulator on `listener` until `shutdown`; returns the shared state (for
 /// tests) and its two tasks, the market engine and the server.
-pub async fn spawn(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(Arc<App>, JoinSet<&'static str>), kit::KitError> {
+pub async fn spawn(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(Arc<App>, JoinSet<&'static str>), kit::KitError> {
     let telemetry = kit::Telemetry::new("exchange-sim", env!("CARGO_PKG_VERSION"))?;
     let metrics = metrics::SimMetrics::register(telemetry.registry())?;
     let app = App::new(config, metrics);
@@ -50,7 +54,11 @@ pub async fn spawn(config: Config, listener: TcpListener, shutdown: Cancellation
 
 /// Starts the simulator and returns its shared state; its tasks run until `shutdown`
 /// (tests; the binary uses [`run`], which also notices a task that stops early).
-pub async fn start(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<Arc<App>, kit::KitError> {
+pub async fn start(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<Arc<App>, kit::KitError> {
     let (app, mut tasks) = spawn(config, listener, shutdown).await?;
     tasks.detach_all();
     Ok(app)
@@ -58,7 +66,11 @@ pub async fn start(config: Config, listener: TcpListener, shutdown: Cancellation
 
 /// Runs the simulator until `shutdown`. A task that ends (or panics) before shutdown is an
 /// error naming it, so the process exits non-zero instead of serving a frozen market.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), kit::KitError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), kit::KitError> {
     let (_app, mut tasks) = spawn(config, listener, shutdown.clone()).await?;
     let ended = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),

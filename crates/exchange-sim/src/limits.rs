@@ -18,11 +18,19 @@ pub struct LimitConfig {
 /// The answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Allow { used: u32 },
+    Allow {
+        used: u32,
+    },
     /// 429: over the limit until the window ends.
-    Limited { used: u32, retry_after_secs: u64 },
+    Limited {
+        used: u32,
+        retry_after_secs: u64,
+    },
     /// 418: banned for going on after 429s.
-    Banned { used: u32, retry_after_secs: u64 },
+    Banned {
+        used: u32,
+        retry_after_secs: u64,
+    },
 }
 
 #[derive(Debug, Default, Clone)]
@@ -53,7 +61,11 @@ fn secs_until(now_ms: u64, until_ms: u64) -> u64 {
 
 impl Limiter {
     pub fn new(config: LimitConfig) -> Self {
-        Self { config, clients: HashMap::new(), forced: None }
+        Self {
+            config,
+            clients: HashMap::new(),
+            forced: None,
+        }
     }
 
     pub fn limit(&self) -> u32 {
@@ -76,36 +88,64 @@ impl Limiter {
     /// Weight used in the current window by `ip` (for the header of any response).
     pub fn used(&self, ip: IpAddr, now_ms: u64) -> u32 {
         let window = now_ms / self.config.window_ms;
-        self.clients.get(&ip).filter(|c| c.window == window).map_or(0, |c| c.used)
+        self.clients
+            .get(&ip)
+            .filter(|c| c.window == window)
+            .map_or(0, |c| c.used)
     }
 
     /// Decides one request of `weight` from `ip` at `now_ms`.
     pub fn check(&mut self, ip: IpAddr, weight: u32, now_ms: u64) -> Decision {
         let window = now_ms / self.config.window_ms;
-        let window_end = window.saturating_add(1).saturating_mul(self.config.window_ms);
-        let (limit, ban_after, ban_ms) = (self.config.weight_limit, self.config.ban_after, self.config.ban_ms);
+        let window_end = window
+            .saturating_add(1)
+            .saturating_mul(self.config.window_ms);
+        let (limit, ban_after, ban_ms) = (
+            self.config.weight_limit,
+            self.config.ban_after,
+            self.config.ban_ms,
+        );
         let forced = self.forced.filter(|f| now_ms < f.until_ms);
         let client = self.clients.entry(ip).or_default();
         if client.window != window {
-            *client = Client { window, banned_until_ms: client.banned_until_ms, ..Client::default() };
+            *client = Client {
+                window,
+                banned_until_ms: client.banned_until_ms,
+                ..Client::default()
+            };
         }
         if now_ms < client.banned_until_ms {
-            return Decision::Banned { used: client.used, retry_after_secs: secs_until(now_ms, client.banned_until_ms) };
+            return Decision::Banned {
+                used: client.used,
+                retry_after_secs: secs_until(now_ms, client.banned_until_ms),
+            };
         }
         if let Some(f) = forced {
             let retry_after_secs = secs_until(now_ms, f.until_ms);
             return match f.status {
-                418 => Decision::Banned { used: client.used, retry_after_secs },
-                _ => Decision::Limited { used: client.used, retry_after_secs },
+                418 => Decision::Banned {
+                    used: client.used,
+                    retry_after_secs,
+                },
+                _ => Decision::Limited {
+                    used: client.used,
+                    retry_after_secs,
+                },
             };
         }
         let Some(used) = client.used.checked_add(weight).filter(|&u| u <= limit) else {
             client.violations = client.violations.saturating_add(1);
             if client.violations > ban_after {
                 client.banned_until_ms = now_ms.saturating_add(ban_ms);
-                return Decision::Banned { used: client.used, retry_after_secs: secs_until(now_ms, client.banned_until_ms) };
+                return Decision::Banned {
+                    used: client.used,
+                    retry_after_secs: secs_until(now_ms, client.banned_until_ms),
+                };
             }
-            return Decision::Limited { used: client.used, retry_after_secs: secs_until(now_ms, window_end) };
+            return Decision::Limited {
+                used: client.used,
+                retry_after_secs: secs_until(now_ms, window_end),
+            };
         };
         client.used = used;
         Decision::Allow { used }
@@ -119,7 +159,12 @@ mod tests {
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn limiter() -> Limiter {
-        Limiter::new(LimitConfig { weight_limit: 10, window_ms: 60_000, ban_after: 2, ban_ms: 120_000 })
+        Limiter::new(LimitConfig {
+            weight_limit: 10,
+            window_ms: 60_000,
+            ban_after: 2,
+            ban_ms: 120_000,
+        })
     }
 
     #[test]
@@ -127,9 +172,23 @@ mod tests {
         let mut l = limiter();
         assert_eq!(l.check(IP, 4, 1_000), Decision::Allow { used: 4 });
         assert_eq!(l.check(IP, 4, 2_000), Decision::Allow { used: 8 });
-        assert_eq!(l.check(IP, 4, 30_000), Decision::Limited { used: 8, retry_after_secs: 30 });
-        assert_eq!(l.check(IP, 2, 30_500), Decision::Allow { used: 10 }, "a lighter request still fits");
-        assert_eq!(l.check(IP, 4, 60_000), Decision::Allow { used: 4 }, "a new window starts empty");
+        assert_eq!(
+            l.check(IP, 4, 30_000),
+            Decision::Limited {
+                used: 8,
+                retry_after_secs: 30
+            }
+        );
+        assert_eq!(
+            l.check(IP, 2, 30_500),
+            Decision::Allow { used: 10 },
+            "a lighter request still fits"
+        );
+        assert_eq!(
+            l.check(IP, 4, 60_000),
+            Decision::Allow { used: 4 },
+            "a new window starts empty"
+        );
         assert_eq!(l.used(IP, 60_001), 4);
     }
 
@@ -139,8 +198,23 @@ mod tests {
         l.check(IP, 10, 0);
         assert!(matches!(l.check(IP, 1, 1), Decision::Limited { .. }));
         assert!(matches!(l.check(IP, 1, 2), Decision::Limited { .. }));
-        assert_eq!(l.check(IP, 1, 3), Decision::Banned { used: 10, retry_after_secs: 120 });
-        assert!(matches!(l.check(IP, 1, 90_000), Decision::Banned { retry_after_secs: 31, .. }), "ban outlives the window");
+        assert_eq!(
+            l.check(IP, 1, 3),
+            Decision::Banned {
+                used: 10,
+                retry_after_secs: 120
+            }
+        );
+        assert!(
+            matches!(
+                l.check(IP, 1, 90_000),
+                Decision::Banned {
+                    retry_after_secs: 31,
+                    ..
+                }
+            ),
+            "ban outlives the window"
+        );
         assert_eq!(l.check(IP, 1, 120_003), Decision::Allow { used: 1 });
     }
 
@@ -148,20 +222,51 @@ mod tests {
     fn forced_statuses_apply_for_their_period() {
         let mut l = limiter();
         l.force(418, 5_000);
-        assert_eq!(l.check(IP, 1, 1_000), Decision::Banned { used: 0, retry_after_secs: 4 });
+        assert_eq!(
+            l.check(IP, 1, 1_000),
+            Decision::Banned {
+                used: 0,
+                retry_after_secs: 4
+            }
+        );
         l.force(429, 7_000);
-        assert!(matches!(l.check(IP, 1, 6_000), Decision::Limited { retry_after_secs: 1, .. }));
+        assert!(matches!(
+            l.check(IP, 1, 6_000),
+            Decision::Limited {
+                retry_after_secs: 1,
+                ..
+            }
+        ));
         assert_eq!(l.check(IP, 1, 7_000), Decision::Allow { used: 1 });
     }
 
     #[test]
     fn extreme_limits_windows_and_bans_saturate() {
-        let mut l = Limiter::new(LimitConfig { weight_limit: u32::MAX, window_ms: u64::MAX, ban_after: 0, ban_ms: u64::MAX });
+        let mut l = Limiter::new(LimitConfig {
+            weight_limit: u32::MAX,
+            window_ms: u64::MAX,
+            ban_after: 0,
+            ban_ms: u64::MAX,
+        });
         assert_eq!(l.check(IP, u32::MAX, 1), Decision::Allow { used: u32::MAX });
-        assert!(matches!(l.check(IP, 250, u64::MAX - 1), Decision::Banned { .. }), "used + weight past u32::MAX is over the limit");
-        assert!(matches!(l.check(IP, 1, u64::MAX - 1), Decision::Banned { retry_after_secs: 1, .. }), "a ban to the end of time");
+        assert!(
+            matches!(l.check(IP, 250, u64::MAX - 1), Decision::Banned { .. }),
+            "used + weight past u32::MAX is over the limit"
+        );
+        assert!(
+            matches!(
+                l.check(IP, 1, u64::MAX - 1),
+                Decision::Banned {
+                    retry_after_secs: 1,
+                    ..
+                }
+            ),
+            "a ban to the end of time"
+        );
         let mut forced = limiter();
         forced.force(429, u64::MAX);
-        assert!(matches!(forced.check(IP, 1, 0), Decision::Limited { retry_after_secs, .. } if retry_after_secs == u64::MAX.div_ceil(1000)));
+        assert!(
+            matches!(forced.check(IP, 1, 0), Decision::Limited { retry_after_secs, .. } if retry_after_secs == u64::MAX.div_ceil(1000))
+        );
     }
 }

@@ -97,7 +97,10 @@ impl Market {
 
     /// Advances the market to `now_ms`, `dt_secs` of market time after the previous step.
     pub fn step(&mut self, now_ms: i64, dt_secs: f64) -> Step {
-        let mut step = Step { closed: self.close_until(now_ms), ..Step::default() };
+        let mut step = Step {
+            closed: self.close_until(now_ms),
+            ..Step::default()
+        };
         self.carry += self.config.trades_per_sec * dt_secs;
         let due = self.carry.floor();
         self.carry -= due;
@@ -170,15 +173,28 @@ impl Market {
 
     /// Trades with id ≥ `from_id`, at most `limit` (ids are contiguous, so this is an index).
     pub fn aggs_from_id(&self, from_id: u64, limit: usize) -> Vec<AggTrade> {
-        let Some(first) = self.first_agg_id() else { return Vec::new() };
+        let Some(first) = self.first_agg_id() else {
+            return Vec::new();
+        };
         let start = usize::try_from(from_id.saturating_sub(first)).unwrap_or(usize::MAX);
-        self.trades.iter().skip(start).take(limit).copied().collect()
+        self.trades
+            .iter()
+            .skip(start)
+            .take(limit)
+            .copied()
+            .collect()
     }
 
     /// Trades with `start_ms ≤ T ≤ end_ms`, oldest first, at most `limit`.
     pub fn aggs_by_time(&self, start_ms: i64, end_ms: i64, limit: usize) -> Vec<AggTrade> {
         let start = self.trades.partition_point(|t| t.time_ms < start_ms);
-        self.trades.iter().skip(start).take_while(|t| t.time_ms <= end_ms).take(limit).copied().collect()
+        self.trades
+            .iter()
+            .skip(start)
+            .take_while(|t| t.time_ms <= end_ms)
+            .take(limit)
+            .copied()
+            .collect()
     }
 
     /// The newest `limit` trades, oldest first.
@@ -192,7 +208,10 @@ impl Market {
     pub fn klines(&self, start: Option<i64>, end: Option<i64>, limit: usize) -> Vec<Kline> {
         let (lo, hi) = (start.unwrap_or(i64::MIN), end.unwrap_or(i64::MAX));
         let all = self.klines.iter().chain(std::iter::once(&self.current));
-        let matching: Vec<Kline> = all.filter(|k| k.open_time >= lo && k.open_time <= hi).cloned().collect();
+        let matching: Vec<Kline> = all
+            .filter(|k| k.open_time >= lo && k.open_time <= hi)
+            .cloned()
+            .collect();
         if start.is_some() {
             matching.into_iter().take(limit).collect()
         } else {
@@ -203,7 +222,11 @@ impl Market {
 
     /// Closed bars only, for `/sim/truth`.
     pub fn closed_klines(&self, start: i64, end: i64) -> Vec<Kline> {
-        self.klines.iter().filter(|k| k.open_time >= start && k.open_time <= end).cloned().collect()
+        self.klines
+            .iter()
+            .filter(|k| k.open_time >= start && k.open_time <= end)
+            .cloned()
+            .collect()
     }
 
     /// All held trades with `from ≤ id ≤ to`, for `/sim/truth`.
@@ -217,7 +240,12 @@ impl Market {
         let changes = u64::try_from(self.rng.range(1, 4)).unwrap_or(1);
         let first = self.last_update_id + 1;
         self.last_update_id += changes;
-        let mut diff = DepthDiff { first_update_id: first, final_update_id: self.last_update_id, bids: vec![], asks: vec![] };
+        let mut diff = DepthDiff {
+            first_update_id: first,
+            final_update_id: self.last_update_id,
+            bids: vec![],
+            asks: vec![],
+        };
         for _ in 0..changes {
             let level = self.rng.range(1, BOOK_LEVELS);
             let qty = self.rng.range(0, 50_000) * QTY_STEP;
@@ -233,7 +261,12 @@ impl Market {
     /// A book snapshot of `limit` levels a side (synthetic around the last price).
     pub fn depth_snapshot(&mut self, limit: usize) -> (u64, Vec<(i64, i64)>, Vec<(i64, i64)>) {
         let levels = i64::try_from(limit).unwrap_or(BOOK_LEVELS);
-        let mut level = |side: i64, i: i64| (self.price + side * i * TICK, self.rng.range(1, 50_000) * QTY_STEP);
+        let mut level = |side: i64, i: i64| {
+            (
+                self.price + side * i * TICK,
+                self.rng.range(1, 50_000) * QTY_STEP,
+            )
+        };
         let bids: Vec<_> = (1..=levels).map(|i| level(-1, i)).collect();
         let asks: Vec<_> = (1..=levels).map(|i| level(1, i)).collect();
         (self.last_update_id, bids, asks)
@@ -253,7 +286,12 @@ mod tests {
     use super::*;
 
     fn market(rate: f64) -> Market {
-        let cfg = MarketConfig { seed: 42, trades_per_sec: rate, history_trades: 1_000, history_klines: 3 };
+        let cfg = MarketConfig {
+            seed: 42,
+            trades_per_sec: rate,
+            history_trades: 1_000,
+            history_klines: 3,
+        };
         Market::new("BTCUSDT", cfg, 4_300_000_000_000, 0)
     }
 
@@ -303,7 +341,11 @@ mod tests {
         assert_eq!(m.held_trades(), 1_000); // 3000 generated, 1000 kept
         let first = m.first_agg_id().expect("first");
         assert_eq!(m.aggs_from_id(first + 10, 5)[0].id, first + 10);
-        assert_eq!(m.aggs_from_id(first - 50, 2)[0].id, first, "older ids start at the oldest held");
+        assert_eq!(
+            m.aggs_from_id(first - 50, 2)[0].id,
+            first,
+            "older ids start at the oldest held"
+        );
         assert_eq!(m.aggs_recent(3).last().map(|t| t.id), m.last_agg_id());
         let by_time = m.aggs_by_time(2_900, 3_000, 10_000);
         assert!(by_time.iter().all(|t| (2_900..=3_000).contains(&t.time_ms)));

@@ -18,9 +18,24 @@ impl SimMetrics {
         let m = Self {
             ws_connections: IntGauge::new(names::WS_CONNECTIONS, "Open WebSocket connections.")?,
             ws_sent: IntCounter::new(names::WS_SENT_TOTAL, "Stream messages sent to clients.")?,
-            ws_dropped: IntCounter::new(names::WS_DROPPED_TOTAL, "Stream messages withheld by a drop fault.")?,
-            ws_disconnects: IntCounterVec::new(Opts::new(names::WS_DISCONNECTS_TOTAL, "Connections the server ended, by reason."), &["reason"])?,
-            rest_requests: IntCounterVec::new(Opts::new(names::REST_REQUESTS_TOTAL, "REST requests by endpoint and status."), &["endpoint", "status"])?,
+            ws_dropped: IntCounter::new(
+                names::WS_DROPPED_TOTAL,
+                "Stream messages withheld by a drop fault.",
+            )?,
+            ws_disconnects: IntCounterVec::new(
+                Opts::new(
+                    names::WS_DISCONNECTS_TOTAL,
+                    "Connections the server ended, by reason.",
+                ),
+                &["reason"],
+            )?,
+            rest_requests: IntCounterVec::new(
+                Opts::new(
+                    names::REST_REQUESTS_TOTAL,
+                    "REST requests by endpoint and status.",
+                ),
+                &["endpoint", "status"],
+            )?,
             trades: IntCounter::new(names::TRADES_TOTAL, "Aggregate trades generated.")?,
         };
         registry.register(Box::new(m.ws_connections.clone()))?;

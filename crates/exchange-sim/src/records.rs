@@ -60,12 +60,26 @@ impl AggTrade {
     /// The `<symbol>@aggTrade` stream payload, serialized once per event.
     pub fn ws_json(&self, symbol: &str, event_ms: i64) -> String {
         let (p, q) = (decimal(self.price.into()), decimal(self.qty.into()));
-        let event = AggEvent { e: "aggTrade", event_ms, s: symbol, row: self.row(&p, &q) };
+        let event = AggEvent {
+            e: "aggTrade",
+            event_ms,
+            s: symbol,
+            row: self.row(&p, &q),
+        };
         serde_json::to_string(&event).unwrap_or_default()
     }
 
     fn row<'a>(&self, p: &'a str, q: &'a str) -> AggRow<'a> {
-        AggRow { a: self.id, p, q, f: self.first_trade_id, l: self.last_trade_id, t: self.time_ms, m: self.buyer_is_maker, best: true }
+        AggRow {
+            a: self.id,
+            p,
+            q,
+            f: self.first_trade_id,
+            l: self.last_trade_id,
+            t: self.time_ms,
+            m: self.buyer_is_maker,
+            best: true,
+        }
     }
 
     /// Raw trades inside this aggregate.
@@ -137,9 +151,18 @@ impl Kline {
     /// The REST `/api/v3/klines` row.
     pub fn rest_json(&self) -> Value {
         json!([
-            self.open_time, decimal(self.open.into()), decimal(self.high.into()), decimal(self.low.into()),
-            decimal(self.close.into()), decimal(self.volume), self.close_time, decimal(self.quote_volume),
-            self.trades, decimal(self.taker_buy_base), decimal(self.taker_buy_quote), "0"
+            self.open_time,
+            decimal(self.open.into()),
+            decimal(self.high.into()),
+            decimal(self.low.into()),
+            decimal(self.close.into()),
+            decimal(self.volume),
+            self.close_time,
+            decimal(self.quote_volume),
+            self.trades,
+            decimal(self.taker_buy_base),
+            decimal(self.taker_buy_quote),
+            "0"
         ])
     }
 
@@ -166,7 +189,15 @@ mod tests {
     use super::*;
 
     fn trade(id: u64, price: i64, qty: i64, maker: bool) -> AggTrade {
-        AggTrade { id, price, qty, first_trade_id: id * 2, last_trade_id: id * 2 + 1, time_ms: 1_000, buyer_is_maker: maker }
+        AggTrade {
+            id,
+            price,
+            qty,
+            first_trade_id: id * 2,
+            last_trade_id: id * 2 + 1,
+            time_ms: 1_000,
+            buyer_is_maker: maker,
+        }
     }
 
     #[test]
@@ -180,7 +211,10 @@ mod tests {
     fn agg_trade_shapes_match_binance() {
         let t = trade(26_129, 1_000_000_000, 5_000_000, true);
         let rest = t.rest_json();
-        assert_eq!(rest, serde_json::json!({"a":26129,"p":"10.00000000","q":"0.05000000","f":52258,"l":52259,"T":1000,"m":true,"M":true}));
+        assert_eq!(
+            rest,
+            serde_json::json!({"a":26129,"p":"10.00000000","q":"0.05000000","f":52258,"l":52259,"T":1000,"m":true,"M":true})
+        );
         let ws: Value = serde_json::from_str(&t.ws_json("BTCUSDT", 1_001)).expect("json");
         assert_eq!(ws["e"], "aggTrade");
         assert_eq!(ws["E"], 1_001);
@@ -195,7 +229,10 @@ mod tests {
         k.add(&trade(1, 1_000_000_000, 10_000_000, false)); // taker buy 0.1 @ 10
         k.add(&trade(2, 1_200_000_000, 20_000_000, true));
         k.add(&trade(3, 800_000_000, 10_000_000, false));
-        assert_eq!((k.open, k.high, k.low, k.close), (1_000_000_000, 1_200_000_000, 800_000_000, 800_000_000));
+        assert_eq!(
+            (k.open, k.high, k.low, k.close),
+            (1_000_000_000, 1_200_000_000, 800_000_000, 800_000_000)
+        );
         assert_eq!(k.volume, 40_000_000);
         assert_eq!(k.quote_volume, 100_000_000 + 240_000_000 + 80_000_000);
         assert_eq!(k.taker_buy_base, 20_000_000);

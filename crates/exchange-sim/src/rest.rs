@@ -68,8 +68,18 @@ pub fn weight(path: &str, params: &Params) -> Option<u32> {
         "/api/v3/exchangeInfo" => 20,
         "/api/v3/aggTrades" => 4,
         "/api/v3/klines" => 2,
-        "/api/v3/ticker/price" => if params.contains_key("symbol") { 2 } else { 4 },
-        "/api/v3/depth" => match params.get("limit").and_then(|l| l.parse::<u32>().ok()).unwrap_or(100) {
+        "/api/v3/ticker/price" => {
+            if params.contains_key("symbol") {
+                2
+            } else {
+                4
+            }
+        }
+        "/api/v3/depth" => match params
+            .get("limit")
+            .and_then(|l| l.parse::<u32>().ok())
+            .unwrap_or(100)
+        {
             0..=100 => 5,
             101..=500 => 25,
             501..=1000 => 50,
@@ -82,30 +92,65 @@ pub fn weight(path: &str, params: &Params) -> Option<u32> {
 /// Answers one REST request from `ip`.
 pub fn handle(app: &App, ip: IpAddr, path: &str, params: &Params) -> Reply {
     let Some(weight) = weight(path, params) else {
-        return Reply { status: StatusCode::NOT_FOUND, body: json!({"code": -1000, "msg": "Unknown endpoint."}), used_weight: 0, retry_after: None };
+        return Reply {
+            status: StatusCode::NOT_FOUND,
+            body: json!({"code": -1000, "msg": "Unknown endpoint."}),
+            used_weight: 0,
+            retry_after: None,
+        };
     };
     let decision = app.limiter().check(ip, weight, app.wall_ms());
     let reply = match decision {
         Decision::Allow { used } => match route(app, path, params) {
-            Ok(body) => Reply { status: StatusCode::OK, body, used_weight: used, retry_after: None },
-            Err(ApiError(status, code, msg)) => Reply { status, body: json!({"code": code, "msg": msg}), used_weight: used, retry_after: None },
+            Ok(body) => Reply {
+                status: StatusCode::OK,
+                body,
+                used_weight: used,
+                retry_after: None,
+            },
+            Err(ApiError(status, code, msg)) => Reply {
+                status,
+                body: json!({"code": code, "msg": msg}),
+                used_weight: used,
+                retry_after: None,
+            },
         },
-        Decision::Limited { used, retry_after_secs } => limited(used, retry_after_secs, app.limiter().limit()),
-        Decision::Banned { used, retry_after_secs } => banned(used, retry_after_secs),
+        Decision::Limited {
+            used,
+            retry_after_secs,
+        } => limited(used, retry_after_secs, app.limiter().limit()),
+        Decision::Banned {
+            used,
+            retry_after_secs,
+        } => banned(used, retry_after_secs),
     };
-    app.metrics.rest_requests.with_label_values(&[path, reply.status.as_str()]).inc();
+    app.metrics
+        .rest_requests
+        .with_label_values(&[path, reply.status.as_str()])
+        .inc();
     reply
 }
 
 fn limited(used: u32, retry_after: u64, limit: u32) -> Reply {
     let msg = format!("Too much request weight used; current limit is {limit} request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.");
-    Reply { status: StatusCode::TOO_MANY_REQUESTS, body: json!({"code": -1003, "msg": msg}), used_weight: used, retry_after: Some(retry_after) }
+    Reply {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        body: json!({"code": -1003, "msg": msg}),
+        used_weight: used,
+        retry_after: Some(retry_after),
+    }
 }
 
 fn banned(used: u32, retry_after: u64) -> Reply {
-    let until = kit::time::now_ms().saturating_add(i64::try_from(retry_after.saturating_mul(1000)).unwrap_or(i64::MAX));
+    let until = kit::time::now_ms()
+        .saturating_add(i64::try_from(retry_after.saturating_mul(1000)).unwrap_or(i64::MAX));
     let msg = format!("Way too much request weight used; IP banned until {until}. Please use WebSocket Streams for live updates to avoid bans.");
-    Reply { status: StatusCode::IM_A_TEAPOT, body: json!({"code": -1003, "msg": msg}), used_weight: used, retry_after: Some(retry_after) }
+    Reply {
+        status: StatusCode::IM_A_TEAPOT,
+        body: json!({"code": -1003, "msg": msg}),
+        used_weight: used,
+        retry_after: Some(retry_after),
+    }
 }
 
 fn route(app: &App, path: &str, p: &Params) -> Result<Value, ApiError> {
@@ -120,15 +165,27 @@ fn route(app: &App, path: &str, p: &Params) -> Result<Value, ApiError> {
     }
 }
 
-fn with_market(app: &App, p: &Params, f: impl FnOnce(&mut Market) -> Result<Value, ApiError>) -> Result<Value, ApiError> {
-    let name = p.get("symbol").filter(|s| !s.is_empty()).ok_or_else(|| mandatory("symbol"))?;
-    let symbol = app.symbol(name).ok_or_else(|| bad(-1121, "Invalid symbol."))?;
+fn with_market(
+    app: &App,
+    p: &Params,
+    f: impl FnOnce(&mut Market) -> Result<Value, ApiError>,
+) -> Result<Value, ApiError> {
+    let name = p
+        .get("symbol")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| mandatory("symbol"))?;
+    let symbol = app
+        .symbol(name)
+        .ok_or_else(|| bad(-1121, "Invalid symbol."))?;
     let mut market = app.market(symbol);
     f(&mut market)
 }
 
 fn mandatory(name: &str) -> ApiError {
-    bad(-1102, format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."))
+    bad(
+        -1102,
+        format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
+    )
 }
 
 fn number<T: std::str::FromStr>(p: &Params, name: &str) -> Result<Option<T>, ApiError> {
@@ -155,7 +212,12 @@ fn agg_trades(m: &mut Market, p: &Params) -> Result<Value, ApiError> {
     let (start, end): (Option<i64>, Option<i64>) = (number(p, "startTime")?, number(p, "endTime")?);
     let trades = match (from_id, start, end) {
         (Some(id), _, _) => m.aggs_from_id(id, limit),
-        (None, Some(s), Some(e)) if e.saturating_sub(s) > HOUR_MS => return Err(bad(-1127, "More than 1 hours between startTime and endTime.")),
+        (None, Some(s), Some(e)) if e.saturating_sub(s) > HOUR_MS => {
+            return Err(bad(
+                -1127,
+                "More than 1 hours between startTime and endTime.",
+            ))
+        }
         (None, Some(s), e) => m.aggs_by_time(s, e.unwrap_or(s.saturating_add(HOUR_MS)), limit),
         (None, None, Some(e)) => m.aggs_by_time(e.saturating_sub(HOUR_MS), e, limit),
         (None, None, None) => m.aggs_recent(limit),
@@ -183,7 +245,10 @@ fn depth(m: &mut Market, p: &Params) -> Result<Value, ApiError> {
 fn ticker_price(app: &App, p: &Params) -> Result<Value, ApiError> {
     let price = |s: &crate::app::SymbolState| json!({"symbol": s.name, "price": decimal(app.market(s).last_price().into())});
     match p.get("symbol") {
-        Some(name) => app.symbol(name).map(price).ok_or_else(|| bad(-1121, "Invalid symbol.")),
+        Some(name) => app
+            .symbol(name)
+            .map(price)
+            .ok_or_else(|| bad(-1121, "Invalid symbol.")),
         None => Ok(app.symbols.iter().map(price).collect()),
     }
 }

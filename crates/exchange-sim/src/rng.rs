@@ -30,7 +30,9 @@ impl Rng {
 
 /// A seed per symbol derived from the base seed and the name, so symbols differ.
 pub fn symbol_seed(base: u64, symbol: &str) -> u64 {
-    symbol.bytes().fold(base ^ 0xCBF2_9CE4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3))
+    symbol.bytes().fold(base ^ 0xCBF2_9CE4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)
+    })
 }
 
 #[cfg(test)]

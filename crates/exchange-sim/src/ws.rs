@@ -70,25 +70,48 @@ struct Session {
 }
 
 /// Serves one connection until it ends; counts it in the simulator's metrics.
-pub async fn serve<S>(ws: WebSocketStream<S>, streams: BTreeSet<String>, combined: bool, app: Arc<App>)
-where
+pub async fn serve<S>(
+    ws: WebSocketStream<S>,
+    streams: BTreeSet<String>,
+    combined: bool,
+    app: Arc<App>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     app.metrics.ws_connections.inc();
     let max = app.config.ws_max_client_msgs_per_sec;
-    let inbound = InboundLimit { max, window_start: Instant::now(), count: 0 };
-    let mut session = Session { app: app.clone(), streams, combined, last_pong: Instant::now(), inbound };
+    let inbound = InboundLimit {
+        max,
+        window_start: Instant::now(),
+        count: 0,
+    };
+    let mut session = Session {
+        app: app.clone(),
+        streams,
+        combined,
+        last_pong: Instant::now(),
+        inbound,
+    };
     let reason = session.drive(ws).await;
     tracing::debug!(reason, "websocket session ended");
     app.metrics.ws_connections.dec();
-    app.metrics.ws_disconnects.with_label_values(&[reason]).inc();
+    app.metrics
+        .ws_disconnects
+        .with_label_values(&[reason])
+        .inc();
 }
 
 impl Session {
-    async fn drive<S: AsyncRead + AsyncWrite + Unpin>(&mut self, mut ws: WebSocketStream<S>) -> &'static str {
+    async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        mut ws: WebSocketStream<S>,
+    ) -> &'static str {
         let mut events = self.app.events.subscribe();
         let mut commands = self.app.commands.subscribe();
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + self.app.ping_interval(), self.app.ping_interval());
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.app.ping_interval(),
+            self.app.ping_interval(),
+        );
         let lifetime = tokio::time::sleep(Duration::from_secs(self.app.config.ws_lifetime_secs));
         tokio::pin!(lifetime);
         let pong_timeout = Duration::from_secs(self.app.config.ws_pong_timeout_secs);
@@ -110,16 +133,25 @@ impl Session {
         self.app.faults().stalled(self.app.real_ms())
     }
 
-    async fn command<S: AsyncRead + AsyncWrite + Unpin>(&self, ws: &mut WebSocketStream<S>, cmd: Result<SessionCmd, RecvError>) -> Result<(), &'static str> {
+    async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+        cmd: Result<SessionCmd, RecvError>,
+    ) -> Result<(), &'static str> {
         match cmd {
             Ok(SessionCmd::Disconnect) => Err("forced_disconnect"), // dropped without a close frame
             Ok(SessionCmd::ServerShutdown) => {
-                let event = json!({"e": "serverShutdown", "E": self.app.clock.now_ms()}).to_string();
-                ws.send(Message::text(event)).await.map_err(|_| "write_failed")
+                let event =
+                    json!({"e": "serverShutdown", "E": self.app.clock.now_ms()}).to_string();
+                ws.send(Message::text(event))
+                    .await
+                    .map_err(|_| "write_failed")
             }
             Ok(SessionCmd::Garbage) => {
                 for frame in MALFORMED {
-                    ws.send(Message::text(*frame)).await.map_err(|_| "write_failed")?;
+                    ws.send(Message::text(*frame))
+                        .await
+                        .map_err(|_| "write_failed")?;
                 }
                 Ok(())
             }
@@ -127,15 +159,27 @@ impl Session {
         }
     }
 
-    async fn ping<S: AsyncRead + AsyncWrite + Unpin>(&self, ws: &mut WebSocketStream<S>, pong_timeout: Duration) -> Result<(), &'static str> {
+    async fn ping<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+        pong_timeout: Duration,
+    ) -> Result<(), &'static str> {
         if self.stalled() {
             return Ok(());
         }
         if self.last_pong.elapsed() > pong_timeout {
-            return Err(close(ws, CloseCode::Policy, "no pong within the timeout", "pong_timeout").await);
+            return Err(close(
+                ws,
+                CloseCode::Policy,
+                "no pong within the timeout",
+                "pong_timeout",
+            )
+            .await);
         }
         let payload = self.app.clock.now_ms().to_string();
-        ws.send(Message::Ping(payload.into_bytes().into())).await.map_err(|_| "write_failed")
+        ws.send(Message::Ping(payload.into_bytes().into()))
+            .await
+            .map_err(|_| "write_failed")
     }
 
     async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
@@ -150,7 +194,13 @@ impl Session {
             match received {
                 Ok(event) => written += self.write_event(ws, &event).await?,
                 Err(RecvError::Lagged(_)) => {
-                    return Err(close(ws, CloseCode::Policy, "client too slow for the stream", "slow_consumer").await)
+                    return Err(close(
+                        ws,
+                        CloseCode::Policy,
+                        "client too slow for the stream",
+                        "slow_consumer",
+                    )
+                    .await)
                 }
                 Err(RecvError::Closed) => return Err("server_stopped"),
             }
@@ -166,7 +216,11 @@ impl Session {
     }
 
     /// Feeds one event if this session wants it; returns how many messages were written.
-    async fn write_event<S: AsyncRead + AsyncWrite + Unpin>(&self, ws: &mut WebSocketStream<S>, event: &Event) -> Result<usize, &'static str> {
+    async fn write_event<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+        event: &Event,
+    ) -> Result<usize, &'static str> {
         if !self.streams.contains(&event.stream) || self.stalled() {
             return Ok(0);
         }
@@ -175,11 +229,16 @@ impl Session {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
         let text = if self.combined {
-            format!(r#"{{"stream":"{}","data":{}}}"#, event.stream, event.payload)
+            format!(
+                r#"{{"stream":"{}","data":{}}}"#,
+                event.stream, event.payload
+            )
         } else {
             event.payload.clone()
         };
-        ws.feed(Message::text(text)).await.map_err(|_| "write_failed")?;
+        ws.feed(Message::text(text))
+            .await
+            .map_err(|_| "write_failed")?;
         Ok(1)
     }
 
@@ -193,14 +252,22 @@ impl Session {
             Some(Ok(msg)) => msg,
         };
         if !self.inbound.allow() {
-            return Err(close(ws, CloseCode::Policy, "too many messages", "client_message_rate").await);
+            return Err(close(
+                ws,
+                CloseCode::Policy,
+                "too many messages",
+                "client_message_rate",
+            )
+            .await);
         }
         match msg {
             Message::Pong(_) => self.last_pong = Instant::now(),
             Message::Ping(_) => ws.flush().await.map_err(|_| "write_failed")?, // pong queued by tungstenite
             Message::Text(text) => {
                 let reply = self.method(text.as_str());
-                ws.send(Message::text(reply.to_string())).await.map_err(|_| "write_failed")?;
+                ws.send(Message::text(reply.to_string()))
+                    .await
+                    .map_err(|_| "write_failed")?;
             }
             Message::Close(_) => return Err("client_closed"),
             _ => {}
@@ -214,22 +281,41 @@ impl Session {
             return json!({"error": {"code": 3, "msg": "Invalid JSON"}, "id": null});
         };
         let id = request.get("id").cloned().unwrap_or(Value::Null);
-        let params: Vec<String> = request["params"].as_array().into_iter().flatten().filter_map(|p| p.as_str().map(String::from)).collect();
-        let streams: Option<Vec<String>> = params.iter().map(|p| canonical_stream(&self.app, p)).collect();
+        let params: Vec<String> = request["params"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(String::from))
+            .collect();
+        let streams: Option<Vec<String>> = params
+            .iter()
+            .map(|p| canonical_stream(&self.app, p))
+            .collect();
         match (request["method"].as_str(), streams) {
             (Some("SUBSCRIBE"), Some(s)) => self.streams.extend(s),
             (Some("UNSUBSCRIBE"), Some(s)) => s.iter().for_each(|x| {
                 self.streams.remove(x);
             }),
             (Some("LIST_SUBSCRIPTIONS"), _) => return json!({"result": self.streams, "id": id}),
-            _ => return json!({"error": {"code": 2, "msg": format!("Invalid request: {text}")}, "id": id}),
+            _ => {
+                return json!({"error": {"code": 2, "msg": format!("Invalid request: {text}")}, "id": id})
+            }
         }
         json!({"result": null, "id": id})
     }
 }
 
-async fn close<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, code: CloseCode, why: &str, reason: &'static str) -> &'static str {
-    let frame = CloseFrame { code, reason: why.to_string().into() };
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    code: CloseCode,
+    why: &str,
+    reason: &'static str,
+) -> &'static str {
+    let frame = CloseFrame {
+        code,
+        reason: why.to_string().into(),
+    };
+    let _ =
+        tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
     reason
 }

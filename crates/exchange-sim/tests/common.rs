@@ -25,7 +25,9 @@ pub async fn sim(vars: &[(&str, &str)]) -> Sim {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let token = CancellationToken::new();
-    exchange_sim::start(config, listener, token.clone()).await.expect("start");
+    exchange_sim::start(config, listener, token.clone())
+        .await
+        .expect("start");
     Sim {
         base: format!("http://{addr}"),
         ws: format!("ws://{addr}"),
@@ -36,7 +38,11 @@ pub async fn sim(vars: &[(&str, &str)]) -> Sim {
 
 impl Sim {
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(format!("{}{path}", self.base)).send().await.expect("request")
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn json(&self, path: &str) -> Value {
@@ -44,18 +50,36 @@ impl Sim {
     }
 
     pub async fn control(&self, op: &str, body: Value) {
-        let r = self.client.post(format!("{}/sim/{op}", self.base)).json(&body).send().await.expect("control");
-        assert_eq!(r.status(), 200, "control {op}: {}", r.text().await.unwrap_or_default());
+        let r = self
+            .client
+            .post(format!("{}/sim/{op}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("control");
+        assert_eq!(
+            r.status(),
+            200,
+            "control {op}: {}",
+            r.text().await.unwrap_or_default()
+        );
     }
 
     /// Waits until every symbol holds at least `n` trades (`/sim/state`, which costs no
     /// request weight); returns that state.
     pub async fn held_trades(&self, n: u64) -> Value {
-        wait_for(&format!("every symbol holds {n} trades"), Duration::from_secs(10), || async {
-            let state = self.json("/sim/state").await;
-            let all = state["symbols"].as_array()?.iter().all(|s| s["held_trades"].as_u64().is_some_and(|h| h >= n));
-            all.then_some(state)
-        })
+        wait_for(
+            &format!("every symbol holds {n} trades"),
+            Duration::from_secs(10),
+            || async {
+                let state = self.json("/sim/state").await;
+                let all = state["symbols"]
+                    .as_array()?
+                    .iter()
+                    .all(|s| s["held_trades"].as_u64().is_some_and(|h| h >= n));
+                all.then_some(state)
+            },
+        )
         .await
     }
 }
@@ -71,15 +95,22 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {within:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn connect(url: &str) -> Ws {
-    tokio_tungstenite::connect_async(url).await.expect("ws connect").0
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect")
+        .0
 }
 
 /// The next text message as JSON, skipping control frames; `None` when the socket ends.

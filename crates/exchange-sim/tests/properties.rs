@@ -3,7 +3,9 @@
 //! parameters never panic, out-of-range numbers are 400s, and the limiter and fault state
 //! stay consistent whatever times and sizes they are given.
 
-use exchange_sim::control::{parse_control, parse_truth, Command, ControlError, TruthRange, MAX_DURATION_MS, MAX_LATENCY_MS};
+use exchange_sim::control::{
+    parse_control, parse_truth, Command, ControlError, TruthRange, MAX_DURATION_MS, MAX_LATENCY_MS,
+};
 use exchange_sim::faults::{DropRule, Faults, StreamKind};
 use exchange_sim::limits::{Decision, LimitConfig, Limiter};
 use exchange_sim::{rest, App, Config};
@@ -15,12 +17,25 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, OnceLock};
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 const PATHS: [&str; 11] = [
-    "/sim/drop", "/sim/stall", "/sim/disconnect", "/sim/garbage", "/sim/server-shutdown", "/sim/ratelimit",
-    "/sim/latency", "/sim/rate", "/sim/weight-limit", "/sim/reset", "/sim/other",
+    "/sim/drop",
+    "/sim/stall",
+    "/sim/disconnect",
+    "/sim/garbage",
+    "/sim/server-shutdown",
+    "/sim/ratelimit",
+    "/sim/latency",
+    "/sim/rate",
+    "/sim/weight-limit",
+    "/sim/reset",
+    "/sim/other",
 ];
 
 /// Integers as a client might send them: extremes, around the bounds, anything.
@@ -44,9 +59,13 @@ fn number() -> impl Strategy<Value = String> {
 fn app() -> &'static Arc<App> {
     static APP: OnceLock<Arc<App>> = OnceLock::new();
     APP.get_or_init(|| {
-        let vars = HashMap::from([("SIM_WEIGHT_LIMIT", "4294967295"), ("SIM_HISTORY_TRADES", "5000")]);
+        let vars = HashMap::from([
+            ("SIM_WEIGHT_LIMIT", "4294967295"),
+            ("SIM_HISTORY_TRADES", "5000"),
+        ]);
         let config: Config = kit::config::parse_from_map(&vars).expect("config");
-        let metrics = exchange_sim::metrics::SimMetrics::register(&prometheus::Registry::new()).expect("metrics");
+        let metrics = exchange_sim::metrics::SimMetrics::register(&prometheus::Registry::new())
+            .expect("metrics");
         let app = App::new(config, metrics);
         app.warm_up(5);
         app
@@ -54,7 +73,12 @@ fn app() -> &'static Arc<App> {
 }
 
 fn get(path: &str, query: &str) -> rest::Reply {
-    rest::handle(app(), IpAddr::V4(Ipv4Addr::LOCALHOST), path, &rest::parse_query(Some(query)))
+    rest::handle(
+        app(),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        path,
+        &rest::parse_query(Some(query)),
+    )
 }
 
 proptest! {

@@ -50,7 +50,13 @@ pub struct Service {
 impl Service {
     /// Sets up telemetry and Kafka, and starts heartbeats and topic creation; `listener`
     /// (the ops server's) names the replica.
-    pub fn start(service: &'static str, version: &str, config: KitConfig, listener: &TcpListener, shutdown: CancellationToken) -> Result<Self, KitError> {
+    pub fn start(
+        service: &'static str,
+        version: &str,
+        config: KitConfig,
+        listener: &TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<Self, KitError> {
         let telemetry = Telemetry::new(service, version)?;
         let kafka = KafkaContext::new(&telemetry)?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -58,7 +64,16 @@ impl Service {
         let client_id = format!("{service}-{}", &identity.instance_id[..8]);
         let producer = kafka::producer(&config.kafka_brokers, &client_id, kafka.clone())?;
         let degraded = Degraded::default();
-        let mut started = Self { telemetry, kafka, producer, identity, shutdown, config, degraded, tasks: JoinSet::new() };
+        let mut started = Self {
+            telemetry,
+            kafka,
+            producer,
+            identity,
+            shutdown,
+            config,
+            degraded,
+            tasks: JoinSet::new(),
+        };
         started.spawn_topic_setup();
         started.spawn_heartbeats();
         tracing::info!(service, instance_id = %started.identity.instance_id, "service starting");
@@ -93,13 +108,19 @@ impl Service {
                 Ok(Err(err)) => Err(err.to_string()),
                 Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
             };
-            Ended { name, lasting, outcome }
+            Ended {
+                name,
+                lasting,
+                outcome,
+            }
         });
     }
 
     /// The ops server's app with the Kafka readiness probe and the degraded list.
     pub fn ops_app(&self) -> OpsApp {
-        OpsApp::new(self.telemetry.clone()).degraded(self.degraded.clone()).probe("kafka", kafka::probe(self.producer.clone()))
+        OpsApp::new(self.telemetry.clone())
+            .degraded(self.degraded.clone())
+            .probe("kafka", kafka::probe(self.producer.clone()))
     }
 
     /// Serves the ops endpoints on `listener` until shutdown or until a task fails, then
@@ -117,7 +138,10 @@ impl Service {
             Some(err) => {
                 self.telemetry.error("task_failed", err);
                 token.cancel();
-                (FAILED_GRACE.min(self.config.shutdown_grace()), FAILED_GRACE / 2)
+                (
+                    FAILED_GRACE.min(self.config.shutdown_grace()),
+                    FAILED_GRACE / 2,
+                )
             }
             None => (self.config.shutdown_grace(), Duration::from_secs(2)),
         };
@@ -146,7 +170,12 @@ impl Service {
                         return Some(err);
                     }
                 }
-                Some(Err(join)) => return Some(KitError::TaskFailed { task: "unknown", reason: join.to_string() }),
+                Some(Err(join)) => {
+                    return Some(KitError::TaskFailed {
+                        task: "unknown",
+                        reason: join.to_string(),
+                    })
+                }
             }
         }
     }
@@ -154,10 +183,14 @@ impl Service {
     /// Whether a task's end (outside shutdown) is a failure of the service.
     fn judge(&self, end: Ended) -> Option<KitError> {
         match end.outcome {
-            Err(reason) => Some(KitError::TaskFailed { task: end.name, reason }),
-            Ok(()) if end.lasting && !self.shutdown.is_cancelled() => {
-                Some(KitError::TaskFailed { task: end.name, reason: "ended before shutdown".into() })
-            }
+            Err(reason) => Some(KitError::TaskFailed {
+                task: end.name,
+                reason,
+            }),
+            Ok(()) if end.lasting && !self.shutdown.is_cancelled() => Some(KitError::TaskFailed {
+                task: end.name,
+                reason: "ended before shutdown".into(),
+            }),
             Ok(()) => {
                 tracing::debug!(task = end.name, "task finished");
                 None
@@ -172,14 +205,25 @@ impl Service {
         let tasks = &mut self.tasks;
         let finished = tokio::time::timeout(grace, async {
             while let Some(ended) = tasks.join_next().await {
-                if let Ok(Ended { name, outcome: Err(reason), .. }) = ended {
-                    telemetry.error("task_failed", &format!("task {name} failed during shutdown: {reason}"));
+                if let Ok(Ended {
+                    name,
+                    outcome: Err(reason),
+                    ..
+                }) = ended
+                {
+                    telemetry.error(
+                        "task_failed",
+                        &format!("task {name} failed during shutdown: {reason}"),
+                    );
                 }
             }
         })
         .await;
         if finished.is_err() {
-            tracing::warn!(left = self.tasks.len(), "tasks still running after the grace period were aborted");
+            tracing::warn!(
+                left = self.tasks.len(),
+                "tasks still running after the grace period were aborted"
+            );
             self.tasks.abort_all();
         }
     }
@@ -190,7 +234,14 @@ impl Service {
         let shutdown = self.shutdown.clone();
         self.spawn_job("kafka_topics", async move {
             let create = || kafka::ensure_topics(&brokers, 1);
-            crate::shutdown::retry(&shutdown, Duration::from_millis(500), Duration::from_secs(10), create, |e| telemetry.error("kafka_topics", &e)).await;
+            crate::shutdown::retry(
+                &shutdown,
+                Duration::from_millis(500),
+                Duration::from_secs(10),
+                create,
+                |e| telemetry.error("kafka_topics", &e),
+            )
+            .await;
             Ok(())
         });
     }
@@ -219,9 +270,12 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Binds the ops listener, with the address in the error.
 pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, KitError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| KitError::Io(std::io::Error::new(e.kind(), format!("binding {addr}: {e}"))))
+    TcpListener::bind(addr).await.map_err(|e| {
+        KitError::Io(std::io::Error::new(
+            e.kind(),
+            format!("binding {addr}: {e}"),
+        ))
+    })
 }
 
 /// The end of a service's `main`: success exits 0; a failure is the last log line (with
@@ -243,18 +297,31 @@ mod tests {
 
     async fn service() -> (Service, TcpListener) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let vars = std::collections::HashMap::from([("KAFKA_BROKERS", "127.0.0.1:1"), ("SHUTDOWN_GRACE_SECS", "1")]);
+        let vars = std::collections::HashMap::from([
+            ("KAFKA_BROKERS", "127.0.0.1:1"),
+            ("SHUTDOWN_GRACE_SECS", "1"),
+        ]);
         #[derive(clap::Parser)]
         struct C {
             #[command(flatten)]
             kit: KitConfig,
         }
         let c: C = crate::config::parse_from_map(&vars).expect("config");
-        let s = Service::start("collector", "test", c.kit, &listener, CancellationToken::new()).expect("service");
+        let s = Service::start(
+            "collector",
+            "test",
+            c.kit,
+            &listener,
+            CancellationToken::new(),
+        )
+        .expect("service");
         (s, listener)
     }
 
-    async fn run_with(task: impl Future<Output = Result<(), KitError>> + Send + 'static, lasting: bool) -> Result<(), KitError> {
+    async fn run_with(
+        task: impl Future<Output = Result<(), KitError>> + Send + 'static,
+        lasting: bool,
+    ) -> Result<(), KitError> {
         let (mut s, listener) = service().await;
         let token = s.shutdown.clone();
         s.track("probe_task", lasting, task);
@@ -263,7 +330,9 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(20)).await;
             token.cancel();
         });
-        let result = tokio::time::timeout(Duration::from_secs(30), s.run(listener, app)).await.expect("run ends");
+        let result = tokio::time::timeout(Duration::from_secs(30), s.run(listener, app))
+            .await
+            .expect("run ends");
         stopper.abort();
         result
     }
@@ -282,12 +351,17 @@ mod tests {
         let (task, reason) = failed_task(run_with(failing, true).await);
         assert_eq!(task, "probe_task");
         assert!(reason.contains("disk on fire"), "{reason}");
-        assert!(started.elapsed() < Duration::from_secs(10), "stopped after {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "stopped after {:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
     async fn a_panic_stops_the_service() {
-        let (task, reason) = failed_task(run_with(async { panic!("index out of bounds") }, true).await);
+        let (task, reason) =
+            failed_task(run_with(async { panic!("index out of bounds") }, true).await);
         assert_eq!(task, "probe_task");
         assert!(reason.contains("panicked: index out of bounds"), "{reason}");
     }
@@ -295,15 +369,24 @@ mod tests {
     #[tokio::test]
     async fn a_lasting_task_that_returns_stops_the_service_but_a_job_may_finish() {
         let (task, reason) = failed_task(run_with(async { Ok(()) }, true).await);
-        assert_eq!((task, reason.as_str()), ("probe_task", "ended before shutdown"));
+        assert_eq!(
+            (task, reason.as_str()),
+            ("probe_task", "ended before shutdown")
+        );
         let (mut s, listener) = service().await;
         s.spawn_job("done_soon", async { Ok(()) });
         let token = s.shutdown.clone();
         let app = s.ops_app();
         let run = tokio::spawn(s.run(listener, app));
         tokio::time::sleep(Duration::from_millis(300)).await; // the job finished meanwhile
-        assert!(!run.is_finished(), "a finished job must not stop the service");
+        assert!(
+            !run.is_finished(),
+            "a finished job must not stop the service"
+        );
         token.cancel();
-        assert!(run.await.expect("joins").is_ok(), "shutdown is a clean stop");
+        assert!(
+            run.await.expect("joins").is_ok(),
+            "shutdown is a clean stop"
+        );
     }
 }

@@ -76,7 +76,10 @@ mod tests {
 
     #[test]
     fn variables_override_defaults() {
-        let vars = HashMap::from([("KAFKA_BROKERS", "kafka:9092"), ("HEARTBEAT_INTERVAL_MS", "250")]);
+        let vars = HashMap::from([
+            ("KAFKA_BROKERS", "kafka:9092"),
+            ("HEARTBEAT_INTERVAL_MS", "250"),
+        ]);
         let demo: Demo = parse_from_map(&vars).expect("parses");
         assert_eq!(demo.kit.kafka_brokers, "kafka:9092");
         assert_eq!(demo.kit.heartbeat_interval().as_millis(), 250);

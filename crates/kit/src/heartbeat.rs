@@ -42,7 +42,12 @@ pub struct Identity {
 impl Identity {
     /// A fresh identity for this process, in `replica` (see [`replica_name`]).
     pub fn new(service: &'static str, replica: String) -> Self {
-        Self { service, replica, instance_id: uuid::Uuid::new_v4().to_string(), started_at_ms: now_ms() }
+        Self {
+            service,
+            replica,
+            instance_id: uuid::Uuid::new_v4().to_string(),
+            started_at_ms: now_ms(),
+        }
     }
 
     /// The `seq`-th heartbeat of this process.
@@ -80,7 +85,10 @@ pub async fn run<C: ClientContext + 'static>(
     telemetry: Telemetry,
     shutdown: CancellationToken,
 ) -> Result<(), KitError> {
-    let sent = IntCounter::new(names::HEARTBEATS_SENT_TOTAL, "Heartbeats this process published.")?;
+    let sent = IntCounter::new(
+        names::HEARTBEATS_SENT_TOTAL,
+        "Heartbeats this process published.",
+    )?;
     telemetry.registry().register(Box::new(sent.clone()))?;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -91,7 +99,9 @@ pub async fn run<C: ClientContext + 'static>(
             _ = ticker.tick() => {}
         }
         let payload = serde_json::to_vec(&identity.beat(seq, interval))?;
-        let record = FutureRecord::to(topics::HEARTBEATS).key(identity.service).payload(&payload);
+        let record = FutureRecord::to(topics::HEARTBEATS)
+            .key(identity.service)
+            .payload(&payload);
         let delivered = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             delivered = producer.send(record, interval) => delivered,
@@ -111,13 +121,24 @@ mod tests {
     #[test]
     fn beats_share_the_instance_and_count_up() {
         let id = Identity::new("collector", replica_name(9101));
-        let (a, b) = (id.beat(0, Duration::from_secs(5)), id.beat(1, Duration::from_secs(5)));
+        let (a, b) = (
+            id.beat(0, Duration::from_secs(5)),
+            id.beat(1, Duration::from_secs(5)),
+        );
         assert_eq!(a.instance_id, b.instance_id);
         assert_eq!((a.seq, b.seq, a.interval_ms, a.v), (0, 1, 5000, 1));
-        assert_ne!(Identity::new("collector", "h:1".into()).instance_id, id.instance_id);
+        assert_ne!(
+            Identity::new("collector", "h:1".into()).instance_id,
+            id.instance_id
+        );
         assert!(a.replica.ends_with(":9101"));
         let old = r#"{"v":1,"service":"c","instance_id":"i","started_at_ms":1,"seq":0,"sent_at_ms":1,"interval_ms":5000}"#;
-        assert_eq!(serde_json::from_str::<Heartbeat>(old).expect("v1 without replica").replica, "");
+        assert_eq!(
+            serde_json::from_str::<Heartbeat>(old)
+                .expect("v1 without replica")
+                .replica,
+            ""
+        );
         let json = serde_json::to_string(&a).expect("json");
         assert_eq!(serde_json::from_str::<Heartbeat>(&json).expect("parse"), a);
     }

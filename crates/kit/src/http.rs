@@ -63,7 +63,11 @@ pub struct OpsApp {
 
 impl OpsApp {
     pub fn new(telemetry: Telemetry) -> Self {
-        Self { telemetry, probes: Vec::new(), degraded: Degraded::default() }
+        Self {
+            telemetry,
+            probes: Vec::new(),
+            degraded: Degraded::default(),
+        }
     }
 
     /// Shows `degraded` in `/readyz`.
@@ -105,13 +109,18 @@ pub async fn serve(listener: TcpListener, app: OpsApp, shutdown: CancellationTok
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
 }
 
-async fn handle(app: Arc<OpsApp>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    app: Arc<OpsApp>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
     let response = match (req.method(), path) {
         (&Method::GET, "/metrics") => metrics(&app),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
         (&Method::GET, "/readyz") => ready(&app).await,
-        (_, "/metrics" | "/healthz" | "/readyz") => text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into()),
+        (_, "/metrics" | "/healthz" | "/readyz") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into())
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     };
     Ok(response)
@@ -139,11 +148,19 @@ async fn ready(app: &OpsApp) -> Response<Full<Bytes>> {
             Err(_) => failures.push(format!("{name}: no answer within {PROBE_TIMEOUT:?}")),
         }
     }
-    let degraded: String = app.degraded.list().iter().map(|(name, reason)| format!("degraded: {name}: {reason}\n")).collect();
+    let degraded: String = app
+        .degraded
+        .list()
+        .iter()
+        .map(|(name, reason)| format!("degraded: {name}: {reason}\n"))
+        .collect();
     if failures.is_empty() {
         text(StatusCode::OK, format!("ready\n{degraded}"))
     } else {
-        text(StatusCode::SERVICE_UNAVAILABLE, failures.join("\n") + "\n" + &degraded)
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            failures.join("\n") + "\n" + &degraded,
+        )
     }
 }
 
@@ -175,33 +192,123 @@ mod tests {
         let flag = healthy.clone();
         let probe: Probe = Arc::new(move || {
             let ok = flag.load(Ordering::SeqCst);
-            Box::pin(async move { if ok { Ok(()) } else { Err("broker unreachable".into()) } })
+            Box::pin(async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err("broker unreachable".into())
+                }
+            })
         });
         let degraded = Degraded::default();
-        let (base, token, task) = start(OpsApp::new(telemetry).probe("kafka", probe).degraded(degraded.clone())).await;
+        let (base, token, task) = start(
+            OpsApp::new(telemetry)
+                .probe("kafka", probe)
+                .degraded(degraded.clone()),
+        )
+        .await;
         let client = reqwest::Client::new();
 
-        let metrics = client.get(format!("{base}/metrics")).send().await.expect("metrics");
-        assert_eq!(metrics.headers()[header::CONTENT_TYPE], METRICS_CONTENT_TYPE);
-        assert!(metrics.text().await.expect("body").contains("nghenhan_build_info"));
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(
+            metrics.headers()[header::CONTENT_TYPE],
+            METRICS_CONTENT_TYPE
+        );
+        assert!(metrics
+            .text()
+            .await
+            .expect("body")
+            .contains("nghenhan_build_info"));
 
-        assert_eq!(client.get(format!("{base}/healthz")).send().await.expect("h").status(), 200);
-        let not_ready = client.get(format!("{base}/readyz")).send().await.expect("r");
+        assert_eq!(
+            client
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .expect("h")
+                .status(),
+            200
+        );
+        let not_ready = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("r");
         assert_eq!(not_ready.status(), 503);
-        assert!(not_ready.text().await.expect("body").contains("kafka: broker unreachable"));
+        assert!(not_ready
+            .text()
+            .await
+            .expect("body")
+            .contains("kafka: broker unreachable"));
         healthy.store(true, Ordering::SeqCst);
-        assert_eq!(client.get(format!("{base}/readyz")).send().await.expect("r").status(), 200);
+        assert_eq!(
+            client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .expect("r")
+                .status(),
+            200
+        );
         degraded.set("binance_rest", "banned (HTTP 418) for 120 s");
-        let reduced = client.get(format!("{base}/readyz")).send().await.expect("r");
+        let reduced = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("r");
         assert_eq!(reduced.status(), 200, "degraded is not down");
-        assert_eq!(reduced.text().await.expect("body"), "ready\ndegraded: binance_rest: banned (HTTP 418) for 120 s\n");
-        assert_eq!(client.get(format!("{base}/healthz")).send().await.expect("h").status(), 200);
+        assert_eq!(
+            reduced.text().await.expect("body"),
+            "ready\ndegraded: binance_rest: banned (HTTP 418) for 120 s\n"
+        );
+        assert_eq!(
+            client
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .expect("h")
+                .status(),
+            200
+        );
         degraded.clear("binance_rest");
-        assert_eq!(client.get(format!("{base}/readyz")).send().await.expect("r").text().await.expect("b"), "ready\n");
-        assert_eq!(client.get(format!("{base}/nope")).send().await.expect("n").status(), 404);
-        assert_eq!(client.post(format!("{base}/metrics")).send().await.expect("p").status(), 405);
+        assert_eq!(
+            client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .expect("r")
+                .text()
+                .await
+                .expect("b"),
+            "ready\n"
+        );
+        assert_eq!(
+            client
+                .get(format!("{base}/nope"))
+                .send()
+                .await
+                .expect("n")
+                .status(),
+            404
+        );
+        assert_eq!(
+            client
+                .post(format!("{base}/metrics"))
+                .send()
+                .await
+                .expect("p")
+                .status(),
+            405
+        );
 
         token.cancel();
-        tokio::time::timeout(Duration::from_secs(6), task).await.expect("stops").expect("joins");
+        tokio::time::timeout(Duration::from_secs(6), task)
+            .await
+            .expect("stops")
+            .expect("joins");
     }
 }

@@ -35,11 +35,19 @@ impl KafkaContext {
     /// Registers the Kafka metrics in the service's registry.
     pub fn new(telemetry: &Telemetry) -> Result<Self, KitError> {
         let consumer_lag = IntGaugeVec::new(
-            Opts::new(names::KAFKA_CONSUMER_LAG, "Messages between the committed position and the end of each partition."),
+            Opts::new(
+                names::KAFKA_CONSUMER_LAG,
+                "Messages between the committed position and the end of each partition.",
+            ),
             &["topic", "partition"],
         )?;
-        telemetry.registry().register(Box::new(consumer_lag.clone()))?;
-        Ok(Self { telemetry: telemetry.clone(), consumer_lag })
+        telemetry
+            .registry()
+            .register(Box::new(consumer_lag.clone()))?;
+        Ok(Self {
+            telemetry: telemetry.clone(),
+            consumer_lag,
+        })
     }
 
     /// Applies one statistics report (also called directly by tests).
@@ -51,7 +59,9 @@ impl KafkaContext {
                     continue;
                 }
                 let partition = partition.to_string();
-                self.consumer_lag.with_label_values(&[topic, &partition]).set(p.consumer_lag);
+                self.consumer_lag
+                    .with_label_values(&[topic, &partition])
+                    .set(p.consumer_lag);
             }
         }
     }
@@ -79,7 +89,11 @@ fn base_config(brokers: &str, client_id: &str) -> ClientConfig {
 }
 
 /// An idempotent producer (acks=all, ordered retries) with LZ4 batches.
-pub fn producer(brokers: &str, client_id: &str, ctx: KafkaContext) -> Result<FutureProducer<KafkaContext>, KitError> {
+pub fn producer(
+    brokers: &str,
+    client_id: &str,
+    ctx: KafkaContext,
+) -> Result<FutureProducer<KafkaContext>, KitError> {
     Ok(producer_config(brokers, client_id).create_with_context(ctx)?)
 }
 
@@ -87,9 +101,17 @@ pub fn producer(brokers: &str, client_id: &str, ctx: KafkaContext) -> Result<Fut
 /// (`queue.buffering.max.messages`; librdkafka's default is 100 000). A caller that must
 /// never wait (the collector's WebSocket path) sees `QueueFull` sooner and drops instead
 /// of buffering; tests use a tiny queue to force it.
-pub fn producer_with_queue(brokers: &str, client_id: &str, ctx: KafkaContext, max_messages: u32) -> Result<FutureProducer<KafkaContext>, KitError> {
+pub fn producer_with_queue(
+    brokers: &str,
+    client_id: &str,
+    ctx: KafkaContext,
+    max_messages: u32,
+) -> Result<FutureProducer<KafkaContext>, KitError> {
     let mut config = producer_config(brokers, client_id);
-    config.set("queue.buffering.max.messages", max_messages.max(1).to_string());
+    config.set(
+        "queue.buffering.max.messages",
+        max_messages.max(1).to_string(),
+    );
     Ok(config.create_with_context(ctx)?)
 }
 
@@ -105,7 +127,13 @@ fn producer_config(brokers: &str, client_id: &str) -> ClientConfig {
 
 /// A consumer in `group` that never stores an offset by itself: call `store_offset` after
 /// the record is durably handled; stored offsets are committed in the background.
-pub fn consumer(brokers: &str, client_id: &str, group: &str, reset: &str, ctx: KafkaContext) -> Result<StreamConsumer<KafkaContext>, KitError> {
+pub fn consumer(
+    brokers: &str,
+    client_id: &str,
+    group: &str,
+    reset: &str,
+    ctx: KafkaContext,
+) -> Result<StreamConsumer<KafkaContext>, KitError> {
     let consumer = base_config(brokers, client_id)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
@@ -120,10 +148,19 @@ pub fn consumer(brokers: &str, client_id: &str, group: &str, reset: &str, ctx: K
 /// librdkafka refuses this for a partition a rebalance revoked meanwhile; its new owner
 /// reads the message again (at-least-once, and every consumer here is idempotent), so a
 /// refusal is logged and counted under `kafka_offset_store`, never fatal.
-pub fn store_offset(consumer: &StreamConsumer<KafkaContext>, msg: &BorrowedMessage<'_>, telemetry: &Telemetry) {
+pub fn store_offset(
+    consumer: &StreamConsumer<KafkaContext>,
+    msg: &BorrowedMessage<'_>,
+    telemetry: &Telemetry,
+) {
     use rdkafka::consumer::Consumer;
     if let Err(err) = consumer.store_offset_from_message(msg) {
-        let what = format!("{}[{}]@{}: {err}", msg.topic(), msg.partition(), msg.offset());
+        let what = format!(
+            "{}[{}]@{}: {err}",
+            msg.topic(),
+            msg.partition(),
+            msg.offset()
+        );
         telemetry.error("kafka_offset_store", &what);
     }
 }
@@ -141,8 +178,13 @@ pub fn partitions_for(topic: &str) -> i32 {
 
 /// Creates every contract topic and its dead-letter topic; existing topics are left alone.
 pub async fn ensure_topics(brokers: &str, replication: i32) -> Result<(), KitError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
-    let names: Vec<String> = topics::ALL.iter().flat_map(|t| [t.to_string(), topics::dlq(t)]).collect();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let names: Vec<String> = topics::ALL
+        .iter()
+        .flat_map(|t| [t.to_string(), topics::dlq(t)])
+        .collect();
     let new: Vec<NewTopic> = names
         .iter()
         .map(|t| NewTopic::new(t, partitions_for(t), TopicReplication::Fixed(replication)))
@@ -151,7 +193,12 @@ pub async fn ensure_topics(brokers: &str, replication: i32) -> Result<(), KitErr
     for result in admin.create_topics(&new, &options).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(KitError::TopicCreate { topic, reason: code.to_string() }),
+            Err((topic, code)) => {
+                return Err(KitError::TopicCreate {
+                    topic,
+                    reason: code.to_string(),
+                })
+            }
         }
     }
     Ok(())
@@ -162,7 +209,12 @@ pub fn probe(producer: FutureProducer<KafkaContext>) -> Probe {
     Arc::new(move || {
         let producer = producer.clone();
         Box::pin(async move {
-            let fetch = move || producer.client().fetch_metadata(None, Duration::from_secs(2)).map(|_| ());
+            let fetch = move || {
+                producer
+                    .client()
+                    .fetch_metadata(None, Duration::from_secs(2))
+                    .map(|_| ())
+            };
             tokio::task::spawn_blocking(fetch)
                 .await
                 .map_err(|e| e.to_string())?
@@ -175,13 +227,20 @@ pub fn probe(producer: FutureProducer<KafkaContext>) -> Probe {
 /// away) until every topic has partitions. Producers that choose partitions themselves
 /// (see [`partition_of`]) never leave records in librdkafka's unassigned queue, where the
 /// first records of a key could be sent after later ones.
-pub async fn partition_counts(producer: &FutureProducer<KafkaContext>, topics: &[&str], shutdown: &CancellationToken) -> HashMap<String, i32> {
+pub async fn partition_counts(
+    producer: &FutureProducer<KafkaContext>,
+    topics: &[&str],
+    shutdown: &CancellationToken,
+) -> HashMap<String, i32> {
     let mut counts = HashMap::new();
     for topic in topics {
         let fetch = || {
             let (p, t) = (producer.clone(), topic.to_string());
             async move {
-                let fetched = tokio::task::spawn_blocking(move || p.client().fetch_metadata(Some(&t), Duration::from_secs(5))).await;
+                let fetched = tokio::task::spawn_blocking(move || {
+                    p.client().fetch_metadata(Some(&t), Duration::from_secs(5))
+                })
+                .await;
                 match fetched {
                     Ok(Ok(m)) => match m.topics().first().map_or(0, |x| x.partitions().len()) {
                         0 => Err("no partitions yet".to_string()),
@@ -192,8 +251,17 @@ pub async fn partition_counts(producer: &FutureProducer<KafkaContext>, topics: &
                 }
             }
         };
-        let waiting = |e: String| tracing::debug!(topic, error = %e, "waiting for the topic's partitions");
-        match crate::shutdown::retry(shutdown, Duration::from_millis(200), Duration::from_secs(5), fetch, waiting).await {
+        let waiting =
+            |e: String| tracing::debug!(topic, error = %e, "waiting for the topic's partitions");
+        match crate::shutdown::retry(
+            shutdown,
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+            fetch,
+            waiting,
+        )
+        .await
+        {
             Some(n) => {
                 counts.insert(topic.to_string(), n);
             }
@@ -206,7 +274,9 @@ pub async fn partition_counts(producer: &FutureProducer<KafkaContext>, topics: &
 /// The partition of `key` among `count`: a stable FNV-1a hash, so one symbol's records
 /// always share a partition (and so keep their order).
 pub fn partition_of(key: &str, count: i32) -> i32 {
-    let hash = key.bytes().fold(0x811C_9DC5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let hash = key.bytes().fold(0x811C_9DC5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     i32::try_from(hash % u32::try_from(count.max(1)).unwrap_or(1)).unwrap_or(0)
 }
 
@@ -222,12 +292,25 @@ pub async fn dead_letter<M: Message>(
     let dlq = topics::dlq(msg.topic());
     let (partition, offset) = (msg.partition().to_string(), msg.offset().to_string());
     let headers = OwnedHeaders::new()
-        .insert(Header { key: "x-error", value: Some(error) })
-        .insert(Header { key: "x-source-topic", value: Some(msg.topic()) })
-        .insert(Header { key: "x-source-partition", value: Some(&partition) })
-        .insert(Header { key: "x-source-offset", value: Some(&offset) });
+        .insert(Header {
+            key: "x-error",
+            value: Some(error),
+        })
+        .insert(Header {
+            key: "x-source-topic",
+            value: Some(msg.topic()),
+        })
+        .insert(Header {
+            key: "x-source-partition",
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: "x-source-offset",
+            value: Some(&offset),
+        });
     let write = || {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&dlq).headers(headers.clone());
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&dlq).headers(headers.clone());
         if let Some(key) = msg.key() {
             record = record.key(key);
         }
@@ -237,7 +320,15 @@ pub async fn dead_letter<M: Message>(
         producer.send(record, Duration::from_secs(5))
     };
     let failed = |(err, _): (KafkaError, _)| tracing::warn!(topic = %dlq, error = %err, "dead-letter write failed; retrying");
-    crate::shutdown::retry(shutdown, Duration::from_millis(200), Duration::from_secs(5), write, failed).await.is_some()
+    crate::shutdown::retry(
+        shutdown,
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+        write,
+        failed,
+    )
+    .await
+    .is_some()
 }
 
 #[cfg(test)]
@@ -269,7 +360,10 @@ mod tests {
         let stats: Statistics = serde_json::from_str(raw).expect("statistics parse");
         ctx.record_stats(&stats);
         let text = telemetry.encode().expect("encode");
-        assert!(text.contains(r#"kafka_consumer_lag{partition="0",topic="market.klines.v1"} 60"#), "{text}");
+        assert!(
+            text.contains(r#"kafka_consumer_lag{partition="0",topic="market.klines.v1"} 60"#),
+            "{text}"
+        );
         assert!(!text.contains(r#"partition="-1""#));
     }
 

@@ -43,7 +43,13 @@ async fn wait_for_signal() {
 /// from `first` up to `cap`; each failure goes to `failed` (to log and count it). `None`
 /// when `shutdown` comes first, also in the middle of an attempt (which is dropped: an
 /// attempt must be safe to abandon, as a transaction that rolls back is).
-pub async fn retry<T, E, F, Fut>(shutdown: &CancellationToken, first: Duration, cap: Duration, mut attempt: F, mut failed: impl FnMut(E)) -> Option<T>
+pub async fn retry<T, E, F, Fut>(
+    shutdown: &CancellationToken,
+    first: Duration,
+    cap: Duration,
+    mut attempt: F,
+    mut failed: impl FnMut(E),
+) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
@@ -69,10 +75,8 @@ where
 /// Waits for every task in `tasks` to end, at most `grace`; returns how many were still
 /// running (and were aborted) when the grace period ran out.
 pub async fn drain<T: 'static>(mut tasks: JoinSet<T>, grace: Duration) -> usize {
-    let finished = tokio::time::timeout(grace, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let finished =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if finished.is_ok() {
         return 0;
     }
@@ -91,15 +95,39 @@ mod tests {
         let mut tries = 0;
         let mut failures = 0;
         let start = tokio::time::Instant::now();
-        let got = retry(&token, Duration::from_secs(1), Duration::from_secs(4), || {
-            tries += 1;
-            let n = tries;
-            async move { if n < 4 { Err("no") } else { Ok(n) } }
-        }, |_| failures += 1).await;
+        let got = retry(
+            &token,
+            Duration::from_secs(1),
+            Duration::from_secs(4),
+            || {
+                tries += 1;
+                let n = tries;
+                async move {
+                    if n < 4 {
+                        Err("no")
+                    } else {
+                        Ok(n)
+                    }
+                }
+            },
+            |_| failures += 1,
+        )
+        .await;
         assert_eq!((got, failures), (Some(4), 3));
-        assert_eq!(start.elapsed(), Duration::from_secs(1 + 2 + 4), "1 s, 2 s, then capped at 4 s");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(1 + 2 + 4),
+            "1 s, 2 s, then capped at 4 s"
+        );
         token.cancel();
-        let never: Option<()> = retry(&token, Duration::from_secs(1), Duration::from_secs(1), || async { Err::<(), _>("down") }, |_| {}).await;
+        let never: Option<()> = retry(
+            &token,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            || async { Err::<(), _>("down") },
+            |_| {},
+        )
+        .await;
         assert_eq!(never, None);
     }
 

@@ -18,7 +18,11 @@ pub fn init_logging(format: &str) {
     let _ = if format == "text" {
         builder.try_init()
     } else {
-        builder.json().flatten_event(true).with_current_span(false).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
     };
 }
 
@@ -35,7 +39,9 @@ impl Telemetry {
     pub fn new(service: &'static str, version: &str) -> Result<Self, KitError> {
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let build = IntGaugeVec::new(
             Opts::new(names::BUILD_INFO, "Build of the running service; always 1."),
             &["service", "version"],
@@ -47,7 +53,11 @@ impl Telemetry {
             &["service", "kind"],
         )?;
         registry.register(Box::new(errors.clone()))?;
-        Ok(Self { service, registry, errors })
+        Ok(Self {
+            service,
+            registry,
+            errors,
+        })
     }
 
     pub fn service(&self) -> &'static str {

@@ -13,7 +13,10 @@ pub enum CodecError {
     #[error("not JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("{what}: {source}")]
-    Shape { what: &'static str, source: serde_json::Error },
+    Shape {
+        what: &'static str,
+        source: serde_json::Error,
+    },
     #[error(transparent)]
     Decimal(#[from] DecimalError),
     #[error("unexpected payload: {0}")]
@@ -25,7 +28,10 @@ pub enum CodecError {
 pub enum Frame {
     AggTrade(AggTrade),
     /// A kline update; only `closed` ones are final.
-    Kline { kline: Kline, closed: bool },
+    Kline {
+        kline: Kline,
+        closed: bool,
+    },
     /// `{"e":"serverShutdown"}`: reconnect now.
     ServerShutdown,
     /// An answer to a request (`{"result":..,"id":..}`).
@@ -86,17 +92,26 @@ fn shape<T: for<'de> Deserialize<'de>>(what: &'static str, v: Value) -> Result<T
 pub fn parse_frame(text: &str, received_at_ms: i64) -> Result<Frame, CodecError> {
     let mut value: Value = serde_json::from_str(text)?;
     if value.get("stream").is_some() {
-        value = value.get_mut("data").map(Value::take).ok_or_else(|| CodecError::Unexpected("wrapper without data".into()))?;
+        value = value
+            .get_mut("data")
+            .map(Value::take)
+            .ok_or_else(|| CodecError::Unexpected("wrapper without data".into()))?;
     }
     if value.get("result").is_some() && value.get("id").is_some() {
         return Ok(Frame::Reply);
     }
     match value.get("e").and_then(Value::as_str) {
-        Some("aggTrade") => Ok(Frame::AggTrade(agg_from_ws(shape("aggTrade event", value)?, received_at_ms)?)),
+        Some("aggTrade") => Ok(Frame::AggTrade(agg_from_ws(
+            shape("aggTrade event", value)?,
+            received_at_ms,
+        )?)),
         Some("kline") => {
             let event: WsKlineEvent = shape("kline event", value)?;
             let closed = event.k.x;
-            Ok(Frame::Kline { kline: kline_from_ws(event, received_at_ms)?, closed })
+            Ok(Frame::Kline {
+                kline: kline_from_ws(event, received_at_ms)?,
+                closed,
+            })
         }
         Some("serverShutdown") => Ok(Frame::ServerShutdown),
         Some(other) => Err(CodecError::Unexpected(format!("event type {other:?}"))),
@@ -159,11 +174,28 @@ struct RestAgg {
 }
 
 /// Reads a `/api/v3/aggTrades` answer (records get `source` = backfill).
-pub fn parse_agg_rows(symbol: &str, body: &str, received_at_ms: i64) -> Result<Vec<AggTrade>, CodecError> {
-    let rows: Vec<RestAgg> = serde_json::from_str(body).map_err(|source| CodecError::Shape { what: "aggTrades rows", source })?;
+pub fn parse_agg_rows(
+    symbol: &str,
+    body: &str,
+    received_at_ms: i64,
+) -> Result<Vec<AggTrade>, CodecError> {
+    let rows: Vec<RestAgg> = serde_json::from_str(body).map_err(|source| CodecError::Shape {
+        what: "aggTrades rows",
+        source,
+    })?;
     rows.into_iter()
         .map(|r| {
-            let ws = WsAgg { event_ms: 0, s: symbol.to_string(), a: r.a, p: r.p, q: r.q, f: r.f, l: r.l, trade_ms: r.trade_ms, m: r.m };
+            let ws = WsAgg {
+                event_ms: 0,
+                s: symbol.to_string(),
+                a: r.a,
+                p: r.p,
+                q: r.q,
+                f: r.f,
+                l: r.l,
+                trade_ms: r.trade_ms,
+                m: r.m,
+            };
             let mut t = agg_from_ws(ws, received_at_ms)?;
             (t.event_time_ms, t.source) = (None, Source::Backfill);
             Ok(t)
@@ -172,12 +204,33 @@ pub fn parse_agg_rows(symbol: &str, body: &str, received_at_ms: i64) -> Result<V
 }
 
 /// A REST kline row: `[t, o, h, l, c, v, T, q, n, V, Q, ignore]`.
-type RestKline = (i64, String, String, String, String, String, i64, String, u64, String, String, Value);
+type RestKline = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    u64,
+    String,
+    String,
+    Value,
+);
 
 /// Reads a `/api/v3/klines` answer; rows whose close time is not before `now_ms` are the
 /// open bar and are left out (only closed klines are records).
-pub fn parse_kline_rows(symbol: &str, interval: &str, body: &str, now_ms: i64) -> Result<Vec<Kline>, CodecError> {
-    let rows: Vec<RestKline> = serde_json::from_str(body).map_err(|source| CodecError::Shape { what: "klines rows", source })?;
+pub fn parse_kline_rows(
+    symbol: &str,
+    interval: &str,
+    body: &str,
+    now_ms: i64,
+) -> Result<Vec<Kline>, CodecError> {
+    let rows: Vec<RestKline> = serde_json::from_str(body).map_err(|source| CodecError::Shape {
+        what: "klines rows",
+        source,
+    })?;
     rows.into_iter()
         .filter(|r| r.6 < now_ms)
         .map(|(t, o, h, l, c, v, close, q, n, tb, tq, _)| {
@@ -215,47 +268,101 @@ mod tests {
 
     #[test]
     fn reads_raw_and_wrapped_agg_trades_exactly() {
-        let Frame::AggTrade(t) = parse_frame(AGG, 7).expect("parse") else { panic!("not a trade") };
-        assert_eq!((t.symbol.as_str(), t.agg_id, t.price.as_str(), t.qty.as_str()), ("BNBBTC", 12345, "0.001", "100"));
-        assert_eq!((t.first_trade_id, t.last_trade_id, t.event_time_ms, t.received_at_ms), (100, 105, Some(1672515782136), 7));
+        let Frame::AggTrade(t) = parse_frame(AGG, 7).expect("parse") else {
+            panic!("not a trade")
+        };
+        assert_eq!(
+            (
+                t.symbol.as_str(),
+                t.agg_id,
+                t.price.as_str(),
+                t.qty.as_str()
+            ),
+            ("BNBBTC", 12345, "0.001", "100")
+        );
+        assert_eq!(
+            (
+                t.first_trade_id,
+                t.last_trade_id,
+                t.event_time_ms,
+                t.received_at_ms
+            ),
+            (100, 105, Some(1672515782136), 7)
+        );
         let wrapped = format!(r#"{{"stream":"bnbbtc@aggTrade","data":{AGG}}}"#);
-        assert_eq!(parse_frame(&wrapped, 7).expect("wrapped"), Frame::AggTrade(t));
+        assert_eq!(
+            parse_frame(&wrapped, 7).expect("wrapped"),
+            Frame::AggTrade(t)
+        );
     }
 
     #[test]
     fn reads_klines_with_their_closed_flag() {
-        let Frame::Kline { kline, closed } = parse_frame(KLINE, 1).expect("parse") else { panic!("not a kline") };
+        let Frame::Kline { kline, closed } = parse_frame(KLINE, 1).expect("parse") else {
+            panic!("not a kline")
+        };
         assert!(!closed);
-        assert_eq!((kline.open_time_ms, kline.close_time_ms, kline.trades), (1672515780000, 1672515839999, 100));
-        assert_eq!((kline.open.as_str(), kline.high.as_str(), kline.first_trade_id), ("0.0010", "0.0025", Some(100)));
+        assert_eq!(
+            (kline.open_time_ms, kline.close_time_ms, kline.trades),
+            (1672515780000, 1672515839999, 100)
+        );
+        assert_eq!(
+            (
+                kline.open.as_str(),
+                kline.high.as_str(),
+                kline.first_trade_id
+            ),
+            ("0.0010", "0.0025", Some(100))
+        );
     }
 
     #[test]
     fn recognises_server_shutdown_and_replies() {
-        assert_eq!(parse_frame(r#"{"e":"serverShutdown","E":1}"#, 0).expect("parse"), Frame::ServerShutdown);
-        assert_eq!(parse_frame(r#"{"result":null,"id":1}"#, 0).expect("parse"), Frame::Reply);
+        assert_eq!(
+            parse_frame(r#"{"e":"serverShutdown","E":1}"#, 0).expect("parse"),
+            Frame::ServerShutdown
+        );
+        assert_eq!(
+            parse_frame(r#"{"result":null,"id":1}"#, 0).expect("parse"),
+            Frame::Reply
+        );
     }
 
     #[test]
     fn malformed_frames_are_errors_that_say_why() {
         assert!(matches!(parse_frame("{nope", 0), Err(CodecError::Json(_))));
         let no_price = AGG.replace(r#""p":"0.001","#, "");
-        assert!(parse_frame(&no_price, 0).unwrap_err().to_string().contains("aggTrade event"));
+        assert!(parse_frame(&no_price, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("aggTrade event"));
         let bad_price = AGG.replace(r#""p":"0.001""#, r#""p":"-1""#);
-        assert!(matches!(parse_frame(&bad_price, 0), Err(CodecError::Decimal(_))));
-        assert!(matches!(parse_frame(r#"{"e":"trade"}"#, 0), Err(CodecError::Unexpected(_))));
+        assert!(matches!(
+            parse_frame(&bad_price, 0),
+            Err(CodecError::Decimal(_))
+        ));
+        assert!(matches!(
+            parse_frame(r#"{"e":"trade"}"#, 0),
+            Err(CodecError::Unexpected(_))
+        ));
     }
 
     #[test]
     fn reads_rest_rows_and_drops_the_open_kline() {
         let rows = r#"[{"a":26129,"p":"0.01633102","q":"4.70443515","f":27781,"l":27781,"T":1498793709153,"m":true,"M":true}]"#;
         let t = parse_agg_rows("BTCUSDT", rows, 9).expect("rows");
-        assert_eq!((t[0].agg_id, t[0].source, t[0].event_time_ms), (26129, Source::Backfill, None));
+        assert_eq!(
+            (t[0].agg_id, t[0].source, t[0].event_time_ms),
+            (26129, Source::Backfill, None)
+        );
         let klines = r#"[[1499040000000,"0.01634790","0.80000000","0.01575800","0.01577100","148976.11427815",1499040059999,"2434.19055334",308,"1756.87402397","28.46694368","0"],
                          [1499040060000,"0.01577100","0.01577100","0.01577100","0.01577100","0",1499040119999,"0",0,"0","0","0"]]"#;
         let k = parse_kline_rows("BTCUSDT", "1m", klines, 1499040100000).expect("klines");
         assert_eq!(k.len(), 1, "the open bar is not a record");
-        assert_eq!((k[0].trades, k[0].quote_volume.as_str()), (308, "2434.19055334"));
+        assert_eq!(
+            (k[0].trades, k[0].quote_volume.as_str()),
+            (308, "2434.19055334")
+        );
         assert!(parse_agg_rows("X", r#"{"code":-1121,"msg":"Invalid symbol."}"#, 0).is_err());
     }
 }

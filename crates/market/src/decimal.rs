@@ -20,7 +20,10 @@ pub fn check(field: &'static str, value: &str) -> Result<String, DecimalError> {
     if ok {
         Ok(value.to_string())
     } else {
-        Err(DecimalError { field, value: value.to_string() })
+        Err(DecimalError {
+            field,
+            value: value.to_string(),
+        })
     }
 }
 
@@ -30,7 +33,10 @@ mod tests {
 
     #[test]
     fn accepts_binance_decimals_and_refuses_the_rest() {
-        assert_eq!(check("p", "43125.17000000").as_deref(), Ok("43125.17000000"));
+        assert_eq!(
+            check("p", "43125.17000000").as_deref(),
+            Ok("43125.17000000")
+        );
         assert_eq!(check("q", "0").as_deref(), Ok("0"));
         for bad in ["", ".5", "1.", "-1.0", "1e5", "NaN", "1.2.3", " 1"] {
             assert!(check("p", bad).is_err(), "{bad:?} must be refused");

@@ -10,4 +10,6 @@ pub mod binance;
 pub mod decimal;
 pub mod records;
 
-pub use records::{AggTrade, BackfillRange, BackfillRequest, Head, Kline, Source, Stream, SCHEMA_VERSION};
+pub use records::{
+    AggTrade, BackfillRange, BackfillRequest, Head, Kline, Source, Stream, SCHEMA_VERSION,
+};

@@ -61,8 +61,25 @@ impl AggTrade {
     /// Whether two records describe the same trade identically (ignoring how and when
     /// they were received).
     pub fn same_data(&self, other: &Self) -> bool {
-        (self.symbol.as_str(), self.agg_id, self.price.as_str(), self.qty.as_str(), self.first_trade_id, self.last_trade_id, self.trade_time_ms, self.buyer_is_maker)
-            == (other.symbol.as_str(), other.agg_id, other.price.as_str(), other.qty.as_str(), other.first_trade_id, other.last_trade_id, other.trade_time_ms, other.buyer_is_maker)
+        (
+            self.symbol.as_str(),
+            self.agg_id,
+            self.price.as_str(),
+            self.qty.as_str(),
+            self.first_trade_id,
+            self.last_trade_id,
+            self.trade_time_ms,
+            self.buyer_is_maker,
+        ) == (
+            other.symbol.as_str(),
+            other.agg_id,
+            other.price.as_str(),
+            other.qty.as_str(),
+            other.first_trade_id,
+            other.last_trade_id,
+            other.trade_time_ms,
+            other.buyer_is_maker,
+        )
     }
 }
 
@@ -95,15 +112,46 @@ impl Kline {
     /// Whether two records describe the same bar identically (trade ids compared only
     /// when both carry them).
     pub fn same_data(&self, o: &Self) -> bool {
-        let ids_agree = match (self.first_trade_id.zip(self.last_trade_id), o.first_trade_id.zip(o.last_trade_id)) {
+        let ids_agree = match (
+            self.first_trade_id.zip(self.last_trade_id),
+            o.first_trade_id.zip(o.last_trade_id),
+        ) {
             (Some(a), Some(b)) => a == b,
             _ => true,
         };
         ids_agree
-            && (self.symbol.as_str(), self.interval.as_str(), self.open_time_ms, self.close_time_ms, self.trades)
-                == (o.symbol.as_str(), o.interval.as_str(), o.open_time_ms, o.close_time_ms, o.trades)
-            && [&self.open, &self.high, &self.low, &self.close, &self.volume, &self.quote_volume, &self.taker_buy_base, &self.taker_buy_quote]
-                == [&o.open, &o.high, &o.low, &o.close, &o.volume, &o.quote_volume, &o.taker_buy_base, &o.taker_buy_quote]
+            && (
+                self.symbol.as_str(),
+                self.interval.as_str(),
+                self.open_time_ms,
+                self.close_time_ms,
+                self.trades,
+            ) == (
+                o.symbol.as_str(),
+                o.interval.as_str(),
+                o.open_time_ms,
+                o.close_time_ms,
+                o.trades,
+            )
+            && [
+                &self.open,
+                &self.high,
+                &self.low,
+                &self.close,
+                &self.volume,
+                &self.quote_volume,
+                &self.taker_buy_base,
+                &self.taker_buy_quote,
+            ] == [
+                &o.open,
+                &o.high,
+                &o.low,
+                &o.close,
+                &o.volume,
+                &o.quote_volume,
+                &o.taker_buy_base,
+                &o.taker_buy_quote,
+            ]
     }
 }
 
@@ -152,13 +200,22 @@ mod tests {
             request_id: "r1".into(),
             symbol: "BTCUSDT".into(),
             stream: Stream::AggTrade,
-            range: BackfillRange::Ids { from_id: 10, to_id: 20 },
+            range: BackfillRange::Ids {
+                from_id: 10,
+                to_id: 20,
+            },
             reason: "gap".into(),
             requested_at_ms: 5,
         };
         let json = serde_json::to_value(&req).expect("json");
-        assert_eq!(json["range"], serde_json::json!({"kind": "ids", "from_id": 10, "to_id": 20}));
+        assert_eq!(
+            json["range"],
+            serde_json::json!({"kind": "ids", "from_id": 10, "to_id": 20})
+        );
         assert_eq!(json["stream"], "aggTrade");
-        assert_eq!(serde_json::from_value::<BackfillRequest>(json).expect("parse"), req);
+        assert_eq!(
+            serde_json::from_value::<BackfillRequest>(json).expect("parse"),
+            req
+        );
     }
 }

@@ -8,7 +8,11 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 /// Exact decimals as Binance prints them, leading and trailing zeros included.
@@ -23,14 +27,29 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
-        prop_oneof![any::<String>(), dec(), Just("aggTrade".to_string()), Just("kline".to_string())].prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        prop_oneof![
+            any::<String>(),
+            dec(),
+            Just("aggTrade".to_string()),
+            Just("kline".to_string())
+        ]
+        .prop_map(Value::from),
     ];
     leaf.prop_recursive(4, 48, 8, |inner| {
-        let key = prop_oneof!["[a-zA-Z]{1,2}", Just("e".to_string()), Just("k".to_string()), Just("data".to_string()), Just("stream".to_string())];
+        let key = prop_oneof![
+            "[a-zA-Z]{1,2}",
+            Just("e".to_string()),
+            Just("k".to_string()),
+            Just("data".to_string()),
+            Just("stream".to_string())
+        ];
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..8).prop_map(Value::from),
-            prop::collection::btree_map(key, inner, 0..12).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map(key, inner, 0..12)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
@@ -49,9 +68,30 @@ struct Agg {
 }
 
 fn agg() -> impl Strategy<Value = Agg> {
-    (any::<i64>(), any::<String>(), any::<u64>(), dec(), dec(), any::<u64>(), any::<u64>(), any::<i64>(), any::<bool>()).prop_map(
-        |(event_ms, symbol, id, price, qty, first, last, trade_ms, maker)| Agg { event_ms, symbol, id, price, qty, first, last, trade_ms, maker },
+    (
+        any::<i64>(),
+        any::<String>(),
+        any::<u64>(),
+        dec(),
+        dec(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<i64>(),
+        any::<bool>(),
     )
+        .prop_map(
+            |(event_ms, symbol, id, price, qty, first, last, trade_ms, maker)| Agg {
+                event_ms,
+                symbol,
+                id,
+                price,
+                qty,
+                first,
+                last,
+                trade_ms,
+                maker,
+            },
+        )
 }
 
 impl Agg {
@@ -64,7 +104,13 @@ impl Agg {
         json!({"a": self.id, "p": self.price, "q": self.qty, "f": self.first, "l": self.last, "T": self.trade_ms, "m": self.maker, "M": true})
     }
 
-    fn record(&self, symbol: &str, event_ms: Option<i64>, received_at_ms: i64, source: Source) -> AggTrade {
+    fn record(
+        &self,
+        symbol: &str,
+        event_ms: Option<i64>,
+        received_at_ms: i64,
+        source: Source,
+    ) -> AggTrade {
         AggTrade {
             v: SCHEMA_VERSION,
             symbol: symbol.to_string(),
@@ -94,8 +140,20 @@ struct Bar {
 
 fn bar() -> impl Strategy<Value = Bar> {
     let decimals = [dec(), dec(), dec(), dec(), dec(), dec(), dec(), dec()];
-    (any::<i64>(), any::<i64>(), decimals, any::<u64>(), any::<(i64, i64)>())
-        .prop_map(|(open_ms, close_ms, decimals, trades, ids)| Bar { open_ms, close_ms, decimals, trades, ids })
+    (
+        any::<i64>(),
+        any::<i64>(),
+        decimals,
+        any::<u64>(),
+        any::<(i64, i64)>(),
+    )
+        .prop_map(|(open_ms, close_ms, decimals, trades, ids)| Bar {
+            open_ms,
+            close_ms,
+            decimals,
+            trades,
+            ids,
+        })
 }
 
 impl Bar {
@@ -108,10 +166,30 @@ impl Bar {
 
     fn rest(&self) -> Value {
         let [o, h, l, c, v, q, tb, tq] = &self.decimals;
-        json!([self.open_ms, o, h, l, c, v, self.close_ms, q, self.trades, tb, tq, "0"])
+        json!([
+            self.open_ms,
+            o,
+            h,
+            l,
+            c,
+            v,
+            self.close_ms,
+            q,
+            self.trades,
+            tb,
+            tq,
+            "0"
+        ])
     }
 
-    fn record(&self, symbol: &str, interval: &str, event_ms: Option<i64>, received_at_ms: i64, source: Source) -> Kline {
+    fn record(
+        &self,
+        symbol: &str,
+        interval: &str,
+        event_ms: Option<i64>,
+        received_at_ms: i64,
+        source: Source,
+    ) -> Kline {
         let [o, h, l, c, v, q, tb, tq] = self.decimals.clone();
         let ids = (source == Source::Ws).then_some(self.ids);
         Kline {

@@ -51,8 +51,13 @@ impl Endpoint {
         if let Some(path) = host.strip_prefix("unix://") {
             return Ok(Endpoint::Unix(path.to_string()));
         }
-        match host.strip_prefix("tcp://").or_else(|| host.strip_prefix("http://")) {
-            Some(addr) if !addr.is_empty() => Ok(Endpoint::Tcp(addr.trim_end_matches('/').to_string())),
+        match host
+            .strip_prefix("tcp://")
+            .or_else(|| host.strip_prefix("http://"))
+        {
+            Some(addr) if !addr.is_empty() => {
+                Ok(Endpoint::Tcp(addr.trim_end_matches('/').to_string()))
+            }
             _ => Err(DockerError::BadHost(host.to_string())),
         }
     }
@@ -72,13 +77,20 @@ pub fn min_version(a: &str, b: &str) -> String {
         let (ma, mi) = v.split_once('.').unwrap_or((v, "0"));
         (ma.parse().unwrap_or(0), mi.parse().unwrap_or(0))
     };
-    if parse(a) <= parse(b) { a.to_string() } else { b.to_string() }
+    if parse(a) <= parse(b) {
+        a.to_string()
+    } else {
+        b.to_string()
+    }
 }
 
 impl Docker {
     /// Connects and negotiates the API version (`GET /version`).
     pub async fn negotiate(endpoint: Endpoint) -> Result<Self, DockerError> {
-        let mut d = Self { endpoint, prefix: String::new() };
+        let mut d = Self {
+            endpoint,
+            prefix: String::new(),
+        };
         let version = d.get_json("/version").await?;
         let server = version["ApiVersion"].as_str().unwrap_or(MAX_API);
         d.prefix = format!("/v{}", min_version(server, MAX_API));
@@ -99,23 +111,38 @@ impl Docker {
             let _ = conn.await;
         });
         let uri = format!("{}{path}", self.prefix);
-        let req = http::Request::get(&uri).header(http::header::HOST, "docker").body(Empty::<Bytes>::new())?;
+        let req = http::Request::get(&uri)
+            .header(http::header::HOST, "docker")
+            .body(Empty::<Bytes>::new())?;
         let response = sender.send_request(req).await?;
         if !response.status().is_success() {
-            return Err(DockerError::Status { path: uri, status: response.status().as_u16() });
+            return Err(DockerError::Status {
+                path: uri,
+                status: response.status().as_u16(),
+            });
         }
         Ok(response)
     }
 
     pub async fn get_json(&self, path: &str) -> Result<Value, DockerError> {
-        let body = self.send(path).await?.into_body().collect().await?.to_bytes();
+        let body = self
+            .send(path)
+            .await?
+            .into_body()
+            .collect()
+            .await?
+            .to_bytes();
         Ok(serde_json::from_slice(&body)?)
     }
 
     /// Containers of the compose `project` (all states).
     pub async fn containers(&self, project: &str) -> Result<Vec<Value>, DockerError> {
-        let filters = urlencode(&format!(r#"{{"label":["com.docker.compose.project={project}"]}}"#));
-        let list = self.get_json(&format!("/containers/json?all=1&filters={filters}")).await?;
+        let filters = urlencode(&format!(
+            r#"{{"label":["com.docker.compose.project={project}"]}}"#
+        ));
+        let list = self
+            .get_json(&format!("/containers/json?all=1&filters={filters}"))
+            .await?;
         Ok(list.as_array().cloned().unwrap_or_default())
     }
 
@@ -124,12 +151,21 @@ impl Docker {
     }
 
     /// Streams container events from `since` (Unix seconds) into `tx` until the stream ends.
-    pub async fn events(&self, project: &str, since: Option<i64>, tx: &mpsc::Sender<Value>) -> Result<(), DockerError> {
+    pub async fn events(
+        &self,
+        project: &str,
+        since: Option<i64>,
+        tx: &mpsc::Sender<Value>,
+    ) -> Result<(), DockerError> {
         let filters = urlencode(&format!(
             r#"{{"type":["container"],"event":["die","start","oom","health_status"],"label":["com.docker.compose.project={project}"]}}"#
         ));
         let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
-        let mut body = self.send(&format!("/events?filters={filters}{since}")).await?.into_body().into_data_stream();
+        let mut body = self
+            .send(&format!("/events?filters={filters}{since}"))
+            .await?
+            .into_body()
+            .into_data_stream();
         let mut buffer = Vec::new();
         while let Some(chunk) = body.next().await {
             buffer.extend_from_slice(&chunk?);
@@ -146,7 +182,9 @@ impl Docker {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -164,7 +202,8 @@ pub fn split_objects(buffer: &mut Vec<u8>) -> Vec<Value> {
     let mut out = Vec::new();
     let mut start = 0;
     loop {
-        let mut stream = serde_json::Deserializer::from_slice(&buffer[start..]).into_iter::<Value>();
+        let mut stream =
+            serde_json::Deserializer::from_slice(&buffer[start..]).into_iter::<Value>();
         match stream.next() {
             Some(Ok(v)) => {
                 start += stream.byte_offset();
@@ -179,7 +218,10 @@ pub fn split_objects(buffer: &mut Vec<u8>) -> Vec<Value> {
     }
     buffer.drain(..start);
     if buffer.len() > MAX_EVENT_BYTES {
-        tracing::warn!(bytes = buffer.len(), "docker event stream: discarding an event longer than the limit");
+        tracing::warn!(
+            bytes = buffer.len(),
+            "docker event stream: discarding an event longer than the limit"
+        );
         buffer.clear();
     }
     out
@@ -187,14 +229,24 @@ pub fn split_objects(buffer: &mut Vec<u8>) -> Vec<Value> {
 
 /// The index just past the next newline at or after `from`, or the end of `buffer`.
 fn end_of_line(buffer: &[u8], from: usize) -> usize {
-    buffer[from..].iter().position(|&b| b == b'\n').map_or(buffer.len(), |i| from + i + 1)
+    buffer[from..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(buffer.len(), |i| from + i + 1)
 }
 
 /// What the watcher learned from Docker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Seen {
     /// A restart by the restart policy (or a manual start after a die).
-    Restart { service: String, at_ms: i64, exit_code: Option<i64>, reason: String, restart_count: u64, run_ms: Option<i64> },
+    Restart {
+        service: String,
+        at_ms: i64,
+        exit_code: Option<i64>,
+        reason: String,
+        restart_count: u64,
+        run_ms: Option<i64>,
+    },
     /// `State.Restarting` of the service's container.
     Restarting { service: String, restarting: bool },
     /// The event stream is connected (true) or broken (false).
@@ -213,14 +265,19 @@ pub struct Interpreter {
 }
 
 fn service_of(event: &Value) -> Option<String> {
-    event["Actor"]["Attributes"]["com.docker.compose.service"].as_str().map(String::from)
+    event["Actor"]["Attributes"]["com.docker.compose.service"]
+        .as_str()
+        .map(String::from)
 }
 
 /// The event's time in Unix ms: `timeNano`, else `time` (seconds), clamped to
 /// `0..=i64::MAX`; 0 (logged) when neither is a number.
 pub fn event_ms(event: &Value) -> i64 {
     let nano = &event["timeNano"];
-    let from_nano = nano.as_i64().or_else(|| nano.as_u64().map(|_| i64::MAX)).map(|n| n / 1_000_000);
+    let from_nano = nano
+        .as_i64()
+        .or_else(|| nano.as_u64().map(|_| i64::MAX))
+        .map(|n| n / 1_000_000);
     let from_secs = || event["time"].as_i64().map(|s| s.saturating_mul(1000));
     match from_nano.or_else(from_secs) {
         Some(ms) if ms >= 0 => ms,
@@ -285,7 +342,9 @@ impl Interpreter {
         if let Some(t) = since_secs(event) {
             self.last_time = Some(self.last_time.map_or(t, |last| last.max(t)));
         }
-        let Some(service) = service_of(event) else { return Vec::new() };
+        let Some(service) = service_of(event) else {
+            return Vec::new();
+        };
         let attrs = &event["Actor"]["Attributes"];
         let action = event["Action"].as_str().unwrap_or_default();
         let restarting = inspect.and_then(|i| i["State"]["Restarting"].as_bool());
@@ -303,10 +362,23 @@ impl Interpreter {
             }
             "start" => {
                 if let Some((exit_code, run_ms)) = self.pending_die.remove(&service) {
-                    let why = reason(self.oom.remove(&service), self.unhealthy.remove(&service), exit_code);
-                    let restart_count = inspect.and_then(|i| i["RestartCount"].as_u64()).unwrap_or(0);
+                    let why = reason(
+                        self.oom.remove(&service),
+                        self.unhealthy.remove(&service),
+                        exit_code,
+                    );
+                    let restart_count = inspect
+                        .and_then(|i| i["RestartCount"].as_u64())
+                        .unwrap_or(0);
                     let at_ms = event_ms(event);
-                    out.push(Seen::Restart { service: service.clone(), at_ms, exit_code, reason: why.into(), restart_count, run_ms });
+                    out.push(Seen::Restart {
+                        service: service.clone(),
+                        at_ms,
+                        exit_code,
+                        reason: why.into(),
+                        restart_count,
+                        run_ms,
+                    });
                 }
             }
             a if a.starts_with("health_status") => {
@@ -319,7 +391,10 @@ impl Interpreter {
             _ => {}
         }
         if let Some(r) = restarting {
-            out.push(Seen::Restarting { service, restarting: r });
+            out.push(Seen::Restarting {
+                service,
+                restarting: r,
+            });
         }
         out
     }
@@ -327,7 +402,13 @@ impl Interpreter {
 
 /// Follows the project's containers until `shutdown`, reconnecting the event stream with
 /// back-off; sends what it learns to `out`.
-pub async fn watch(endpoint: Endpoint, project: String, out: mpsc::Sender<Seen>, telemetry: kit::Telemetry, shutdown: CancellationToken) {
+pub async fn watch(
+    endpoint: Endpoint,
+    project: String,
+    out: mpsc::Sender<Seen>,
+    telemetry: kit::Telemetry,
+    shutdown: CancellationToken,
+) {
     let mut interpreter = Interpreter::default();
     let mut delay = Duration::from_millis(500);
     loop {
@@ -345,14 +426,25 @@ pub async fn watch(endpoint: Endpoint, project: String, out: mpsc::Sender<Seen>,
     }
 }
 
-async fn follow(endpoint: &Endpoint, project: &str, it: &mut Interpreter, out: &mpsc::Sender<Seen>, shutdown: &CancellationToken) -> Result<(), DockerError> {
+async fn follow(
+    endpoint: &Endpoint,
+    project: &str,
+    it: &mut Interpreter,
+    out: &mpsc::Sender<Seen>,
+    shutdown: &CancellationToken,
+) -> Result<(), DockerError> {
     let docker = Docker::negotiate(endpoint.clone()).await?;
     for c in docker.containers(project).await? {
         let id = c["Id"].as_str().unwrap_or_default();
         let inspect = docker.inspect(id).await?;
         if let Some(service) = c["Labels"]["com.docker.compose.service"].as_str() {
             let restarting = inspect["State"]["Restarting"].as_bool().unwrap_or(false);
-            let _ = out.send(Seen::Restarting { service: service.to_string(), restarting }).await;
+            let _ = out
+                .send(Seen::Restarting {
+                    service: service.to_string(),
+                    restarting,
+                })
+                .await;
         }
     }
     let _ = out.send(Seen::Connected(true)).await;
@@ -391,14 +483,22 @@ mod tests {
 
     fn ev(action: &str, service: &str, nano: i64, attrs: Value) -> Value {
         let mut a = json!({"com.docker.compose.service": service, "com.docker.compose.project": "nghenhan"});
-        a.as_object_mut().expect("object").extend(attrs.as_object().cloned().unwrap_or_default());
+        a.as_object_mut()
+            .expect("object")
+            .extend(attrs.as_object().cloned().unwrap_or_default());
         json!({"Type": "container", "Action": action, "status": action, "id": format!("c-{service}"), "time": nano / 1_000_000_000, "timeNano": nano, "Actor": {"ID": format!("c-{service}"), "Attributes": a}})
     }
 
     #[test]
     fn endpoints_and_versions() {
-        assert_eq!(Endpoint::parse("unix:///var/run/docker.sock").expect("unix"), Endpoint::Unix("/var/run/docker.sock".into()));
-        assert_eq!(Endpoint::parse("tcp://docker-proxy:2375").expect("tcp"), Endpoint::Tcp("docker-proxy:2375".into()));
+        assert_eq!(
+            Endpoint::parse("unix:///var/run/docker.sock").expect("unix"),
+            Endpoint::Unix("/var/run/docker.sock".into())
+        );
+        assert_eq!(
+            Endpoint::parse("tcp://docker-proxy:2375").expect("tcp"),
+            Endpoint::Tcp("docker-proxy:2375".into())
+        );
         assert!(Endpoint::parse("ftp://x").is_err());
         assert_eq!(min_version("1.51", MAX_API), MAX_API);
         assert_eq!(min_version("1.41", MAX_API), "1.41");
@@ -407,8 +507,12 @@ mod tests {
     #[test]
     fn objects_are_split_across_chunks() {
         let mut buf = br#"{"a":1}
-{"b":2}{"c":"#.to_vec();
-        assert_eq!(split_objects(&mut buf), vec![json!({"a":1}), json!({"b":2})]);
+{"b":2}{"c":"#
+            .to_vec();
+        assert_eq!(
+            split_objects(&mut buf),
+            vec![json!({"a":1}), json!({"b":2})]
+        );
         buf.extend_from_slice(b"3}\n");
         assert_eq!(split_objects(&mut buf), vec![json!({"c":3})]);
         assert!(split_objects(&mut buf).is_empty());
@@ -417,10 +521,21 @@ mod tests {
     #[test]
     fn a_line_that_is_not_json_does_not_hold_back_the_events_after_it() {
         let mut buf = b"{\"a\":1}\nnot json at all\n{\"b\":2}\n]]]{\"c\":".to_vec();
-        assert_eq!(split_objects(&mut buf), vec![json!({"a":1}), json!({"b":2})]);
-        assert!(buf.is_empty(), "the unterminated garbage line is dropped: {:?}", String::from_utf8_lossy(&buf));
+        assert_eq!(
+            split_objects(&mut buf),
+            vec![json!({"a":1}), json!({"b":2})]
+        );
+        assert!(
+            buf.is_empty(),
+            "the unterminated garbage line is dropped: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(b"more garbage\"}\n{\"d\":4}\n");
-        assert_eq!(split_objects(&mut buf), vec![json!({"d":4})], "the rest of the garbage line is skipped too");
+        assert_eq!(
+            split_objects(&mut buf),
+            vec![json!({"d":4})],
+            "the rest of the garbage line is skipped too"
+        );
     }
 
     #[test]
@@ -433,13 +548,24 @@ mod tests {
 
     #[test]
     fn hostile_times_exit_codes_and_durations_are_clamped() {
-        assert_eq!(event_ms(&json!({"timeNano": i64::MAX})), i64::MAX / 1_000_000);
-        assert_eq!(event_ms(&json!({"timeNano": u64::MAX})), i64::MAX / 1_000_000);
+        assert_eq!(
+            event_ms(&json!({"timeNano": i64::MAX})),
+            i64::MAX / 1_000_000
+        );
+        assert_eq!(
+            event_ms(&json!({"timeNano": u64::MAX})),
+            i64::MAX / 1_000_000
+        );
         assert_eq!(event_ms(&json!({"timeNano": i64::MIN})), 0);
-        assert_eq!(event_ms(&json!({"timeNano": "soon", "time": i64::MAX})), i64::MAX, "seconds × 1000 saturates");
+        assert_eq!(
+            event_ms(&json!({"timeNano": "soon", "time": i64::MAX})),
+            i64::MAX,
+            "seconds × 1000 saturates"
+        );
         assert_eq!(event_ms(&json!({"time": i64::MIN})), 0);
         assert_eq!(event_ms(&json!({"time": 1.5e300})), 0);
-        let attrs = json!({"exitCode": "99999999999999999999", "execDuration": i64::MAX.to_string()});
+        let attrs =
+            json!({"exitCode": "99999999999999999999", "execDuration": i64::MAX.to_string()});
         assert_eq!((exit_code(&attrs), run_ms(&attrs)), (None, Some(i64::MAX)));
         let attrs = json!({"exitCode": "-1", "execDuration": "-5"});
         assert_eq!((exit_code(&attrs), run_ms(&attrs)), (Some(-1), Some(0)));
@@ -449,14 +575,26 @@ mod tests {
     #[test]
     fn a_hostile_event_is_a_restart_with_clamped_numbers() {
         let mut it = Interpreter::default();
-        let die = ev("die", "collector", i64::MAX, json!({"exitCode": "nope", "execDuration": "9223372036854775807"}));
+        let die = ev(
+            "die",
+            "collector",
+            i64::MAX,
+            json!({"exitCode": "nope", "execDuration": "9223372036854775807"}),
+        );
         assert!(it.event(&die, None).is_empty());
         let mut start = ev("start", "collector", 0, json!({}));
         start["timeNano"] = json!(-1);
         start["time"] = json!(-1);
         let inspect = json!({"RestartCount": -3, "State": {"Restarting": "yes"}});
         let seen = it.event(&start, Some(&inspect));
-        let restart = Seen::Restart { service: "collector".into(), at_ms: 0, exit_code: None, reason: "unknown".into(), restart_count: 0, run_ms: Some(i64::MAX) };
+        let restart = Seen::Restart {
+            service: "collector".into(),
+            at_ms: 0,
+            exit_code: None,
+            reason: "unknown".into(),
+            restart_count: 0,
+            run_ms: Some(i64::MAX),
+        };
         assert_eq!(seen, vec![restart]);
     }
 
@@ -470,7 +608,11 @@ mod tests {
         it.event(&bad, None);
         assert_eq!(it.last_time, Some(50), "a negative time is not a since");
         it.event(&ev("oom", "a", 10_000_000_000, json!({})), None);
-        assert_eq!(it.last_time, Some(50), "an older event does not rewind the reconnect point");
+        assert_eq!(
+            it.last_time,
+            Some(50),
+            "an older event does not rewind the reconnect point"
+        );
         let mut huge = ev("oom", "a", 70_000_000_000, json!({}));
         huge["time"] = json!(u64::MAX);
         it.event(&huge, None);
@@ -480,25 +622,64 @@ mod tests {
     #[test]
     fn die_then_start_is_a_restart_with_its_cause() {
         let mut it = Interpreter::default();
-        assert!(it.event(&ev("die", "collector", 1_000_000_000, json!({"exitCode": "1", "execDuration": "3"})), None).is_empty());
+        assert!(it
+            .event(
+                &ev(
+                    "die",
+                    "collector",
+                    1_000_000_000,
+                    json!({"exitCode": "1", "execDuration": "3"})
+                ),
+                None
+            )
+            .is_empty());
         let inspect = json!({"RestartCount": 4, "State": {"Restarting": false}});
-        let seen = it.event(&ev("start", "collector", 2_000_000_000, json!({})), Some(&inspect));
-        assert_eq!(seen[0], Seen::Restart { service: "collector".into(), at_ms: 2_000, exit_code: Some(1), reason: "crash".into(), restart_count: 4, run_ms: Some(3_000) });
-        assert_eq!(seen[1], Seen::Restarting { service: "collector".into(), restarting: false });
+        let seen = it.event(
+            &ev("start", "collector", 2_000_000_000, json!({})),
+            Some(&inspect),
+        );
+        assert_eq!(
+            seen[0],
+            Seen::Restart {
+                service: "collector".into(),
+                at_ms: 2_000,
+                exit_code: Some(1),
+                reason: "crash".into(),
+                restart_count: 4,
+                run_ms: Some(3_000)
+            }
+        );
+        assert_eq!(
+            seen[1],
+            Seen::Restarting {
+                service: "collector".into(),
+                restarting: false
+            }
+        );
     }
 
     #[test]
     fn oom_unhealthy_and_kill_causes() {
         let mut it = Interpreter::default();
         it.event(&ev("oom", "sync-verifier", 1, json!({})), None);
-        it.event(&ev("die", "sync-verifier", 2, json!({"exitCode": "137"})), None);
+        it.event(
+            &ev("die", "sync-verifier", 2, json!({"exitCode": "137"})),
+            None,
+        );
         let seen = it.event(&ev("start", "sync-verifier", 3, json!({})), None);
         assert!(matches!(&seen[0], Seen::Restart { reason, .. } if reason == "oom"));
-        it.event(&ev("health_status: unhealthy", "collector", 4, json!({})), None);
+        it.event(
+            &ev("health_status: unhealthy", "collector", 4, json!({})),
+            None,
+        );
         it.event(&ev("die", "collector", 5, json!({"exitCode": "143"})), None);
-        assert!(matches!(&it.event(&ev("start", "collector", 6, json!({})), None)[0], Seen::Restart { reason, .. } if reason == "unhealthy"));
+        assert!(
+            matches!(&it.event(&ev("start", "collector", 6, json!({})), None)[0], Seen::Restart { reason, .. } if reason == "unhealthy")
+        );
         it.event(&ev("die", "collector", 7, json!({"exitCode": "137"})), None);
-        assert!(matches!(&it.event(&ev("start", "collector", 8, json!({})), None)[0], Seen::Restart { reason, .. } if reason == "killed"));
+        assert!(
+            matches!(&it.event(&ev("start", "collector", 8, json!({})), None)[0], Seen::Restart { reason, .. } if reason == "killed")
+        );
     }
 
     #[test]
@@ -509,6 +690,9 @@ mod tests {
         it.event(&die, None);
         assert_eq!(it.event(&start, None).len(), 1);
         it.event(&die, None);
-        assert!(it.event(&start, None).is_empty(), "the same events replayed by `since`");
+        assert!(
+            it.event(&start, None).is_empty(),
+            "the same events replayed by `since`"
+        );
     }
 }

@@ -18,8 +18,8 @@ use kit::config::KitConfig;
 use kit::contract::{ports, services, topics};
 use kit::heartbeat::{Heartbeat, HEARTBEAT_VERSION};
 use kit::kafka::{self, KafkaContext};
-use kit::time::now_ms;
 use kit::restarts::RestartEvent;
+use kit::time::now_ms;
 use loops::LoopRules;
 use metrics::WatchMetrics;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -73,15 +73,35 @@ pub struct Config {
 }
 
 /// Runs the watcher until `shutdown` is cancelled.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), kit::KitError> {
-    let mut service = Service::start(services::RESTART_WATCHER, env!("CARGO_PKG_VERSION"), config.kit.clone(), &listener, shutdown)?;
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), kit::KitError> {
+    let mut service = Service::start(
+        services::RESTART_WATCHER,
+        env!("CARGO_PKG_VERSION"),
+        config.kit.clone(),
+        &listener,
+        shutdown,
+    )?;
     let metrics = WatchMetrics::register(service.telemetry.registry(), &config.expected_services)?;
     let interval_ms = i64::try_from(config.kit.heartbeat_interval_ms).unwrap_or(i64::MAX);
     let tracker = Tracker::new(config.expected_services.clone(), interval_ms, now_ms());
-    let rules = LoopRules::from_secs(config.backoff_threshold, config.backoff_window_secs, config.backoff_reset_secs);
+    let rules = LoopRules::from_secs(
+        config.backoff_threshold,
+        config.backoff_window_secs,
+        config.backoff_reset_secs,
+    );
     let watch = Arc::new(Mutex::new(Watch::new(tracker, rules, metrics)));
     let client_id = format!("restart-watcher-{}", &service.identity.instance_id[..8]);
-    let consumer = kafka::consumer(&config.kit.kafka_brokers, &client_id, &config.consumer_group, "latest", service.kafka.clone())?;
+    let consumer = kafka::consumer(
+        &config.kit.kafka_brokers,
+        &client_id,
+        &config.consumer_group,
+        "latest",
+        service.kafka.clone(),
+    )?;
     let watcher = Watcher {
         consumer,
         watch: watch.clone(),
@@ -90,14 +110,29 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         shutdown: service.shutdown.clone(),
     };
     if let Some(host) = &config.docker_host {
-        let endpoint = docker::Endpoint::parse(host).map_err(|e| kit::KitError::Io(std::io::Error::other(e.to_string())))?;
+        let endpoint = docker::Endpoint::parse(host)
+            .map_err(|e| kit::KitError::Io(std::io::Error::other(e.to_string())))?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let source = docker::watch(endpoint, config.compose_project.clone(), tx, service.telemetry.clone(), service.shutdown.clone());
+        let source = docker::watch(
+            endpoint,
+            config.compose_project.clone(),
+            tx,
+            service.telemetry.clone(),
+            service.shutdown.clone(),
+        );
         service.spawn("docker_events", async move {
             source.await;
             Ok(())
         });
-        service.spawn("docker", follow_docker(rx, watch.clone(), service.producer.clone(), service.telemetry.clone()));
+        service.spawn(
+            "docker",
+            follow_docker(
+                rx,
+                watch.clone(),
+                service.producer.clone(),
+                service.telemetry.clone(),
+            ),
+        );
     }
     service.spawn("heartbeat_consume", watcher.consume());
     service.spawn("metrics_refresh", refresh(watch, service.shutdown.clone()));
@@ -112,15 +147,28 @@ fn lock(watch: &Shared) -> std::sync::MutexGuard<'_, Watch> {
 }
 
 /// Publishes a restart event to `platform.restarts.v1` (key = service); failures are counted.
-async fn publish(producer: &FutureProducer<KafkaContext>, telemetry: &kit::Telemetry, event: &RestartEvent) {
-    let Ok(payload) = serde_json::to_vec(event) else { return };
-    let record = FutureRecord::to(topics::RESTARTS).key(&event.service).payload(&payload);
+async fn publish(
+    producer: &FutureProducer<KafkaContext>,
+    telemetry: &kit::Telemetry,
+    event: &RestartEvent,
+) {
+    let Ok(payload) = serde_json::to_vec(event) else {
+        return;
+    };
+    let record = FutureRecord::to(topics::RESTARTS)
+        .key(&event.service)
+        .payload(&payload);
     if let Err((err, _)) = producer.send(record, Duration::from_secs(5)).await {
         telemetry.error("restart_publish", &err);
     }
 }
 
-async fn follow_docker(mut rx: tokio::sync::mpsc::Receiver<docker::Seen>, watch: Shared, producer: FutureProducer<KafkaContext>, telemetry: kit::Telemetry) -> Result<(), kit::KitError> {
+async fn follow_docker(
+    mut rx: tokio::sync::mpsc::Receiver<docker::Seen>,
+    watch: Shared,
+    producer: FutureProducer<KafkaContext>,
+    telemetry: kit::Telemetry,
+) -> Result<(), kit::KitError> {
     while let Some(seen) = rx.recv().await {
         let event = lock(&watch).docker(seen);
         if let Some(event) = event {
@@ -180,9 +228,13 @@ impl Watcher {
 /// Reads a heartbeat, or says why it cannot.
 pub fn parse(payload: Option<&[u8]>) -> Result<Heartbeat, String> {
     let payload = payload.ok_or("empty heartbeat payload")?;
-    let hb: Heartbeat = serde_json::from_slice(payload).map_err(|e| format!("heartbeat is not valid JSON of schema v1: {e}"))?;
+    let hb: Heartbeat = serde_json::from_slice(payload)
+        .map_err(|e| format!("heartbeat is not valid JSON of schema v1: {e}"))?;
     if hb.v != HEARTBEAT_VERSION {
-        return Err(format!("heartbeat schema v{} is not supported (expected v{HEARTBEAT_VERSION})", hb.v));
+        return Err(format!(
+            "heartbeat schema v{} is not supported (expected v{HEARTBEAT_VERSION})",
+            hb.v
+        ));
     }
     Ok(hb)
 }
@@ -205,7 +257,9 @@ mod tests {
     #[test]
     fn parse_rejects_garbage_and_other_versions_with_reasons() {
         assert!(parse(None).unwrap_err().contains("empty"));
-        assert!(parse(Some(b"{not json")).unwrap_err().contains("not valid JSON"));
+        assert!(parse(Some(b"{not json"))
+            .unwrap_err()
+            .contains("not valid JSON"));
         let v2 = br#"{"v":2,"service":"c","instance_id":"i","started_at_ms":1,"seq":0,"sent_at_ms":1,"interval_ms":5000}"#;
         assert!(parse(Some(v2)).unwrap_err().contains("v2 is not supported"));
         let v1 = br#"{"v":1,"service":"c","instance_id":"i","started_at_ms":1,"seq":0,"sent_at_ms":1,"interval_ms":5000}"#;

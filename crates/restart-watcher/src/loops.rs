@@ -17,7 +17,11 @@ pub struct LoopRules {
 
 impl Default for LoopRules {
     fn default() -> Self {
-        Self { threshold: 3, window_ms: 120_000, reset_ms: 10_000 }
+        Self {
+            threshold: 3,
+            window_ms: 120_000,
+            reset_ms: 10_000,
+        }
     }
 }
 
@@ -26,7 +30,11 @@ impl LoopRules {
     /// millisecond fields saturate (a window of "forever"), they never wrap.
     pub fn from_secs(threshold: u64, window_secs: u64, reset_secs: u64) -> Self {
         let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-        Self { threshold: usize::try_from(threshold).unwrap_or(usize::MAX), window_ms: ms(window_secs), reset_ms: ms(reset_secs) }
+        Self {
+            threshold: usize::try_from(threshold).unwrap_or(usize::MAX),
+            window_ms: ms(window_secs),
+            reset_ms: ms(reset_secs),
+        }
     }
 }
 
@@ -46,7 +54,11 @@ impl LoopState {
         if run_ms.is_some_and(|r| r < rules.reset_ms) {
             self.short_restarts.push_back(at_ms);
         }
-        while self.short_restarts.front().is_some_and(|t| at_ms.saturating_sub(*t) > rules.window_ms) {
+        while self
+            .short_restarts
+            .front()
+            .is_some_and(|t| at_ms.saturating_sub(*t) > rules.window_ms)
+        {
             self.short_restarts.pop_front();
         }
         if self.short_restarts.len() >= rules.threshold {
@@ -65,7 +77,11 @@ impl LoopState {
     /// Whether the service is in a back-off loop at `now_ms`, given whether it is up;
     /// staying up past the reset time ends the loop.
     pub fn looping(&mut self, rules: &LoopRules, now_ms: i64, up: bool) -> bool {
-        let stable = up && !self.docker_restarting && self.last_start_ms.is_some_and(|s| now_ms.saturating_sub(s) >= rules.reset_ms);
+        let stable = up
+            && !self.docker_restarting
+            && self
+                .last_start_ms
+                .is_some_and(|s| now_ms.saturating_sub(s) >= rules.reset_ms);
         if self.looping && stable {
             self.looping = false;
             self.short_restarts.clear();
@@ -88,7 +104,10 @@ mod tests {
         s.restarted(&rules, 4_000, Some(1_600));
         assert!(s.looping(&rules, 4_100, true), "third short run");
         assert!(s.looping(&rules, 13_999, true), "not yet up for 10 s");
-        assert!(!s.looping(&rules, 14_000, true), "stayed up past the reset time");
+        assert!(
+            !s.looping(&rules, 14_000, true),
+            "stayed up past the reset time"
+        );
     }
 
     #[test]
@@ -103,7 +122,10 @@ mod tests {
         for i in 0..4 {
             spread.restarted(&rules, i * 130_000, Some(1_000));
         }
-        assert!(!spread.looping(&rules, 400_000, false), "outside the window");
+        assert!(
+            !spread.looping(&rules, 400_000, false),
+            "outside the window"
+        );
     }
 
     #[test]
@@ -126,18 +148,31 @@ mod tests {
         let r = LoopRules::from_secs(3, 120, 10);
         assert_eq!((r.threshold, r.window_ms, r.reset_ms), (3, 120_000, 10_000));
         let r = LoopRules::from_secs(1, 9_223_372_036_854_775, 0);
-        assert_eq!(r.window_ms, 9_223_372_036_854_775_000, "the largest that fits is exact");
+        assert_eq!(
+            r.window_ms, 9_223_372_036_854_775_000,
+            "the largest that fits is exact"
+        );
     }
 
     #[test]
     fn restarts_at_extreme_times_do_not_overflow() {
-        let rules = LoopRules { threshold: 2, window_ms: 1_000, reset_ms: 10_000 };
+        let rules = LoopRules {
+            threshold: 2,
+            window_ms: 1_000,
+            reset_ms: 10_000,
+        };
         let mut s = LoopState::default();
         s.restarted(&rules, i64::MIN, Some(1));
         s.restarted(&rules, i64::MAX, Some(1));
-        assert!(!s.looping(&rules, i64::MIN, false), "i64::MAX − i64::MIN is far outside the window");
+        assert!(
+            !s.looping(&rules, i64::MIN, false),
+            "i64::MAX − i64::MIN is far outside the window"
+        );
         s.restarted(&rules, i64::MAX, Some(i64::MIN));
-        assert!(s.looping(&rules, i64::MIN, true), "two short runs at the same instant; not stable at an earlier now");
+        assert!(
+            s.looping(&rules, i64::MIN, true),
+            "two short runs at the same instant; not stable at an earlier now"
+        );
     }
 
     #[test]

@@ -17,7 +17,11 @@ pub enum Observation {
     /// Another heartbeat from the current instance.
     Alive,
     /// A new instance replaced the previous one: the service restarted.
-    Restarted { previous_instance: String, previous_started_ms: i64, previous_seen_ms: i64 },
+    Restarted {
+        previous_instance: String,
+        previous_started_ms: i64,
+        previous_seen_ms: i64,
+    },
     /// A late heartbeat from an instance that was already replaced; ignored.
     Stale,
 }
@@ -57,14 +61,20 @@ impl Tracker {
     /// `expected` services are reported down if no heartbeat arrives within the down
     /// window after the watcher starts at `now_ms`.
     pub fn new(expected: Vec<String>, default_interval_ms: i64, now_ms: i64) -> Self {
-        Self { services: HashMap::new(), expected, default_interval_ms, started_ms: now_ms }
+        Self {
+            services: HashMap::new(),
+            expected,
+            default_interval_ms,
+            started_ms: now_ms,
+        }
     }
 
     /// Takes one heartbeat received at `now_ms`.
     pub fn observe(&mut self, hb: &Heartbeat, now_ms: i64) -> Observation {
         let interval_ms = i64::try_from(hb.interval_ms).unwrap_or(i64::MAX).max(1);
         let replicas = self.services.entry(hb.service.clone()).or_default();
-        replicas.retain(|r, st| *r == hb.replica || now_ms.saturating_sub(st.last_seen_ms) < FORGET_MS);
+        replicas
+            .retain(|r, st| *r == hb.replica || now_ms.saturating_sub(st.last_seen_ms) < FORGET_MS);
         let Some(state) = replicas.get_mut(&hb.replica) else {
             let state = ServiceState {
                 instance_id: hb.instance_id.clone(),
@@ -90,7 +100,11 @@ impl Tracker {
         state.started_at_ms = hb.started_at_ms;
         state.last_seen_ms = now_ms;
         state.interval_ms = interval_ms;
-        Observation::Restarted { previous_instance, previous_started_ms, previous_seen_ms }
+        Observation::Restarted {
+            previous_instance,
+            previous_started_ms,
+            previous_seen_ms,
+        }
     }
 
     /// The status of every seen or expected service at `now_ms`, sorted by name.
@@ -98,12 +112,18 @@ impl Tracker {
         let mut names: Vec<&String> = self.services.keys().chain(self.expected.iter()).collect();
         names.sort();
         names.dedup();
-        names.into_iter().map(|name| self.status(name, now_ms)).collect()
+        names
+            .into_iter()
+            .map(|name| self.status(name, now_ms))
+            .collect()
     }
 
     fn status(&self, service: &str, now_ms: i64) -> Status {
         // The service is as alive as its freshest replica.
-        let freshest = self.services.get(service).and_then(|r| r.values().max_by_key(|st| st.last_seen_ms));
+        let freshest = self
+            .services
+            .get(service)
+            .and_then(|r| r.values().max_by_key(|st| st.last_seen_ms));
         let Some(state) = freshest else {
             let grace = DOWN_AFTER_INTERVALS.saturating_mul(self.default_interval_ms);
             return Status {
@@ -144,11 +164,27 @@ mod tests {
     #[test]
     fn a_new_instance_is_a_restart_and_a_late_old_beat_is_stale() {
         let mut t = Tracker::new(vec![], 5_000, 0);
-        assert_eq!(t.observe(&beat("collector", "a", 0, 0), 0), Observation::FirstSeen);
-        assert_eq!(t.observe(&beat("collector", "a", 0, 1), 5_000), Observation::Alive);
+        assert_eq!(
+            t.observe(&beat("collector", "a", 0, 0), 0),
+            Observation::FirstSeen
+        );
+        assert_eq!(
+            t.observe(&beat("collector", "a", 0, 1), 5_000),
+            Observation::Alive
+        );
         let restarted = t.observe(&beat("collector", "b", 9_000, 0), 9_500);
-        assert_eq!(restarted, Observation::Restarted { previous_instance: "a".into(), previous_started_ms: 0, previous_seen_ms: 5_000 });
-        assert_eq!(t.observe(&beat("collector", "a", 0, 2), 9_600), Observation::Stale);
+        assert_eq!(
+            restarted,
+            Observation::Restarted {
+                previous_instance: "a".into(),
+                previous_started_ms: 0,
+                previous_seen_ms: 5_000
+            }
+        );
+        assert_eq!(
+            t.observe(&beat("collector", "a", 0, 2), 9_600),
+            Observation::Stale
+        );
         let status = &t.snapshot(10_000)[0];
         assert_eq!(status.start_time_seconds, Some(9.0));
     }
@@ -157,10 +193,22 @@ mod tests {
     fn a_second_replica_is_scale_out_not_a_restart() {
         let mut t = Tracker::new(vec![], 5_000, 0);
         t.observe(&beat("sync-verifier", "a", 0, 0), 0);
-        let other = Heartbeat { replica: "host:9202".into(), ..beat("sync-verifier", "b", 100, 0) };
+        let other = Heartbeat {
+            replica: "host:9202".into(),
+            ..beat("sync-verifier", "b", 100, 0)
+        };
         assert_eq!(t.observe(&other, 200), Observation::FirstSeen);
-        assert_eq!(t.observe(&beat("sync-verifier", "a", 0, 1), 5_000), Observation::Alive);
-        assert!(matches!(t.observe(&beat("sync-verifier", "c", 6_000, 0), 6_100), Observation::Restarted { .. }), "a new instance in replica 1");
+        assert_eq!(
+            t.observe(&beat("sync-verifier", "a", 0, 1), 5_000),
+            Observation::Alive
+        );
+        assert!(
+            matches!(
+                t.observe(&beat("sync-verifier", "c", 6_000, 0), 6_100),
+                Observation::Restarted { .. }
+            ),
+            "a new instance in replica 1"
+        );
         assert!(t.snapshot(12_000)[0].up);
     }
 
@@ -173,7 +221,10 @@ mod tests {
         assert!(!down.up);
         assert_eq!(down.heartbeat_age_seconds, Some(15.0));
         t.observe(&beat("sync-verifier", "a", 0, 4), 20_000);
-        assert!(t.snapshot(20_000)[0].up, "a late heartbeat of the same instance brings it back");
+        assert!(
+            t.snapshot(20_000)[0].up,
+            "a late heartbeat of the same instance brings it back"
+        );
     }
 
     #[test]
@@ -188,13 +239,32 @@ mod tests {
     #[test]
     fn hostile_heartbeat_numbers_do_not_overflow() {
         let mut t = Tracker::new(vec![], i64::MAX, i64::MIN);
-        let huge = Heartbeat { interval_ms: u64::MAX, seq: u64::MAX, ..beat("collector", "a", i64::MIN, 0) };
+        let huge = Heartbeat {
+            interval_ms: u64::MAX,
+            seq: u64::MAX,
+            ..beat("collector", "a", i64::MIN, 0)
+        };
         t.observe(&huge, 0);
-        assert!(t.snapshot(1_000_000)[0].up, "an interval of i64::MAX ms keeps it up; 3 × it saturates");
-        let replaced = Heartbeat { interval_ms: 0, ..beat("collector", "b", i64::MAX, 0) };
-        assert!(matches!(t.observe(&replaced, i64::MIN), Observation::Restarted { previous_started_ms: i64::MIN, .. }));
+        assert!(
+            t.snapshot(1_000_000)[0].up,
+            "an interval of i64::MAX ms keeps it up; 3 × it saturates"
+        );
+        let replaced = Heartbeat {
+            interval_ms: 0,
+            ..beat("collector", "b", i64::MAX, 0)
+        };
+        assert!(matches!(
+            t.observe(&replaced, i64::MIN),
+            Observation::Restarted {
+                previous_started_ms: i64::MIN,
+                ..
+            }
+        ));
         assert!(!t.snapshot(i64::MAX)[0].up, "interval 0 is taken as 1 ms");
         let never_seen = Tracker::new(vec!["x".into()], i64::MAX, i64::MIN);
-        assert!(!never_seen.snapshot(i64::MAX)[0].up, "a grace window of i64::MAX ms saturates, and i64::MAX − i64::MIN too");
+        assert!(
+            !never_seen.snapshot(i64::MAX)[0].up,
+            "a grace window of i64::MAX ms saturates, and i64::MAX − i64::MIN too"
+        );
     }
 }

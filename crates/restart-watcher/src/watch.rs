@@ -26,14 +26,31 @@ pub struct Watch {
 
 impl Watch {
     pub fn new(tracker: Tracker, rules: LoopRules, metrics: WatchMetrics) -> Self {
-        Self { tracker, rules, loops: HashMap::new(), docker_restart_ms: HashMap::new(), restart_counts: HashMap::new(), metrics }
+        Self {
+            tracker,
+            rules,
+            loops: HashMap::new(),
+            docker_restart_ms: HashMap::new(),
+            restart_counts: HashMap::new(),
+            metrics,
+        }
     }
 
     /// A heartbeat received at `now_ms`; returns the restart event to publish, if any.
     pub fn heartbeat(&mut self, hb: &Heartbeat, now_ms: i64) -> Option<RestartEvent> {
-        let Observation::Restarted { previous_instance, previous_started_ms, previous_seen_ms } = self.tracker.observe(hb, now_ms) else { return None };
+        let Observation::Restarted {
+            previous_instance,
+            previous_started_ms,
+            previous_seen_ms,
+        } = self.tracker.observe(hb, now_ms)
+        else {
+            return None;
+        };
         tracing::info!(service = %hb.service, %previous_instance, instance = %hb.instance_id, "new instance: restart");
-        let covered = self.docker_restart_ms.get(&hb.service).is_some_and(|t| now_ms.saturating_sub(*t).saturating_abs() <= SAME_RESTART_MS);
+        let covered = self
+            .docker_restart_ms
+            .get(&hb.service)
+            .is_some_and(|t| now_ms.saturating_sub(*t).saturating_abs() <= SAME_RESTART_MS);
         if covered {
             return None;
         }
@@ -44,29 +61,60 @@ impl Watch {
     /// A fact from the Docker source; returns the restart event to publish, if any.
     pub fn docker(&mut self, seen: Seen) -> Option<RestartEvent> {
         match seen {
-            Seen::Restart { service, at_ms, exit_code, reason, restart_count, run_ms } => {
+            Seen::Restart {
+                service,
+                at_ms,
+                exit_code,
+                reason,
+                restart_count,
+                run_ms,
+            } => {
                 self.docker_restart_ms.insert(service.clone(), at_ms);
                 let mut event = self.restarted(&service, at_ms, exit_code, &reason, run_ms);
                 event.restart_count = event.restart_count.max(restart_count);
                 Some(event)
             }
-            Seen::Restarting { service, restarting } => {
-                self.loops.entry(service).or_default().docker_restarting(restarting);
+            Seen::Restarting {
+                service,
+                restarting,
+            } => {
+                self.loops
+                    .entry(service)
+                    .or_default()
+                    .docker_restarting(restarting);
                 None
             }
             Seen::Connected(_) => None,
         }
     }
 
-    fn restarted(&mut self, service: &str, at_ms: i64, exit_code: Option<i64>, reason: &str, run_ms: Option<i64>) -> RestartEvent {
+    fn restarted(
+        &mut self,
+        service: &str,
+        at_ms: i64,
+        exit_code: Option<i64>,
+        reason: &str,
+        run_ms: Option<i64>,
+    ) -> RestartEvent {
         self.metrics.restarted(service, reason);
         if let Some(code) = exit_code {
             self.metrics.exit_code(service, code);
         }
-        self.loops.entry(service.to_string()).or_default().restarted(&self.rules, at_ms, run_ms);
+        self.loops
+            .entry(service.to_string())
+            .or_default()
+            .restarted(&self.rules, at_ms, run_ms);
         let count = self.restart_counts.entry(service.to_string()).or_default();
         *count += 1;
-        RestartEvent { v: RESTART_VERSION, service: service.to_string(), at_ms, exit_code, reason: reason.to_string(), restart_count: *count, run_time_ms: run_ms }
+        RestartEvent {
+            v: RESTART_VERSION,
+            service: service.to_string(),
+            at_ms,
+            exit_code,
+            reason: reason.to_string(),
+            restart_count: *count,
+            run_time_ms: run_ms,
+        }
     }
 
     /// Sets every gauge for `now_ms`.
@@ -87,11 +135,24 @@ mod tests {
 
     fn watch() -> Watch {
         let metrics = WatchMetrics::register(&prometheus::Registry::new(), &[]).expect("metrics");
-        Watch::new(Tracker::new(vec![], 5_000, 0), LoopRules::default(), metrics)
+        Watch::new(
+            Tracker::new(vec![], 5_000, 0),
+            LoopRules::default(),
+            metrics,
+        )
     }
 
     fn beat(instance: &str, started: i64) -> Heartbeat {
-        Heartbeat { v: 1, service: "collector".into(), replica: "host:9101".into(), instance_id: instance.into(), started_at_ms: started, seq: 0, sent_at_ms: started, interval_ms: 5_000 }
+        Heartbeat {
+            v: 1,
+            service: "collector".into(),
+            replica: "host:9101".into(),
+            instance_id: instance.into(),
+            started_at_ms: started,
+            seq: 0,
+            sent_at_ms: started,
+            interval_ms: 5_000,
+        }
     }
 
     #[test]
@@ -107,20 +168,40 @@ mod tests {
         w.refresh(t + 100);
         assert_eq!(w.metrics.backoff_value("collector"), 1);
         for k in 1..=3 {
-            w.heartbeat(&Heartbeat { seq: k, ..beat("i3", t) }, t + k as i64 * 5_000);
+            w.heartbeat(
+                &Heartbeat {
+                    seq: k,
+                    ..beat("i3", t)
+                },
+                t + k as i64 * 5_000,
+            );
         }
         w.refresh(t + 15_000);
-        assert_eq!(w.metrics.backoff_value("collector"), 0, "up past the reset time");
+        assert_eq!(
+            w.metrics.backoff_value("collector"),
+            0,
+            "up past the reset time"
+        );
     }
 
     #[test]
     fn docker_restarts_carry_their_cause_and_cover_the_heartbeat() {
         let mut w = watch();
         w.heartbeat(&beat("a", 0), 0);
-        let seen = Seen::Restart { service: "collector".into(), at_ms: 10_000, exit_code: Some(137), reason: "oom".into(), restart_count: 1, run_ms: Some(9_000) };
+        let seen = Seen::Restart {
+            service: "collector".into(),
+            at_ms: 10_000,
+            exit_code: Some(137),
+            reason: "oom".into(),
+            restart_count: 1,
+            run_ms: Some(9_000),
+        };
         let e = w.docker(seen).expect("event");
         assert_eq!((e.reason.as_str(), e.exit_code), ("oom", Some(137)));
-        assert!(w.heartbeat(&beat("b", 10_050), 10_100).is_none(), "the same restart, seen by heartbeat");
+        assert!(
+            w.heartbeat(&beat("b", 10_050), 10_100).is_none(),
+            "the same restart, seen by heartbeat"
+        );
         assert_eq!(w.metrics.restarts_value("collector", "oom"), 1);
         assert_eq!(w.metrics.restarts_value("collector", "unknown"), 0);
     }
@@ -129,10 +210,26 @@ mod tests {
     fn a_heartbeat_started_at_i64_min_does_not_overflow_the_run_time() {
         let mut w = watch();
         w.heartbeat(&beat("a", i64::MIN), i64::MAX);
-        let e = w.heartbeat(&beat("b", i64::MIN + 1), i64::MAX).expect("a restart");
-        assert_eq!(e.run_time_ms, Some(i64::MAX), "previous_seen − previous_started saturates");
-        let seen = Seen::Restart { service: "collector".into(), at_ms: i64::MIN, exit_code: None, reason: "crash".into(), restart_count: u64::MAX, run_ms: None };
+        let e = w
+            .heartbeat(&beat("b", i64::MIN + 1), i64::MAX)
+            .expect("a restart");
+        assert_eq!(
+            e.run_time_ms,
+            Some(i64::MAX),
+            "previous_seen − previous_started saturates"
+        );
+        let seen = Seen::Restart {
+            service: "collector".into(),
+            at_ms: i64::MIN,
+            exit_code: None,
+            reason: "crash".into(),
+            restart_count: u64::MAX,
+            run_ms: None,
+        };
         assert_eq!(w.docker(seen).expect("event").restart_count, u64::MAX);
-        assert!(w.heartbeat(&beat("c", i64::MIN + 2), i64::MAX).is_some(), "i64::MAX − i64::MIN is not within the same-restart window");
+        assert!(
+            w.heartbeat(&beat("c", i64::MIN + 2), i64::MAX).is_some(),
+            "i64::MAX − i64::MIN is not within the same-restart window"
+        );
     }
 }

@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
-type Frames = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send>>;
+type Frames =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send>>;
 
 fn streamed(frames: Frames) -> Body {
     use http_body_util::BodyExt;
@@ -28,7 +29,9 @@ fn streamed(frames: Frames) -> Body {
 
 fn event(action: &str, service: &str, secs: i64, attrs: Value) -> Value {
     let mut a = json!({"com.docker.compose.service": service, "com.docker.compose.project": "nghenhan", "name": format!("nghenhan-{service}-1"), "image": "nghenhan/services:local"});
-    a.as_object_mut().expect("object").extend(attrs.as_object().cloned().unwrap_or_default());
+    a.as_object_mut()
+        .expect("object")
+        .extend(attrs.as_object().cloned().unwrap_or_default());
     json!({"status": action, "id": format!("id-{service}"), "from": "nghenhan/services:local", "Type": "container", "Action": action,
            "Actor": {"ID": format!("id-{service}"), "Attributes": a}, "scope": "local", "time": secs, "timeNano": secs * 1_000_000_000})
 }
@@ -38,10 +41,20 @@ fn event(action: &str, service: &str, secs: i64, attrs: Value) -> Value {
 /// `sync-verifier` after it went unhealthy.
 fn first_stream() -> Vec<Value> {
     vec![
-        event("die", "collector", 100, json!({"exitCode": "1", "execDuration": "2"})),
+        event(
+            "die",
+            "collector",
+            100,
+            json!({"exitCode": "1", "execDuration": "2"}),
+        ),
         event("start", "collector", 101, json!({})),
         event("oom", "collector", 110, json!({})),
-        event("die", "collector", 110, json!({"exitCode": "137", "execDuration": "9"})),
+        event(
+            "die",
+            "collector",
+            110,
+            json!({"exitCode": "137", "execDuration": "9"}),
+        ),
         event("start", "collector", 111, json!({})),
     ]
 }
@@ -49,10 +62,20 @@ fn first_stream() -> Vec<Value> {
 fn second_stream() -> Vec<Value> {
     vec![
         event("oom", "collector", 110, json!({})),
-        event("die", "collector", 110, json!({"exitCode": "137", "execDuration": "9"})),
+        event(
+            "die",
+            "collector",
+            110,
+            json!({"exitCode": "137", "execDuration": "9"}),
+        ),
         event("start", "collector", 111, json!({})),
         event("health_status: unhealthy", "sync-verifier", 120, json!({})),
-        event("die", "sync-verifier", 121, json!({"exitCode": "143", "execDuration": "30"})),
+        event(
+            "die",
+            "sync-verifier",
+            121,
+            json!({"exitCode": "143", "execDuration": "30"}),
+        ),
         event("start", "sync-verifier", 122, json!({})),
     ]
 }
@@ -66,16 +89,24 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Result<Response<
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
     use http_body_util::BodyExt;
-    let json_body = |v: Value| Ok(Response::new(Full::new(Bytes::from(v.to_string())).boxed_unsync()));
+    let json_body = |v: Value| {
+        Ok(Response::new(
+            Full::new(Bytes::from(v.to_string())).boxed_unsync(),
+        ))
+    };
     match path.as_str() {
-        "/version" => json_body(json!({"ApiVersion": "1.51", "MinAPIVersion": "1.24", "Version": "28.2.2"})),
+        "/version" => {
+            json_body(json!({"ApiVersion": "1.51", "MinAPIVersion": "1.24", "Version": "28.2.2"}))
+        }
         "/v1.47/containers/json" => json_body(json!([
             {"Id": "id-collector", "Labels": {"com.docker.compose.service": "collector", "com.docker.compose.project": "nghenhan"}, "State": "running"},
             {"Id": "id-sync-verifier", "Labels": {"com.docker.compose.service": "sync-verifier", "com.docker.compose.project": "nghenhan"}, "State": "restarting"}
         ])),
         p if p.starts_with("/v1.47/containers/") => {
             let restarting = p.contains("sync-verifier");
-            json_body(json!({"RestartCount": 2, "State": {"Restarting": restarting, "ExitCode": 137, "OOMKilled": false, "StartedAt": "2026-11-26T10:00:00Z"}}))
+            json_body(
+                json!({"RestartCount": 2, "State": {"Restarting": restarting, "ExitCode": 137, "OOMKilled": false, "StartedAt": "2026-11-26T10:00:00Z"}}),
+            )
         }
         "/v1.47/events" => {
             let n = {
@@ -83,20 +114,31 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Result<Response<
                 reqs.push(query);
                 reqs.len()
             };
-            let events = if n == 1 { first_stream() } else { second_stream() };
+            let events = if n == 1 {
+                first_stream()
+            } else {
+                second_stream()
+            };
             // one object per line, split mid-object across frames as a real stream may be
             let text: String = events.iter().map(|e| e.to_string() + "\n").collect();
             let (a, b) = text.split_at(text.len() / 2 + 7);
-            let frames = vec![Ok(Frame::data(Bytes::from(a.to_string()))), Ok(Frame::data(Bytes::from(b.to_string())))];
+            let frames = vec![
+                Ok(Frame::data(Bytes::from(a.to_string()))),
+                Ok(Frame::data(Bytes::from(b.to_string()))),
+            ];
             use futures::StreamExt;
             let frames: Frames = if n == 1 {
                 Box::pin(futures::stream::iter(frames)) // the stream ends here: the watcher must reconnect
             } else {
-                Box::pin(futures::stream::iter(frames).chain(futures::stream::pending())) // open, like Docker's
+                Box::pin(futures::stream::iter(frames).chain(futures::stream::pending()))
+                // open, like Docker's
             };
             Ok(Response::new(streamed(frames)))
         }
-        _ => Ok(Response::builder().status(404).body(Full::new(Bytes::from("{}")).boxed_unsync()).expect("404")),
+        _ => Ok(Response::builder()
+            .status(404)
+            .body(Full::new(Bytes::from("{}")).boxed_unsync())
+            .expect("404")),
     }
 }
 
@@ -104,7 +146,9 @@ async fn serve(listener: UnixListener, server: Arc<Server>) {
     while let Ok((stream, _)) = listener.accept().await {
         let server = server.clone();
         let svc = hyper::service::service_fn(move |req| handle(server.clone(), req));
-        tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
+        tokio::spawn(
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc),
+        );
     }
 }
 
@@ -115,19 +159,31 @@ async fn restarts_causes_and_a_broken_event_stream() {
     let socket = dir.join("docker.sock");
     let _ = std::fs::remove_file(&socket);
     let server = Arc::new(Server::default());
-    tokio::spawn(serve(UnixListener::bind(&socket).expect("bind"), server.clone()));
+    tokio::spawn(serve(
+        UnixListener::bind(&socket).expect("bind"),
+        server.clone(),
+    ));
 
     let (tx, mut rx) = mpsc::channel(64);
     let token = CancellationToken::new();
     let telemetry = kit::Telemetry::new("restart-watcher", "test").expect("telemetry");
     let endpoint = Endpoint::Unix(socket.to_string_lossy().to_string());
-    tokio::spawn(docker::watch(endpoint, "nghenhan".into(), tx, telemetry.clone(), token.clone()));
+    tokio::spawn(docker::watch(
+        endpoint,
+        "nghenhan".into(),
+        tx,
+        telemetry.clone(),
+        token.clone(),
+    ));
 
     // Read until the end of the script: the last event (sync-verifier's start) gives a
     // restart and then its inspection, `Restarting`. A replayed event counted twice would
     // arrive before it, since the replay comes first in the second stream.
     let finished = |seen: &[Seen]| {
-        seen.iter().filter(|s| matches!(s, Seen::Restart { .. })).count() >= 3
+        seen.iter()
+            .filter(|s| matches!(s, Seen::Restart { .. }))
+            .count()
+            >= 3
             && matches!(seen.last(), Some(Seen::Restarting { service, .. }) if service == "sync-verifier")
     };
     let mut seen = Vec::new();
@@ -143,7 +199,13 @@ async fn restarts_causes_and_a_broken_event_stream() {
     let restarts: Vec<(String, String, Option<i64>, Option<i64>)> = seen
         .iter()
         .filter_map(|s| match s {
-            Seen::Restart { service, reason, exit_code, run_ms, .. } => Some((service.clone(), reason.clone(), *exit_code, *run_ms)),
+            Seen::Restart {
+                service,
+                reason,
+                exit_code,
+                run_ms,
+                ..
+            } => Some((service.clone(), reason.clone(), *exit_code, *run_ms)),
             _ => None,
         })
         .collect();
@@ -152,15 +214,40 @@ async fn restarts_causes_and_a_broken_event_stream() {
         vec![
             ("collector".into(), "crash".into(), Some(1), Some(2_000)),
             ("collector".into(), "oom".into(), Some(137), Some(9_000)),
-            ("sync-verifier".into(), "unhealthy".into(), Some(143), Some(30_000)),
+            (
+                "sync-verifier".into(),
+                "unhealthy".into(),
+                Some(143),
+                Some(30_000)
+            ),
         ],
         "each restart once, with its cause, across the reconnect"
     );
-    assert!(seen.contains(&Seen::Restarting { service: "sync-verifier".into(), restarting: true }), "inspect: State.Restarting");
-    assert!(seen.contains(&Seen::Connected(false)), "the broken stream was noticed");
-    assert_eq!(seen.iter().filter(|s| **s == Seen::Connected(true)).count(), 2, "and reconnected");
+    assert!(
+        seen.contains(&Seen::Restarting {
+            service: "sync-verifier".into(),
+            restarting: true
+        }),
+        "inspect: State.Restarting"
+    );
+    assert!(
+        seen.contains(&Seen::Connected(false)),
+        "the broken stream was noticed"
+    );
+    assert_eq!(
+        seen.iter().filter(|s| **s == Seen::Connected(true)).count(),
+        2,
+        "and reconnected"
+    );
     let requests = server.event_requests.lock().expect("lock").clone();
     assert!(requests[0].contains("filters=") && !requests[0].contains("since="));
-    assert!(requests[1].contains("since=111"), "reconnect resumes from the last event: {}", requests[1]);
-    assert!(telemetry.error_count("docker_events") >= 1, "the break is counted");
+    assert!(
+        requests[1].contains("since=111"),
+        "reconnect resumes from the last event: {}",
+        requests[1]
+    );
+    assert!(
+        telemetry.error_count("docker_events") >= 1,
+        "the break is counted"
+    );
 }

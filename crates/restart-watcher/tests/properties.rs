@@ -8,7 +8,11 @@ use restart_watcher::docker::{event_ms, split_objects, Interpreter, MAX_EVENT_BY
 use serde_json::{json, Value};
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 /// Numbers as an engine (or something pretending to be one) might send them.
@@ -16,7 +20,9 @@ fn number() -> impl Strategy<Value = Value> {
     prop_oneof![
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         any::<String>().prop_map(Value::from),
         any::<i64>().prop_map(|n| Value::from(n.to_string())),
         Just(Value::Null),
@@ -25,7 +31,14 @@ fn number() -> impl Strategy<Value = Value> {
 
 /// A container event with hostile values in every numeric field.
 fn event() -> impl Strategy<Value = Value> {
-    let action = prop::sample::select(vec!["die", "start", "oom", "health_status: unhealthy", "health_status: healthy", "kill"]);
+    let action = prop::sample::select(vec![
+        "die",
+        "start",
+        "oom",
+        "health_status: unhealthy",
+        "health_status: healthy",
+        "kill",
+    ]);
     let service = prop::sample::select(vec!["collector", "sync-verifier"]);
     (action, service, number(), number(), number(), number()).prop_map(|(action, service, time, nano, exit, duration)| {
         json!({"Type": "container", "Action": action, "id": service, "time": time, "timeNano": nano,
@@ -41,7 +54,10 @@ fn inspection() -> impl Strategy<Value = Option<Value>> {
 
 /// The events as a stream carries them (serde_json reads some floats back 1 ulp off).
 fn as_sent(events: &[Value]) -> Vec<Value> {
-    events.iter().map(|e| serde_json::from_str(&e.to_string()).expect("json")).collect()
+    events
+        .iter()
+        .map(|e| serde_json::from_str(&e.to_string()).expect("json"))
+        .collect()
 }
 
 /// `chunks` fed one after the other, as the HTTP body delivers them.

@@ -31,10 +31,24 @@ fn trades() -> Vec<AggTrade> {
 }
 
 async fn raw_copy(conn: &mut PgConnection, rows: &[AggTrade]) -> anyhow::Result<f64> {
-    sqlx::query("CREATE TABLE copy_target (LIKE aggtrades INCLUDING ALL)").execute(&mut *conn).await?;
+    sqlx::query("CREATE TABLE copy_target (LIKE aggtrades INCLUDING ALL)")
+        .execute(&mut *conn)
+        .await?;
     let mut csv = String::with_capacity(rows.len() * 96);
     for r in rows {
-        csv.push_str(&format!("{},{},{},{},{},{},{},{},{},{}\n", r.symbol, r.agg_id, r.price, r.qty, r.first_trade_id, r.last_trade_id, r.trade_time_ms, r.buyer_is_maker, r.source.as_str(), r.received_at_ms));
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{}\n",
+            r.symbol,
+            r.agg_id,
+            r.price,
+            r.qty,
+            r.first_trade_id,
+            r.last_trade_id,
+            r.trade_time_ms,
+            r.buyer_is_maker,
+            r.source.as_str(),
+            r.received_at_ms
+        ));
     }
     let start = Instant::now();
     let mut copy = conn
@@ -51,7 +65,9 @@ async fn verify_persist(pool: &PgPool, rows: &[AggTrade]) -> anyhow::Result<f64>
     for chunk in rows.chunks(BATCH) {
         let inputs: Vec<Input> = chunk.iter().cloned().map(Input::Agg).collect();
         let mut tx = pool.begin().await?;
-        let (work, _) = verifier.apply(&mut tx, &inputs, kit::time::now_ms()).await?;
+        let (work, _) = verifier
+            .apply(&mut tx, &inputs, kit::time::now_ms())
+            .await?;
         tx.commit().await?;
         verifier.commit(work, &inputs);
     }
@@ -62,17 +78,23 @@ async fn verify_persist(pool: &PgPool, rows: &[AggTrade]) -> anyhow::Result<f64>
 async fn main() -> anyhow::Result<()> {
     let db = format!("bench_{}", std::process::id());
     let mut admin = PgConnection::connect(ADMIN_URL).await?;
-    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await?;
     let url = format!("postgres://nghenhan:nghenhan@127.0.0.1:5432/{db}");
     let pool = PgPool::connect(&url).await?;
     sqlx::migrate!("./migrations").run(&pool).await?;
     let rows = trades();
     let raw = raw_copy(&mut *pool.acquire().await?, &rows).await?;
     let ours = verify_persist(&pool, &rows).await?;
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM aggtrades").fetch_one(&pool).await?;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM aggtrades")
+        .fetch_one(&pool)
+        .await?;
     assert_eq!(stored as usize, N, "every row persisted");
     pool.close().await;
-    sqlx::query(&format!("DROP DATABASE {db}")).execute(&mut admin).await?;
+    sqlx::query(&format!("DROP DATABASE {db}"))
+        .execute(&mut admin)
+        .await?;
     println!("sync-verifier persist bench ({N} aggregate trades, batches of {BATCH})");
     println!("  raw COPY                      {raw:>10.0} rows/s");
     println!("  verify + persist (UNNEST)     {ours:>10.0} rows/s");

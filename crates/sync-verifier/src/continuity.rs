@@ -16,17 +16,31 @@ pub struct Gap {
 
 impl Gap {
     pub fn new(first: i64, last: i64) -> Self {
-        Self { id: 0, first, last, missing: vec![(first, last)] }
+        Self {
+            id: 0,
+            first,
+            last,
+            missing: vec![(first, last)],
+        }
     }
 
     /// Keys still missing.
     pub fn missing_count(&self, step: i64) -> i64 {
-        self.missing.iter().map(|(a, b)| b.saturating_sub(*a) / step + 1).fold(0, i64::saturating_add)
+        self.missing
+            .iter()
+            .map(|(a, b)| b.saturating_sub(*a) / step + 1)
+            .fold(0, i64::saturating_add)
     }
 
     /// Removes `key`; whether it was missing.
     fn fill(&mut self, key: i64, step: i64) -> bool {
-        let Some(i) = self.missing.iter().position(|(a, b)| *a <= key && key <= *b) else { return false };
+        let Some(i) = self
+            .missing
+            .iter()
+            .position(|(a, b)| *a <= key && key <= *b)
+        else {
+            return false;
+        };
         let (a, b) = self.missing.remove(i);
         if let Some(after) = key.checked_add(step).filter(|n| *n <= b) {
             self.missing.insert(i, (after, b));
@@ -66,17 +80,31 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(step: i64) -> Self {
-        Self { step, max_seen: None, gaps: Vec::new() }
+        Self {
+            step,
+            max_seen: None,
+            gaps: Vec::new(),
+        }
     }
 
     /// Resumes from stored state.
     pub fn resume(step: i64, max_seen: Option<i64>, gaps: Vec<Gap>) -> Self {
-        Self { step, max_seen, gaps }
+        Self {
+            step,
+            max_seen,
+            gaps,
+        }
     }
 
     /// The last key before which nothing is missing.
     pub fn watermark(&self) -> Option<i64> {
-        match self.gaps.iter().filter_map(|g| g.missing.first()).map(|(a, _)| *a).min() {
+        match self
+            .gaps
+            .iter()
+            .filter_map(|g| g.missing.first())
+            .map(|(a, _)| *a)
+            .min()
+        {
             Some(first_missing) => Some(first_missing - self.step),
             None => self.max_seen,
         }
@@ -107,17 +135,25 @@ impl Stream {
 
     fn fill(&mut self, key: i64) -> Effect {
         let step = self.step;
-        let Some(i) = self.gaps.iter_mut().position(|g| g.fill(key, step)) else { return Effect::Duplicate };
+        let Some(i) = self.gaps.iter_mut().position(|g| g.fill(key, step)) else {
+            return Effect::Duplicate;
+        };
         if self.gaps[i].missing.is_empty() {
             return Effect::Healed(self.gaps.remove(i));
         }
-        Effect::Filled { gap_first: self.gaps[i].first }
+        Effect::Filled {
+            gap_first: self.gaps[i].first,
+        }
     }
 
     /// Keys missing between the watermark and `head` (the exchange's newest key, when
     /// known): the gaps' missing keys plus what lies beyond the newest key seen.
     pub fn missing_to(&self, head: Option<i64>) -> i64 {
-        let gaps: i64 = self.gaps.iter().map(|g| g.missing_count(self.step)).fold(0, i64::saturating_add);
+        let gaps: i64 = self
+            .gaps
+            .iter()
+            .map(|g| g.missing_count(self.step))
+            .fold(0, i64::saturating_add);
         let beyond = match (head, self.max_seen) {
             (Some(h), Some(m)) => (h.saturating_sub(m) / self.step).max(0),
             _ => 0,
@@ -155,7 +191,9 @@ mod tests {
         s.observe(11);
         s.observe(14);
         assert_eq!(s.watermark(), Some(11));
-        let Effect::Healed(g) = s.observe(12) else { panic!("not healed") };
+        let Effect::Healed(g) = s.observe(12) else {
+            panic!("not healed")
+        };
         assert_eq!((g.first, g.last), (11, 14));
         assert_eq!(s.watermark(), Some(15));
         assert!(s.gaps.is_empty());
@@ -166,7 +204,10 @@ mod tests {
         let mut s = Stream::new(60_000);
         s.observe(0);
         assert_eq!(s.observe(60_000), Effect::Advanced);
-        assert_eq!(s.observe(240_000), Effect::GapOpened(Gap::new(120_000, 180_000)));
+        assert_eq!(
+            s.observe(240_000),
+            Effect::GapOpened(Gap::new(120_000, 180_000))
+        );
         assert_eq!(s.gaps[0].missing_count(60_000), 2);
         assert_eq!(s.missing_to(Some(300_000)), 2 + 1);
     }
@@ -181,7 +222,10 @@ mod tests {
         let mut k = Stream::new(60_000);
         k.observe(0);
         assert!(matches!(k.observe(i64::MAX - 7), Effect::GapOpened(_)));
-        assert!(k.missing_to(Some(i64::MAX)) > 0, "a huge gap counts, saturated");
+        assert!(
+            k.missing_to(Some(i64::MAX)) > 0,
+            "a huge gap counts, saturated"
+        );
         let mut g = Gap::new(0, i64::MAX);
         assert!(g.fill(i64::MAX, 1) && g.fill(0, 1));
         assert_eq!(g.missing, vec![(1, i64::MAX - 1)]);

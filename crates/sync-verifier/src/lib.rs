@@ -36,7 +36,11 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::SYNC_VERIFIER)))]
     pub listen: SocketAddr,
     /// PostgreSQL connection URL.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://nghenhan:nghenhan@127.0.0.1:5432/nghenhan")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://nghenhan:nghenhan@127.0.0.1:5432/nghenhan"
+    )]
     pub database_url: String,
     /// Kafka consumer group (more instances split the partitions).
     #[arg(long, env = "CONSUMER_GROUP", default_value = "sync-verifier")]
@@ -61,8 +65,18 @@ pub struct Config {
 }
 
 /// Runs the verifier until `shutdown` is cancelled.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), kit::KitError> {
-    let mut service = Service::start(services::SYNC_VERIFIER, env!("CARGO_PKG_VERSION"), config.kit.clone(), &listener, shutdown)?;
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), kit::KitError> {
+    let mut service = Service::start(
+        services::SYNC_VERIFIER,
+        env!("CARGO_PKG_VERSION"),
+        config.kit.clone(),
+        &listener,
+        shutdown,
+    )?;
     let pool = PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(3))
@@ -70,8 +84,21 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .map_err(|e| kit::KitError::Io(std::io::Error::other(format!("DATABASE_URL: {e}"))))?;
     let metrics = metrics::SyncMetrics::register(service.telemetry.registry())?;
     let client_id = format!("sync-verifier-{}", &service.identity.instance_id[..8]);
-    let consumer = kit::kafka::consumer(&config.kit.kafka_brokers, &client_id, &config.consumer_group, &config.offset_reset, service.kafka.clone())?;
-    let pipeline = pipeline::Pipeline::new(config, pool.clone(), metrics, service.producer.clone(), service.telemetry.clone(), service.shutdown.clone());
+    let consumer = kit::kafka::consumer(
+        &config.kit.kafka_brokers,
+        &client_id,
+        &config.consumer_group,
+        &config.offset_reset,
+        service.kafka.clone(),
+    )?;
+    let pipeline = pipeline::Pipeline::new(
+        config,
+        pool.clone(),
+        metrics,
+        service.producer.clone(),
+        service.telemetry.clone(),
+        service.shutdown.clone(),
+    );
     let pipeline = Arc::new(pipeline);
     service.spawn("verify", pipeline.clone().run(consumer));
     service.spawn("gap_resend", pipeline.clone().resend_loop());
@@ -82,9 +109,20 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 
 /// Applies the embedded migrations, retrying with capped back-off while the database is
 /// away; false on shutdown.
-pub async fn migrate_until_done(pool: &PgPool, telemetry: &kit::Telemetry, shutdown: &CancellationToken) -> bool {
+pub async fn migrate_until_done(
+    pool: &PgPool,
+    telemetry: &kit::Telemetry,
+    shutdown: &CancellationToken,
+) -> bool {
     let migrate = || sqlx::migrate!("./migrations").run(pool);
-    let done = kit::shutdown::retry(shutdown, Duration::from_millis(500), Duration::from_secs(10), migrate, |e| telemetry.error("db_migrate", &e)).await;
+    let done = kit::shutdown::retry(
+        shutdown,
+        Duration::from_millis(500),
+        Duration::from_secs(10),
+        migrate,
+        |e| telemetry.error("db_migrate", &e),
+    )
+    .await;
     if done.is_some() {
         tracing::info!("database migrations applied");
     }
@@ -94,7 +132,13 @@ pub async fn migrate_until_done(pool: &PgPool, telemetry: &kit::Telemetry, shutd
 fn pg_probe(pool: PgPool) -> Probe {
     Arc::new(move || {
         let pool = pool.clone();
-        Box::pin(async move { sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()).map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     })
 }
 
@@ -105,11 +149,20 @@ mod tests {
 
     #[test]
     fn out_of_range_durations_are_refused_at_start_not_overflowed_later() {
-        for (k, v) in [("BATCH_WAIT_MS", "18446744073709551615"), ("BACKFILL_RETRY_SECS", "0"), ("BACKFILL_RETRY_SECS", "99999999999"), ("SYNC_MAX_LAG_SECS", "-1"), ("BATCH_MAX", "0")] {
+        for (k, v) in [
+            ("BATCH_WAIT_MS", "18446744073709551615"),
+            ("BACKFILL_RETRY_SECS", "0"),
+            ("BACKFILL_RETRY_SECS", "99999999999"),
+            ("SYNC_MAX_LAG_SECS", "-1"),
+            ("BATCH_MAX", "0"),
+        ] {
             let err = kit::config::parse_from_map::<Config>(&HashMap::from([(k, v)])).expect_err(k);
             assert!(err.to_string().contains("invalid value"), "{k}: {err}");
         }
         let c: Config = kit::config::parse_from_map(&HashMap::new()).expect("defaults");
-        assert_eq!((c.batch_wait_ms, c.backfill_retry_secs, c.max_lag_secs), (100, 10, 30));
+        assert_eq!(
+            (c.batch_wait_ms, c.backfill_retry_secs, c.max_lag_secs),
+            (100, 10, 30)
+        );
     }
 }

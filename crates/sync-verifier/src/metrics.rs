@@ -23,17 +23,71 @@ impl SyncMetrics {
         let ss = &["symbol", "stream"];
         let heal_buckets = vec![1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
         let m = Self {
-            last_event: GaugeVec::new(Opts::new(names::SYNC_LAST_EVENT_TIMESTAMP_SECONDS, "Exchange time of the newest stored record."), ss)?,
-            lag: GaugeVec::new(Opts::new(names::SYNC_LAG_SECONDS, "Now minus the exchange time of the newest stored record."), ss)?,
-            missing: IntGaugeVec::new(Opts::new(names::SYNC_MISSING_RECORDS, "Records between the contiguous watermark and the exchange head, not stored."), ss)?,
-            gaps_open: IntGaugeVec::new(Opts::new(names::SYNC_GAPS_OPEN, "Gaps not yet healed."), ss)?,
-            gaps_detected: IntCounterVec::new(Opts::new(names::SYNC_GAPS_DETECTED_TOTAL, "Gaps opened."), ss)?,
-            gaps_healed: IntCounterVec::new(Opts::new(names::SYNC_GAPS_HEALED_TOTAL, "Gaps healed."), ss)?,
-            heal_seconds: Histogram::with_opts(HistogramOpts::new(names::SYNC_GAP_HEAL_SECONDS, "Time from a gap's detection to its healing.").buckets(heal_buckets))?,
-            persisted: IntCounterVec::new(Opts::new(names::SYNC_RECORDS_PERSISTED_TOTAL, "Records newly stored."), &["stream"])?,
-            duplicates: IntCounterVec::new(Opts::new(names::SYNC_DUPLICATES_TOTAL, "Records received again (already stored)."), &["stream"])?,
-            mismatches: IntCounterVec::new(Opts::new(names::SYNC_MISMATCHES_TOTAL, "Records received again with different data."), &["stream"])?,
-            in_sync: IntGaugeVec::new(Opts::new(names::SYNC_IN_SYNC, "1 when the stream has no open gap, nothing missing and a small lag."), ss)?,
+            last_event: GaugeVec::new(
+                Opts::new(
+                    names::SYNC_LAST_EVENT_TIMESTAMP_SECONDS,
+                    "Exchange time of the newest stored record.",
+                ),
+                ss,
+            )?,
+            lag: GaugeVec::new(
+                Opts::new(
+                    names::SYNC_LAG_SECONDS,
+                    "Now minus the exchange time of the newest stored record.",
+                ),
+                ss,
+            )?,
+            missing: IntGaugeVec::new(
+                Opts::new(
+                    names::SYNC_MISSING_RECORDS,
+                    "Records between the contiguous watermark and the exchange head, not stored.",
+                ),
+                ss,
+            )?,
+            gaps_open: IntGaugeVec::new(
+                Opts::new(names::SYNC_GAPS_OPEN, "Gaps not yet healed."),
+                ss,
+            )?,
+            gaps_detected: IntCounterVec::new(
+                Opts::new(names::SYNC_GAPS_DETECTED_TOTAL, "Gaps opened."),
+                ss,
+            )?,
+            gaps_healed: IntCounterVec::new(
+                Opts::new(names::SYNC_GAPS_HEALED_TOTAL, "Gaps healed."),
+                ss,
+            )?,
+            heal_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    names::SYNC_GAP_HEAL_SECONDS,
+                    "Time from a gap's detection to its healing.",
+                )
+                .buckets(heal_buckets),
+            )?,
+            persisted: IntCounterVec::new(
+                Opts::new(names::SYNC_RECORDS_PERSISTED_TOTAL, "Records newly stored."),
+                &["stream"],
+            )?,
+            duplicates: IntCounterVec::new(
+                Opts::new(
+                    names::SYNC_DUPLICATES_TOTAL,
+                    "Records received again (already stored).",
+                ),
+                &["stream"],
+            )?,
+            mismatches: IntCounterVec::new(
+                Opts::new(
+                    names::SYNC_MISMATCHES_TOTAL,
+                    "Records received again with different data.",
+                ),
+                &["stream"],
+            )?,
+            in_sync: IntGaugeVec::new(
+                Opts::new(
+                    names::SYNC_IN_SYNC,
+                    "1 when the stream has no open gap, nothing missing and a small lag.",
+                ),
+                ss,
+            )?,
         };
         registry.register(Box::new(m.last_event.clone()))?;
         registry.register(Box::new(m.lag.clone()))?;

@@ -44,7 +44,11 @@ pub fn decode(topic: &str, payload: Option<&[u8]>) -> Result<Input, String> {
 /// `now_ms` as the clock.
 pub fn decode_at(topic: &str, payload: Option<&[u8]>, now_ms: i64) -> Result<Input, String> {
     let payload = payload.ok_or("empty payload")?;
-    fn v1<T: serde::de::DeserializeOwned>(p: &[u8], what: &str, v: impl Fn(&T) -> u32) -> Result<T, String> {
+    fn v1<T: serde::de::DeserializeOwned>(
+        p: &[u8],
+        what: &str,
+        v: impl Fn(&T) -> u32,
+    ) -> Result<T, String> {
         let r: T = serde_json::from_slice(p).map_err(|e| format!("not a {what} record: {e}"))?;
         if v(&r) != SCHEMA_VERSION {
             return Err(format!("{what} schema v{} is not supported", v(&r)));
@@ -52,10 +56,14 @@ pub fn decode_at(topic: &str, payload: Option<&[u8]>, now_ms: i64) -> Result<Inp
         Ok(r)
     }
     match topic {
-        topics::AGGTRADES => v1::<AggTrade>(payload, "aggTrade", |r| r.v).and_then(|a| validate::agg(&a, now_ms).map(|()| Input::Agg(a))),
-        topics::KLINES => v1::<Kline>(payload, "kline", |r| r.v).and_then(|k| validate::kline(&k, now_ms).map(|()| Input::Kline(k))),
-        topics::HEADS => v1::<Head>(payload, "head", |r| r.v).and_then(|h| validate::head(&h, now_ms).map(|()| Input::Head(h))),
-        topics::RESTARTS => v1::<kit::restarts::RestartEvent>(payload, "restart", |r| r.v).and_then(|r| validate::restart(&r, now_ms).map(|()| Input::Restart(r))),
+        topics::AGGTRADES => v1::<AggTrade>(payload, "aggTrade", |r| r.v)
+            .and_then(|a| validate::agg(&a, now_ms).map(|()| Input::Agg(a))),
+        topics::KLINES => v1::<Kline>(payload, "kline", |r| r.v)
+            .and_then(|k| validate::kline(&k, now_ms).map(|()| Input::Kline(k))),
+        topics::HEADS => v1::<Head>(payload, "head", |r| r.v)
+            .and_then(|h| validate::head(&h, now_ms).map(|()| Input::Head(h))),
+        topics::RESTARTS => v1::<kit::restarts::RestartEvent>(payload, "restart", |r| r.v)
+            .and_then(|r| validate::restart(&r, now_ms).map(|()| Input::Restart(r))),
         other => Err(format!("unexpected topic {other}")),
     }
 }
@@ -73,8 +81,14 @@ pub enum DbFault {
 /// Sorts a database error by its SQLSTATE class.
 pub fn classify(err: sqlx::Error) -> DbFault {
     if let sqlx::Error::Database(db) = &err {
-        if let Some(code) = db.code().filter(|c| c.starts_with("22") || c.starts_with("23")) {
-            return DbFault::Data(format!("database refused the record: SQLSTATE {code}: {}", db.message()));
+        if let Some(code) = db
+            .code()
+            .filter(|c| c.starts_with("22") || c.starts_with("23"))
+        {
+            return DbFault::Data(format!(
+                "database refused the record: SQLSTATE {code}: {}",
+                db.message()
+            ));
         }
     }
     DbFault::Transient(err)
@@ -84,7 +98,10 @@ pub fn classify(err: sqlx::Error) -> DbFault {
 /// refuses in halves until the refused items stand alone. Returns each accepted run's
 /// outcome and each refused item's index with the reason; `None` when `write` gives up
 /// (shutdown).
-pub async fn write_splitting<O, W, Fut>(count: usize, mut write: W) -> Option<(Vec<O>, Vec<(usize, String)>)>
+pub async fn write_splitting<O, W, Fut>(
+    count: usize,
+    mut write: W,
+) -> Option<(Vec<O>, Vec<(usize, String)>)>
 where
     W: FnMut(std::ops::Range<usize>) -> Fut,
     Fut: std::future::Future<Output = Option<Result<O, String>>>,
@@ -110,18 +127,42 @@ where
 }
 
 impl Pipeline {
-    pub fn new(config: Config, pool: PgPool, metrics: SyncMetrics, producer: FutureProducer<KafkaContext>, telemetry: Telemetry, shutdown: CancellationToken) -> Self {
-        Self { config, pool, metrics, producer, telemetry, shutdown, verifier: Mutex::new(Verifier::default()), retries: Mutex::default() }
+    pub fn new(
+        config: Config,
+        pool: PgPool,
+        metrics: SyncMetrics,
+        producer: FutureProducer<KafkaContext>,
+        telemetry: Telemetry,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            config,
+            pool,
+            metrics,
+            producer,
+            telemetry,
+            shutdown,
+            verifier: Mutex::new(Verifier::default()),
+            retries: Mutex::default(),
+        }
     }
 
     /// Migrates, resumes from the database, then consumes until shutdown. A subscription
     /// that fails ends the task with the error (the service stops and is restarted).
-    pub async fn run(self: std::sync::Arc<Self>, consumer: StreamConsumer<KafkaContext>) -> Result<(), kit::KitError> {
+    pub async fn run(
+        self: std::sync::Arc<Self>,
+        consumer: StreamConsumer<KafkaContext>,
+    ) -> Result<(), kit::KitError> {
         if !crate::migrate_until_done(&self.pool, &self.telemetry, &self.shutdown).await {
             return Ok(());
         }
         self.resume().await;
-        consumer.subscribe(&[topics::AGGTRADES, topics::KLINES, topics::HEADS, topics::RESTARTS])?;
+        consumer.subscribe(&[
+            topics::AGGTRADES,
+            topics::KLINES,
+            topics::HEADS,
+            topics::RESTARTS,
+        ])?;
         while !self.shutdown.is_cancelled() {
             let batch = self.collect(&consumer).await;
             // Shutdown may have cut a dead-letter write short: store nothing of this batch
@@ -129,7 +170,9 @@ impl Pipeline {
             if batch.is_empty() || self.shutdown.is_cancelled() {
                 continue;
             }
-            let Some(outcomes) = self.write(&batch).await else { return Ok(()) };
+            let Some(outcomes) = self.write(&batch).await else {
+                return Ok(());
+            };
             for (msg, _) in &batch {
                 kafka::store_offset(&consumer, msg, &self.telemetry);
             }
@@ -144,10 +187,12 @@ impl Pipeline {
     /// and the rest are written. `None` on shutdown.
     async fn write(&self, batch: &[(BorrowedMessage<'_>, Option<Input>)]) -> Option<Vec<Outcome>> {
         let (index, inputs) = self.plausible(batch).await?;
-        let (outcomes, refused) = write_splitting(inputs.len(), |run| self.persist_retrying(&inputs[run])).await?;
+        let (outcomes, refused) =
+            write_splitting(inputs.len(), |run| self.persist_retrying(&inputs[run])).await?;
         for (i, reason) in refused {
             let msg = &batch[index[i]].0;
-            self.telemetry.error("db_refused_record", &format!("{}: {reason}", msg.topic()));
+            self.telemetry
+                .error("db_refused_record", &format!("{}: {reason}", msg.topic()));
             if !kafka::dead_letter(&self.producer, msg, &reason, &self.shutdown).await {
                 return None;
             }
@@ -158,10 +203,16 @@ impl Pipeline {
     /// The batch's decoded inputs that the state finds plausible, with their positions;
     /// the others (a trade id far past the exchange's head) are dead-lettered. `None` on
     /// shutdown.
-    async fn plausible(&self, batch: &[(BorrowedMessage<'_>, Option<Input>)]) -> Option<(Vec<usize>, Vec<Input>)> {
+    async fn plausible(
+        &self,
+        batch: &[(BorrowedMessage<'_>, Option<Input>)],
+    ) -> Option<(Vec<usize>, Vec<Input>)> {
         let doubts: Vec<Option<String>> = {
             let verifier = self.verifier.lock().await;
-            batch.iter().map(|(_, input)| input.as_ref().and_then(|i| verifier.implausible(i))).collect()
+            batch
+                .iter()
+                .map(|(_, input)| input.as_ref().and_then(|i| verifier.implausible(i)))
+                .collect()
         };
         let (mut index, mut inputs) = (Vec::new(), Vec::new());
         for (i, ((msg, input), doubt)) in batch.iter().zip(doubts).enumerate() {
@@ -172,7 +223,8 @@ impl Pipeline {
                     inputs.push(input.clone());
                 }
                 (Some(_), Some(reason)) => {
-                    self.telemetry.error("bad_record", &format!("{}: {reason}", msg.topic()));
+                    self.telemetry
+                        .error("bad_record", &format!("{}: {reason}", msg.topic()));
                     if !kafka::dead_letter(&self.producer, msg, &reason, &self.shutdown).await {
                         return None;
                     }
@@ -185,12 +237,24 @@ impl Pipeline {
     async fn resume(&self) {
         let load = || async {
             let states = store::load_states(&self.pool).await?;
-            let gaps = store::load_open_gaps(&self.pool, |s| parse_stream(s).map_or(1, step_of)).await?;
+            let gaps =
+                store::load_open_gaps(&self.pool, |s| parse_stream(s).map_or(1, step_of)).await?;
             Ok::<_, sqlx::Error>(Verifier::resume(states, gaps))
         };
-        let resumed = kit::shutdown::retry(&self.shutdown, Duration::from_millis(500), Duration::from_secs(10), load, |e| self.telemetry.error("db_resume", &e)).await;
+        let resumed = kit::shutdown::retry(
+            &self.shutdown,
+            Duration::from_millis(500),
+            Duration::from_secs(10),
+            load,
+            |e| self.telemetry.error("db_resume", &e),
+        )
+        .await;
         if let Some(v) = resumed {
-            tracing::info!(streams = v.streams.len(), open_gaps = v.open_gap_ids().len(), "resumed from the database");
+            tracing::info!(
+                streams = v.streams.len(),
+                open_gaps = v.open_gap_ids().len(),
+                "resumed from the database"
+            );
             *self.verifier.lock().await = v;
         }
     }
@@ -198,7 +262,10 @@ impl Pipeline {
     /// A batch: waits for a first message, then takes more for up to `batch_wait_ms`.
     /// Each entry keeps its message (for the offset) and its decoded input (`None` when
     /// it went to the dead-letter topic).
-    async fn collect<'c>(&self, consumer: &'c StreamConsumer<KafkaContext>) -> Vec<(BorrowedMessage<'c>, Option<Input>)> {
+    async fn collect<'c>(
+        &self,
+        consumer: &'c StreamConsumer<KafkaContext>,
+    ) -> Vec<(BorrowedMessage<'c>, Option<Input>)> {
         let mut batch = Vec::new();
         let mut deadline: Option<tokio::time::Instant> = None;
         while (batch.len() as u64) < self.config.batch_max {
@@ -221,7 +288,10 @@ impl Pipeline {
                 Some(Ok(msg)) => {
                     let input = self.decode_or_dead_letter(&msg).await;
                     batch.push((msg, input));
-                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_millis(self.config.batch_wait_ms));
+                    deadline.get_or_insert_with(|| {
+                        tokio::time::Instant::now()
+                            + Duration::from_millis(self.config.batch_wait_ms)
+                    });
                 }
             }
         }
@@ -234,7 +304,8 @@ impl Pipeline {
         match decode(msg.topic(), msg.payload()) {
             Ok(input) => Some(input),
             Err(reason) => {
-                self.telemetry.error("bad_record", &format!("{}: {reason}", msg.topic()));
+                self.telemetry
+                    .error("bad_record", &format!("{}: {reason}", msg.topic()));
                 kafka::dead_letter(&self.producer, msg, &reason, &self.shutdown).await;
                 None
             }
@@ -253,7 +324,14 @@ impl Pipeline {
                 },
             }
         };
-        kit::shutdown::retry(&self.shutdown, Duration::from_millis(200), Duration::from_secs(5), write, |e| self.telemetry.error("db_write", &e)).await
+        kit::shutdown::retry(
+            &self.shutdown,
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+            write,
+            |e| self.telemetry.error("db_write", &e),
+        )
+        .await
     }
 
     async fn persist(&self, inputs: &[Input]) -> sqlx::Result<Outcome> {
@@ -271,22 +349,33 @@ impl Pipeline {
             m.persisted.with_label_values(&[stream.as_str()]).inc_by(*n);
         }
         for (stream, n) in &outcome.duplicates {
-            m.duplicates.with_label_values(&[stream.as_str()]).inc_by(*n);
+            m.duplicates
+                .with_label_values(&[stream.as_str()])
+                .inc_by(*n);
         }
         for (stream, n) in &outcome.mismatches {
-            m.mismatches.with_label_values(&[stream.as_str()]).inc_by(*n);
+            m.mismatches
+                .with_label_values(&[stream.as_str()])
+                .inc_by(*n);
         }
         for (symbol, stream) in &outcome.opened {
-            m.gaps_detected.with_label_values(&[symbol, stream.as_str()]).inc();
+            m.gaps_detected
+                .with_label_values(&[symbol, stream.as_str()])
+                .inc();
         }
         for ((symbol, stream), secs) in &outcome.healed {
-            m.gaps_healed.with_label_values(&[symbol, stream.as_str()]).inc();
+            m.gaps_healed
+                .with_label_values(&[symbol, stream.as_str()])
+                .inc();
             m.heal_seconds.observe(*secs);
         }
         let first = Duration::from_secs(self.config.backfill_retry_secs);
         for (id, request) in &outcome.requests {
             self.send(request).await;
-            self.retries.lock().await.insert(*id, (Instant::now() + first, first));
+            self.retries
+                .lock()
+                .await
+                .insert(*id, (Instant::now() + first, first));
         }
         self.refresh().await;
     }
@@ -296,7 +385,9 @@ impl Pipeline {
             Ok(p) => p,
             Err(err) => return self.telemetry.error("serialize", &err),
         };
-        let record = FutureRecord::to(topics::BACKFILL).key(&request.symbol).payload(&payload);
+        let record = FutureRecord::to(topics::BACKFILL)
+            .key(&request.symbol)
+            .payload(&payload);
         if let Err((err, _)) = self.producer.send(record, Duration::from_secs(5)).await {
             self.telemetry.error("backfill_request", &err); // the re-send loop tries again
         }
@@ -319,7 +410,9 @@ impl Pipeline {
                 let mut retries = self.retries.lock().await;
                 retries.retain(|id, _| open.contains(id));
                 for id in &open {
-                    let (at, delay) = retries.entry(*id).or_insert((Instant::now() + first, first));
+                    let (at, delay) = retries
+                        .entry(*id)
+                        .or_insert((Instant::now() + first, first));
                     if Instant::now() >= *at {
                         *delay = (*delay * 2).min(Duration::from_secs(300));
                         *at = Instant::now() + *delay;
@@ -360,13 +453,20 @@ impl Pipeline {
             let c = &state.continuity;
             let lag = ((now - state.last_event_ms) as f64 / 1000.0).max(0.0);
             let missing = c.missing_to(v.heads.get(&(symbol.clone(), *stream)).copied());
-            let max_lag = self.config.max_lag_secs as f64 + if *stream == Stream::Kline { 60.0 } else { 0.0 };
+            let max_lag =
+                self.config.max_lag_secs as f64 + if *stream == Stream::Kline { 60.0 } else { 0.0 };
             let m = &self.metrics;
-            m.last_event.with_label_values(&labels).set(state.last_event_ms as f64 / 1000.0);
+            m.last_event
+                .with_label_values(&labels)
+                .set(state.last_event_ms as f64 / 1000.0);
             m.lag.with_label_values(&labels).set(lag);
             m.missing.with_label_values(&labels).set(missing);
-            m.gaps_open.with_label_values(&labels).set(c.gaps.len() as i64);
-            m.in_sync.with_label_values(&labels).set(i64::from(c.gaps.is_empty() && missing == 0 && lag <= max_lag));
+            m.gaps_open
+                .with_label_values(&labels)
+                .set(c.gaps.len() as i64);
+            m.in_sync.with_label_values(&labels).set(i64::from(
+                c.gaps.is_empty() && missing == 0 && lag <= max_lag,
+            ));
         }
     }
 }
@@ -379,10 +479,17 @@ mod tests {
     fn decode_reads_each_topic_and_refuses_garbage_with_reasons() {
         let agg = br#"{"v":1,"symbol":"BTCUSDT","agg_id":5,"price":"1.0","qty":"2.0","first_trade_id":1,"last_trade_id":1,"trade_time_ms":1,"buyer_is_maker":true,"event_time_ms":null,"received_at_ms":1,"source":"ws"}"#;
         assert!(matches!(decode(topics::AGGTRADES, Some(agg)), Ok(Input::Agg(a)) if a.agg_id == 5));
-        assert!(decode(topics::AGGTRADES, Some(b"{oops")).expect_err("garbage").contains("not a aggTrade record"));
-        assert!(decode(topics::KLINES, Some(agg)).is_err(), "a trade is not a kline");
+        assert!(decode(topics::AGGTRADES, Some(b"{oops"))
+            .expect_err("garbage")
+            .contains("not a aggTrade record"));
+        assert!(
+            decode(topics::KLINES, Some(agg)).is_err(),
+            "a trade is not a kline"
+        );
         let v2 = String::from_utf8_lossy(agg).replace("\"v\":1", "\"v\":2");
-        assert!(decode(topics::AGGTRADES, Some(v2.as_bytes())).expect_err("v2").contains("v2"));
+        assert!(decode(topics::AGGTRADES, Some(v2.as_bytes()))
+            .expect_err("v2")
+            .contains("v2"));
         assert!(decode(topics::AGGTRADES, None).is_err());
     }
 
@@ -393,9 +500,24 @@ mod tests {
         assert!(decode_at(topics::AGGTRADES, Some(agg.as_bytes()), now).is_ok());
         let poison = [
             (agg.replace(r#""price":"1.0""#, r#""price":"abc""#), "price"),
-            (agg.replace(r#""agg_id":5"#, r#""agg_id":18446744073709551615"#), "agg_id"),
-            (agg.replace(r#""symbol":"BTCUSDT""#, r#""symbol":"BTC'; DROP TABLE aggtrades;--""#), "symbol"),
-            (agg.replace(r#""trade_time_ms":1"#, r#""trade_time_ms":9000000000000000"#), "ahead"),
+            (
+                agg.replace(r#""agg_id":5"#, r#""agg_id":18446744073709551615"#),
+                "agg_id",
+            ),
+            (
+                agg.replace(
+                    r#""symbol":"BTCUSDT""#,
+                    r#""symbol":"BTC'; DROP TABLE aggtrades;--""#,
+                ),
+                "symbol",
+            ),
+            (
+                agg.replace(
+                    r#""trade_time_ms":1"#,
+                    r#""trade_time_ms":9000000000000000"#,
+                ),
+                "ahead",
+            ),
         ];
         for (payload, why) in poison {
             let err = decode_at(topics::AGGTRADES, Some(payload.as_bytes()), now).expect_err(why);
@@ -406,28 +528,48 @@ mod tests {
             o = now + 7 * 86_400_000 - (now + 7 * 86_400_000) % 60_000,
             c = now + 7 * 86_400_000 - (now + 7 * 86_400_000) % 60_000 + 59_999
         );
-        assert!(decode_at(topics::KLINES, Some(kline.as_bytes()), now).expect_err("future kline").contains("ahead"));
+        assert!(decode_at(topics::KLINES, Some(kline.as_bytes()), now)
+            .expect_err("future kline")
+            .contains("ahead"));
     }
 
     /// A writer that refuses any run holding a poisoned item, as PostgreSQL refuses a
     /// transaction with one bad row.
-    fn refusing(items: &[bool]) -> impl FnMut(std::ops::Range<usize>) -> std::future::Ready<Option<Result<Vec<usize>, String>>> + '_ {
+    fn refusing(
+        items: &[bool],
+    ) -> impl FnMut(std::ops::Range<usize>) -> std::future::Ready<Option<Result<Vec<usize>, String>>> + '_
+    {
         move |run| {
             let poisoned = items[run.clone()].iter().any(|bad| *bad);
-            std::future::ready(Some(if poisoned { Err("SQLSTATE 22P02".into()) } else { Ok(run.collect()) }))
+            std::future::ready(Some(if poisoned {
+                Err("SQLSTATE 22P02".into())
+            } else {
+                Ok(run.collect())
+            }))
         }
     }
 
     #[tokio::test]
     async fn a_refused_record_is_split_out_and_everything_else_is_written_in_order() {
         let items = [false, false, true, false, false, false, true, false];
-        let (done, refused) = write_splitting(items.len(), refusing(&items)).await.expect("no shutdown");
+        let (done, refused) = write_splitting(items.len(), refusing(&items))
+            .await
+            .expect("no shutdown");
         let written: Vec<usize> = done.into_iter().flatten().collect();
         assert_eq!(written, vec![0, 1, 3, 4, 5, 7], "every good item, in order");
-        assert_eq!(refused.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![2, 6]);
+        assert_eq!(
+            refused.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![2, 6]
+        );
         let clean = [false; 5];
-        let (done, refused) = write_splitting(clean.len(), refusing(&clean)).await.expect("no shutdown");
-        assert_eq!((done.len(), refused.len()), (1, 0), "a clean batch is one transaction");
+        let (done, refused) = write_splitting(clean.len(), refusing(&clean))
+            .await
+            .expect("no shutdown");
+        assert_eq!(
+            (done.len(), refused.len()),
+            (1, 0),
+            "a clean batch is one transaction"
+        );
         let gave_up = write_splitting(3, |_| std::future::ready(None::<Result<(), String>>)).await;
         assert!(gave_up.is_none(), "shutdown ends the write");
     }

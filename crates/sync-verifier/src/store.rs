@@ -14,7 +14,11 @@ pub fn big(v: u64) -> i64 {
 }
 
 fn source(s: &str) -> Source {
-    if s == "backfill" { Source::Backfill } else { Source::Ws }
+    if s == "backfill" {
+        Source::Backfill
+    } else {
+        Source::Ws
+    }
 }
 
 /// A stored record's identity: symbol and key (aggregate id, or kline open time).
@@ -48,7 +52,11 @@ pub async fn insert_aggs(tx: &mut PgConnection, rows: &[AggTrade]) -> sqlx::Resu
 }
 
 /// The stored versions of `ids` of `symbol`.
-pub async fn stored_aggs(tx: &mut PgConnection, symbol: &str, ids: &[i64]) -> sqlx::Result<Vec<AggTrade>> {
+pub async fn stored_aggs(
+    tx: &mut PgConnection,
+    symbol: &str,
+    ids: &[i64],
+) -> sqlx::Result<Vec<AggTrade>> {
     let rows = sqlx::query(
         "SELECT agg_id, price::text AS price, qty::text AS qty, first_trade_id, last_trade_id, trade_time_ms, buyer_is_maker, source, received_at_ms
          FROM aggtrades WHERE symbol = $1 AND agg_id = ANY($2)",
@@ -114,7 +122,12 @@ pub async fn insert_klines(tx: &mut PgConnection, rows: &[Kline]) -> sqlx::Resul
 }
 
 /// The stored versions of klines of `symbol` at `open_times`.
-pub async fn stored_klines(tx: &mut PgConnection, symbol: &str, interval: &str, open_times: &[i64]) -> sqlx::Result<Vec<Kline>> {
+pub async fn stored_klines(
+    tx: &mut PgConnection,
+    symbol: &str,
+    interval: &str,
+    open_times: &[i64],
+) -> sqlx::Result<Vec<Kline>> {
     let rows = sqlx::query(
         "SELECT open_time_ms, close_time_ms, open::text AS open, high::text AS high, low::text AS low, close::text AS close,
                 volume::text AS volume, quote_volume::text AS quote_volume, trades, taker_buy_base::text AS tbb,
@@ -153,7 +166,13 @@ pub async fn stored_klines(tx: &mut PgConnection, symbol: &str, interval: &str, 
         .collect()
 }
 
-pub async fn save_state(tx: &mut PgConnection, symbol: &str, stream: Stream, max_seen: i64, last_event_ms: i64) -> sqlx::Result<()> {
+pub async fn save_state(
+    tx: &mut PgConnection,
+    symbol: &str,
+    stream: Stream,
+    max_seen: i64,
+    last_event_ms: i64,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO stream_state (symbol, stream, max_seen, last_event_ms) VALUES ($1, $2, $3, $4)
          ON CONFLICT (symbol, stream) DO UPDATE SET max_seen = GREATEST(stream_state.max_seen, EXCLUDED.max_seen),
@@ -168,7 +187,13 @@ pub async fn save_state(tx: &mut PgConnection, symbol: &str, stream: Stream, max
     .map(|_| ())
 }
 
-pub async fn open_gap(tx: &mut PgConnection, symbol: &str, stream: Stream, gap: &Gap, cause: &str) -> sqlx::Result<i64> {
+pub async fn open_gap(
+    tx: &mut PgConnection,
+    symbol: &str,
+    stream: Stream,
+    gap: &Gap,
+    cause: &str,
+) -> sqlx::Result<i64> {
     sqlx::query_scalar("INSERT INTO gaps (symbol, stream, first_missing, last_missing, cause) VALUES ($1, $2, $3, $4, $5) RETURNING id")
         .bind(symbol)
         .bind(stream.as_str())
@@ -191,16 +216,25 @@ pub async fn heal_gap(tx: &mut PgConnection, id: i64) -> sqlx::Result<f64> {
 }
 
 pub async fn count_request(pool: &PgPool, id: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE gaps SET backfill_requests = backfill_requests + 1 WHERE id = $1").bind(id).execute(pool).await.map(|_| ())
+    sqlx::query("UPDATE gaps SET backfill_requests = backfill_requests + 1 WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|_| ())
 }
 
 /// Stored continuity state: (symbol, stream, max_seen, last_event_ms).
 pub async fn load_states(pool: &PgPool) -> sqlx::Result<Vec<(String, String, i64, i64)>> {
-    sqlx::query_as("SELECT symbol, stream, max_seen, last_event_ms FROM stream_state").fetch_all(pool).await
+    sqlx::query_as("SELECT symbol, stream, max_seen, last_event_ms FROM stream_state")
+        .fetch_all(pool)
+        .await
 }
 
 /// Open gaps with the keys that are still missing from the tables.
-pub async fn load_open_gaps(pool: &PgPool, step_of: impl Fn(&str) -> i64) -> sqlx::Result<Vec<(String, String, Gap)>> {
+pub async fn load_open_gaps(
+    pool: &PgPool,
+    step_of: impl Fn(&str) -> i64,
+) -> sqlx::Result<Vec<(String, String, Gap)>> {
     let rows: Vec<(i64, String, String, i64, i64)> =
         sqlx::query_as("SELECT id, symbol, stream, first_missing, last_missing FROM gaps WHERE healed_at IS NULL ORDER BY id").fetch_all(pool).await?;
     let mut gaps = Vec::new();
@@ -247,7 +281,10 @@ mod tests {
     #[test]
     fn missing_ranges_are_the_complement_of_what_is_present() {
         assert_eq!(missing_ranges(1, 10, 1, &[]), vec![(1, 10)]);
-        assert_eq!(missing_ranges(1, 10, 1, &[1, 2, 5, 10]), vec![(3, 4), (6, 9)]);
+        assert_eq!(
+            missing_ranges(1, 10, 1, &[1, 2, 5, 10]),
+            vec![(3, 4), (6, 9)]
+        );
         assert_eq!(missing_ranges(0, 180, 60, &[60]), vec![(0, 0), (120, 180)]);
         assert!(missing_ranges(1, 3, 1, &[1, 2, 3]).is_empty());
     }

@@ -17,7 +17,9 @@ const SYMBOL_MAX_LEN: usize = 20;
 
 /// A Binance symbol: 2 to 20 upper-case ASCII letters and digits.
 pub fn symbol(s: &str) -> Result<(), String> {
-    let ok = (2..=SYMBOL_MAX_LEN).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    let ok = (2..=SYMBOL_MAX_LEN).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
     if ok {
         Ok(())
     } else {
@@ -38,7 +40,9 @@ fn time(field: &str, ms: i64, now_ms: i64) -> Result<(), String> {
         return Err(format!("{field} {ms} is before 1970"));
     }
     if ms > now_ms.saturating_add(MAX_AHEAD_MS) {
-        return Err(format!("{field} {ms} is more than a day ahead of now ({now_ms})"));
+        return Err(format!(
+            "{field} {ms} is more than a day ahead of now ({now_ms})"
+        ));
     }
     Ok(())
 }
@@ -46,7 +50,10 @@ fn time(field: &str, ms: i64, now_ms: i64) -> Result<(), String> {
 fn decimals(fields: &[(&'static str, &str)]) -> Result<(), String> {
     for (field, value) in fields {
         market::decimal::check(field, value).map_err(|e| {
-            let shown = market::decimal::DecimalError { field: e.field, value: truncate(&e.value) };
+            let shown = market::decimal::DecimalError {
+                field: e.field,
+                value: truncate(&e.value),
+            };
             shown.to_string()
         })?;
     }
@@ -60,7 +67,10 @@ pub fn agg(a: &AggTrade, now_ms: i64) -> Result<(), String> {
     id("first_trade_id", a.first_trade_id)?;
     id("last_trade_id", a.last_trade_id)?;
     if a.first_trade_id > a.last_trade_id {
-        return Err(format!("first_trade_id {} is after last_trade_id {}", a.first_trade_id, a.last_trade_id));
+        return Err(format!(
+            "first_trade_id {} is after last_trade_id {}",
+            a.first_trade_id, a.last_trade_id
+        ));
     }
     time("trade_time_ms", a.trade_time_ms, now_ms)?;
     decimals(&[("price", &a.price), ("qty", &a.qty)])
@@ -70,14 +80,23 @@ pub fn agg(a: &AggTrade, now_ms: i64) -> Result<(), String> {
 pub fn kline(k: &Kline, now_ms: i64) -> Result<(), String> {
     symbol(&k.symbol)?;
     if k.interval != "1m" {
-        return Err(format!("interval {:?} is not collected (1m only)", truncate(&k.interval)));
+        return Err(format!(
+            "interval {:?} is not collected (1m only)",
+            truncate(&k.interval)
+        ));
     }
     time("open_time_ms", k.open_time_ms, now_ms)?;
     if k.open_time_ms % KLINE_STEP_MS != 0 {
-        return Err(format!("open_time_ms {} is not aligned to the minute", k.open_time_ms));
+        return Err(format!(
+            "open_time_ms {} is not aligned to the minute",
+            k.open_time_ms
+        ));
     }
     if k.close_time_ms < k.open_time_ms || k.close_time_ms - k.open_time_ms >= KLINE_STEP_MS {
-        return Err(format!("close_time_ms {} does not close the minute opened at {}", k.close_time_ms, k.open_time_ms));
+        return Err(format!(
+            "close_time_ms {} does not close the minute opened at {}",
+            k.close_time_ms, k.open_time_ms
+        ));
     }
     id("trades", k.trades)?;
     decimals(&[
@@ -107,7 +126,10 @@ pub fn head(h: &Head, now_ms: i64) -> Result<(), String> {
 /// A restart event the verifier can link gaps to.
 pub fn restart(r: &kit::restarts::RestartEvent, now_ms: i64) -> Result<(), String> {
     if r.service.is_empty() || r.service.len() > 64 {
-        return Err(format!("restart service {:?} is not a service name", truncate(&r.service)));
+        return Err(format!(
+            "restart service {:?} is not a service name",
+            truncate(&r.service)
+        ));
     }
     time("at_ms", r.at_ms, now_ms)
 }
@@ -168,51 +190,214 @@ mod tests {
     fn good_records_pass() {
         assert_eq!(agg(&good_agg(), NOW), Ok(()));
         assert_eq!(kline(&good_kline(), NOW), Ok(()));
-        let old = Kline { open_time_ms: 1_500_000_000_000, close_time_ms: 1_500_000_059_999, ..good_kline() };
+        let old = Kline {
+            open_time_ms: 1_500_000_000_000,
+            close_time_ms: 1_500_000_059_999,
+            ..good_kline()
+        };
         assert_eq!(kline(&old, NOW), Ok(()), "years-old back-fill is fine");
     }
 
     #[test]
     fn each_bad_field_is_named() {
         let cases: Vec<(AggTrade, &str)> = vec![
-            (AggTrade { price: "abc".into(), ..good_agg() }, "price"),
-            (AggTrade { qty: "-1".into(), ..good_agg() }, "qty"),
-            (AggTrade { agg_id: u64::MAX, ..good_agg() }, "agg_id"),
-            (AggTrade { last_trade_id: 1 << 63, ..good_agg() }, "last_trade_id"),
-            (AggTrade { first_trade_id: 13, ..good_agg() }, "first_trade_id"),
-            (AggTrade { trade_time_ms: -1, ..good_agg() }, "before 1970"),
-            (AggTrade { trade_time_ms: NOW + MAX_AHEAD_MS + 1, ..good_agg() }, "ahead"),
-            (AggTrade { symbol: "btc-usdt".into(), ..good_agg() }, "symbol"),
-            (AggTrade { symbol: "X\0".into(), ..good_agg() }, "symbol"),
+            (
+                AggTrade {
+                    price: "abc".into(),
+                    ..good_agg()
+                },
+                "price",
+            ),
+            (
+                AggTrade {
+                    qty: "-1".into(),
+                    ..good_agg()
+                },
+                "qty",
+            ),
+            (
+                AggTrade {
+                    agg_id: u64::MAX,
+                    ..good_agg()
+                },
+                "agg_id",
+            ),
+            (
+                AggTrade {
+                    last_trade_id: 1 << 63,
+                    ..good_agg()
+                },
+                "last_trade_id",
+            ),
+            (
+                AggTrade {
+                    first_trade_id: 13,
+                    ..good_agg()
+                },
+                "first_trade_id",
+            ),
+            (
+                AggTrade {
+                    trade_time_ms: -1,
+                    ..good_agg()
+                },
+                "before 1970",
+            ),
+            (
+                AggTrade {
+                    trade_time_ms: NOW + MAX_AHEAD_MS + 1,
+                    ..good_agg()
+                },
+                "ahead",
+            ),
+            (
+                AggTrade {
+                    symbol: "btc-usdt".into(),
+                    ..good_agg()
+                },
+                "symbol",
+            ),
+            (
+                AggTrade {
+                    symbol: "X\0".into(),
+                    ..good_agg()
+                },
+                "symbol",
+            ),
         ];
         for (record, field) in cases {
             let err = agg(&record, NOW).expect_err(field);
             assert!(err.contains(field), "{err} should name {field}");
         }
-        let future = Kline { open_time_ms: NOW + 2 * MAX_AHEAD_MS - (NOW + 2 * MAX_AHEAD_MS) % 60_000, ..good_kline() };
-        assert!(kline(&Kline { close_time_ms: future.open_time_ms + 59_999, ..future }, NOW).expect_err("future").contains("ahead"));
-        assert!(kline(&Kline { open_time_ms: good_kline().open_time_ms + 1, ..good_kline() }, NOW).expect_err("unaligned").contains("aligned"));
-        assert!(kline(&Kline { close: "1e5".into(), ..good_kline() }, NOW).expect_err("close").contains("close"));
-        assert!(kline(&Kline { interval: "5m".into(), ..good_kline() }, NOW).expect_err("interval").contains("interval"));
-        assert!(kline(&Kline { trades: u64::MAX, ..good_kline() }, NOW).expect_err("trades").contains("trades"));
+        let future = Kline {
+            open_time_ms: NOW + 2 * MAX_AHEAD_MS - (NOW + 2 * MAX_AHEAD_MS) % 60_000,
+            ..good_kline()
+        };
+        assert!(kline(
+            &Kline {
+                close_time_ms: future.open_time_ms + 59_999,
+                ..future
+            },
+            NOW
+        )
+        .expect_err("future")
+        .contains("ahead"));
+        assert!(kline(
+            &Kline {
+                open_time_ms: good_kline().open_time_ms + 1,
+                ..good_kline()
+            },
+            NOW
+        )
+        .expect_err("unaligned")
+        .contains("aligned"));
+        assert!(kline(
+            &Kline {
+                close: "1e5".into(),
+                ..good_kline()
+            },
+            NOW
+        )
+        .expect_err("close")
+        .contains("close"));
+        assert!(kline(
+            &Kline {
+                interval: "5m".into(),
+                ..good_kline()
+            },
+            NOW
+        )
+        .expect_err("interval")
+        .contains("interval"));
+        assert!(kline(
+            &Kline {
+                trades: u64::MAX,
+                ..good_kline()
+            },
+            NOW
+        )
+        .expect_err("trades")
+        .contains("trades"));
         let long = "9".repeat(10_000);
-        assert!(agg(&AggTrade { price: long, ..good_agg() }, NOW).expect_err("long").len() < 200, "reasons stay short");
+        assert!(
+            agg(
+                &AggTrade {
+                    price: long,
+                    ..good_agg()
+                },
+                NOW
+            )
+            .expect_err("long")
+            .len()
+                < 200,
+            "reasons stay short"
+        );
     }
 
     #[test]
     fn restart_events_with_hostile_times_are_refused() {
-        let r = kit::restarts::RestartEvent { v: 1, service: "collector".into(), at_ms: NOW, exit_code: Some(137), reason: "killed".into(), restart_count: 1, run_time_ms: None };
+        let r = kit::restarts::RestartEvent {
+            v: 1,
+            service: "collector".into(),
+            at_ms: NOW,
+            exit_code: Some(137),
+            reason: "killed".into(),
+            restart_count: 1,
+            run_time_ms: None,
+        };
         assert_eq!(restart(&r, NOW), Ok(()));
-        assert!(restart(&kit::restarts::RestartEvent { at_ms: i64::MIN, ..r.clone() }, NOW).is_err());
-        assert!(restart(&kit::restarts::RestartEvent { at_ms: i64::MAX, ..r.clone() }, NOW).is_err());
-        assert!(restart(&kit::restarts::RestartEvent { service: String::new(), ..r }, NOW).is_err());
+        assert!(restart(
+            &kit::restarts::RestartEvent {
+                at_ms: i64::MIN,
+                ..r.clone()
+            },
+            NOW
+        )
+        .is_err());
+        assert!(restart(
+            &kit::restarts::RestartEvent {
+                at_ms: i64::MAX,
+                ..r.clone()
+            },
+            NOW
+        )
+        .is_err());
+        assert!(restart(
+            &kit::restarts::RestartEvent {
+                service: String::new(),
+                ..r
+            },
+            NOW
+        )
+        .is_err());
     }
 
     #[test]
     fn heads_are_checked_too() {
-        let h = Head { v: 1, symbol: "BTCUSDT".into(), last_agg_id: Some(5), last_closed_kline_open_ms: Some(NOW - 120_000), interval: "1m".into(), observed_at_ms: NOW };
+        let h = Head {
+            v: 1,
+            symbol: "BTCUSDT".into(),
+            last_agg_id: Some(5),
+            last_closed_kline_open_ms: Some(NOW - 120_000),
+            interval: "1m".into(),
+            observed_at_ms: NOW,
+        };
         assert_eq!(head(&h, NOW), Ok(()));
-        assert!(head(&Head { last_agg_id: Some(u64::MAX), ..h.clone() }, NOW).is_err());
-        assert!(head(&Head { last_closed_kline_open_ms: Some(i64::MAX), ..h }, NOW).is_err());
+        assert!(head(
+            &Head {
+                last_agg_id: Some(u64::MAX),
+                ..h.clone()
+            },
+            NOW
+        )
+        .is_err());
+        assert!(head(
+            &Head {
+                last_closed_kline_open_ms: Some(i64::MAX),
+                ..h
+            },
+            NOW
+        )
+        .is_err());
     }
 }

@@ -67,12 +67,23 @@ struct Keyed {
 
 impl Verifier {
     /// State as stored: continuity per stream and the gaps still open.
-    pub fn resume(states: Vec<(String, String, i64, i64)>, gaps: Vec<(String, String, Gap)>) -> Self {
+    pub fn resume(
+        states: Vec<(String, String, i64, i64)>,
+        gaps: Vec<(String, String, Gap)>,
+    ) -> Self {
         let mut v = Self::default();
         for (symbol, stream, max_seen, last_event_ms) in states {
-            let Some(stream) = parse_stream(&stream) else { continue };
+            let Some(stream) = parse_stream(&stream) else {
+                continue;
+            };
             let continuity = Continuity::resume(step_of(stream), Some(max_seen), Vec::new());
-            v.streams.insert((symbol, stream), StreamState { continuity, last_event_ms });
+            v.streams.insert(
+                (symbol, stream),
+                StreamState {
+                    continuity,
+                    last_event_ms,
+                },
+            );
         }
         for (symbol, stream, gap) in gaps {
             if let Some(s) = parse_stream(&stream).and_then(|st| v.streams.get_mut(&(symbol, st))) {
@@ -83,21 +94,56 @@ impl Verifier {
     }
 
     /// Applies `batch` within `tx`; the caller commits, then calls [`Verifier::commit`].
-    pub async fn apply(&self, tx: &mut PgConnection, batch: &[Input], now_ms: i64) -> sqlx::Result<(HashMap<Key, StreamState>, Outcome)> {
+    pub async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        batch: &[Input],
+        now_ms: i64,
+    ) -> sqlx::Result<(HashMap<Key, StreamState>, Outcome)> {
         let mut work = self.streams.clone();
         let mut out = Outcome::default();
-        let aggs: Vec<AggTrade> = batch.iter().filter_map(|i| if let Input::Agg(a) = i { Some(a.clone()) } else { None }).collect();
-        let klines: Vec<Kline> = batch.iter().filter_map(|i| if let Input::Kline(k) = i { Some(k.clone()) } else { None }).collect();
+        let aggs: Vec<AggTrade> = batch
+            .iter()
+            .filter_map(|i| {
+                if let Input::Agg(a) = i {
+                    Some(a.clone())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let klines: Vec<Kline> = batch
+            .iter()
+            .filter_map(|i| {
+                if let Input::Kline(k) = i {
+                    Some(k.clone())
+                } else {
+                    None
+                }
+            })
+            .collect();
         if !aggs.is_empty() {
             let inserted = store::insert_aggs(tx, &aggs).await?;
             self.check_aggs(tx, &aggs, &inserted, &mut out).await?;
-            let keyed = Keyed { stream: Stream::AggTrade, rows: aggs.iter().map(|a| (a.symbol.clone(), store::big(a.agg_id), a.trade_time_ms)).collect() };
+            let keyed = Keyed {
+                stream: Stream::AggTrade,
+                rows: aggs
+                    .iter()
+                    .map(|a| (a.symbol.clone(), store::big(a.agg_id), a.trade_time_ms))
+                    .collect(),
+            };
             self.advance(tx, &mut work, keyed, now_ms, &mut out).await?;
         }
         if !klines.is_empty() {
             let inserted = store::insert_klines(tx, &klines).await?;
             self.check_klines(tx, &klines, &inserted, &mut out).await?;
-            let keyed = Keyed { stream: Stream::Kline, rows: klines.iter().map(|k| (k.symbol.clone(), k.open_time_ms, k.close_time_ms)).collect() };
+            let keyed = Keyed {
+                stream: Stream::Kline,
+                rows: klines
+                    .iter()
+                    .map(|k| (k.symbol.clone(), k.open_time_ms, k.close_time_ms))
+                    .collect(),
+            };
             self.advance(tx, &mut work, keyed, now_ms, &mut out).await?;
         }
         Ok((work, out))
@@ -110,7 +156,8 @@ impl Verifier {
             match input {
                 Input::Head(h) => {
                     if let Some(id) = h.last_agg_id {
-                        self.heads.insert((h.symbol.clone(), Stream::AggTrade), store::big(id));
+                        self.heads
+                            .insert((h.symbol.clone(), Stream::AggTrade), store::big(id));
                     }
                     if let Some(t) = h.last_closed_kline_open_ms {
                         self.heads.insert((h.symbol.clone(), Stream::Kline), t);
@@ -127,15 +174,27 @@ impl Verifier {
         }
     }
 
-    async fn check_aggs(&self, tx: &mut PgConnection, aggs: &[AggTrade], inserted: &[SymbolKey], out: &mut Outcome) -> sqlx::Result<()> {
+    async fn check_aggs(
+        &self,
+        tx: &mut PgConnection,
+        aggs: &[AggTrade],
+        inserted: &[SymbolKey],
+        out: &mut Outcome,
+    ) -> sqlx::Result<()> {
         *out.persisted.entry(Stream::AggTrade).or_default() += inserted.len() as u64;
-        let again = not_inserted(aggs, inserted, |a| (a.symbol.as_str(), store::big(a.agg_id)));
+        let again = not_inserted(aggs, inserted, |a| {
+            (a.symbol.as_str(), store::big(a.agg_id))
+        });
         *out.duplicates.entry(Stream::AggTrade).or_default() += again.len() as u64;
         for (symbol, records) in group(&again, |a| a.symbol.as_str()) {
             let ids: Vec<i64> = records.iter().map(|a| store::big(a.agg_id)).collect();
             let stored = store::stored_aggs(tx, &symbol, &ids).await?;
             for r in records {
-                if let Some(s) = stored.iter().find(|s| s.agg_id == r.agg_id).filter(|s| !s.same_data(r)) {
+                if let Some(s) = stored
+                    .iter()
+                    .find(|s| s.agg_id == r.agg_id)
+                    .filter(|s| !s.same_data(r))
+                {
                     tracing::warn!(%symbol, agg_id = r.agg_id, stored = ?s, received = ?r, "aggregate trade mismatch");
                     *out.mismatches.entry(Stream::AggTrade).or_default() += 1;
                 }
@@ -144,7 +203,13 @@ impl Verifier {
         Ok(())
     }
 
-    async fn check_klines(&self, tx: &mut PgConnection, klines: &[Kline], inserted: &[SymbolKey], out: &mut Outcome) -> sqlx::Result<()> {
+    async fn check_klines(
+        &self,
+        tx: &mut PgConnection,
+        klines: &[Kline],
+        inserted: &[SymbolKey],
+        out: &mut Outcome,
+    ) -> sqlx::Result<()> {
         *out.persisted.entry(Stream::Kline).or_default() += inserted.len() as u64;
         let again = not_inserted(klines, inserted, |k| (k.symbol.as_str(), k.open_time_ms));
         *out.duplicates.entry(Stream::Kline).or_default() += again.len() as u64;
@@ -152,7 +217,11 @@ impl Verifier {
             let times: Vec<i64> = records.iter().map(|k| k.open_time_ms).collect();
             let stored = store::stored_klines(tx, &symbol, &records[0].interval, &times).await?;
             for r in records {
-                if let Some(s) = stored.iter().find(|s| s.open_time_ms == r.open_time_ms).filter(|s| !s.same_data(r)) {
+                if let Some(s) = stored
+                    .iter()
+                    .find(|s| s.open_time_ms == r.open_time_ms)
+                    .filter(|s| !s.same_data(r))
+                {
                     tracing::warn!(%symbol, open_time = r.open_time_ms, stored = ?s, received = ?r, "kline mismatch");
                     *out.mismatches.entry(Stream::Kline).or_default() += 1;
                 }
@@ -162,11 +231,23 @@ impl Verifier {
     }
 
     /// Moves continuity forward with the batch's keys (in key order per symbol).
-    async fn advance(&self, tx: &mut PgConnection, work: &mut HashMap<Key, StreamState>, mut keyed: Keyed, now_ms: i64, out: &mut Outcome) -> sqlx::Result<()> {
+    async fn advance(
+        &self,
+        tx: &mut PgConnection,
+        work: &mut HashMap<Key, StreamState>,
+        mut keyed: Keyed,
+        now_ms: i64,
+        out: &mut Outcome,
+    ) -> sqlx::Result<()> {
         keyed.rows.sort();
         let stream = keyed.stream;
         for (symbol, key, event_ms) in keyed.rows {
-            let state = work.entry((symbol.clone(), stream)).or_insert_with(|| StreamState { continuity: Continuity::new(step_of(stream)), last_event_ms: event_ms });
+            let state = work
+                .entry((symbol.clone(), stream))
+                .or_insert_with(|| StreamState {
+                    continuity: Continuity::new(step_of(stream)),
+                    last_event_ms: event_ms,
+                });
             state.last_event_ms = state.last_event_ms.max(event_ms);
             match state.continuity.observe(key) {
                 Effect::GapOpened(gap) => {
@@ -176,7 +257,10 @@ impl Verifier {
                         g.id = id;
                     }
                     tracing::warn!(%symbol, stream = stream.as_str(), first = gap.first, last = gap.last, %cause, "gap opened");
-                    out.requests.push((id, request(&symbol, stream, gap.first, gap.last, id, now_ms)));
+                    out.requests.push((
+                        id,
+                        request(&symbol, stream, gap.first, gap.last, id, now_ms),
+                    ));
                     out.opened.push((symbol.clone(), stream));
                 }
                 Effect::Healed(gap) => {
@@ -197,7 +281,9 @@ impl Verifier {
 
     /// Why a gap opening now probably happened: a recent restart, or a loss on the stream.
     fn cause(&self, now_ms: i64) -> String {
-        let recent = self.restarts.iter().rev().find(|r| now_ms.saturating_sub(r.at_ms) <= 300_000 && r.at_ms <= now_ms.saturating_add(60_000));
+        let recent = self.restarts.iter().rev().find(|r| {
+            now_ms.saturating_sub(r.at_ms) <= 300_000 && r.at_ms <= now_ms.saturating_add(60_000)
+        });
         match recent {
             Some(r) => format!("restart of {} ({}) at {}", r.service, r.reason, r.at_ms),
             None => "stream loss".to_string(),
@@ -209,14 +295,23 @@ impl Verifier {
         let Input::Agg(a) = input else { return None };
         let head = *self.heads.get(&(a.symbol.clone(), Stream::AggTrade))?;
         let id = store::big(a.agg_id);
-        (id > head.saturating_add(MAX_AHEAD_OF_HEAD)).then(|| format!("agg_id {id} is more than {MAX_AHEAD_OF_HEAD} past the exchange's last id {head}"))
+        (id > head.saturating_add(MAX_AHEAD_OF_HEAD)).then(|| {
+            format!(
+                "agg_id {id} is more than {MAX_AHEAD_OF_HEAD} past the exchange's last id {head}"
+            )
+        })
     }
 
     /// Requests for what is still missing of the gap `id` (for re-sending).
     pub fn rerequests(&self, id: i64, now_ms: i64) -> Vec<BackfillRequest> {
         for ((symbol, stream), state) in &self.streams {
             if let Some(gap) = state.continuity.gaps.iter().find(|g| g.id == id) {
-                return gap.missing.iter().take(10).map(|(a, b)| request(symbol, *stream, *a, *b, id, now_ms)).collect();
+                return gap
+                    .missing
+                    .iter()
+                    .take(10)
+                    .map(|(a, b)| request(symbol, *stream, *a, *b, id, now_ms))
+                    .collect();
             }
         }
         Vec::new()
@@ -224,7 +319,10 @@ impl Verifier {
 
     /// Ids of every open gap.
     pub fn open_gap_ids(&self) -> Vec<i64> {
-        self.streams.values().flat_map(|s| s.continuity.gaps.iter().map(|g| g.id)).collect()
+        self.streams
+            .values()
+            .flat_map(|s| s.continuity.gaps.iter().map(|g| g.id))
+            .collect()
     }
 }
 
@@ -232,7 +330,11 @@ impl Verifier {
 /// record whose (symbol, key) was already stored, and every later copy of a key the batch
 /// itself inserted (the first copy is the row; the WebSocket and back-fill versions of one
 /// record can share a batch, and must still be compared).
-pub fn not_inserted<'a, T>(records: &'a [T], inserted: &[SymbolKey], key: impl Fn(&T) -> (&str, i64)) -> Vec<&'a T> {
+pub fn not_inserted<'a, T>(
+    records: &'a [T],
+    inserted: &[SymbolKey],
+    key: impl Fn(&T) -> (&str, i64),
+) -> Vec<&'a T> {
     let mut fresh: HashSet<(&str, i64)> = inserted.iter().map(|(s, k)| (s.as_str(), *k)).collect();
     records.iter().filter(|r| !fresh.remove(&key(r))).collect()
 }
@@ -253,12 +355,33 @@ pub fn parse_stream(s: &str) -> Option<Stream> {
     }
 }
 
-fn request(symbol: &str, stream: Stream, first: i64, last: i64, gap_id: i64, now_ms: i64) -> BackfillRequest {
+fn request(
+    symbol: &str,
+    stream: Stream,
+    first: i64,
+    last: i64,
+    gap_id: i64,
+    now_ms: i64,
+) -> BackfillRequest {
     let range = match stream {
-        Stream::AggTrade => BackfillRange::Ids { from_id: first.max(0) as u64, to_id: last.max(0) as u64 },
-        Stream::Kline => BackfillRange::Time { start_ms: first, end_ms: last },
+        Stream::AggTrade => BackfillRange::Ids {
+            from_id: first.max(0) as u64,
+            to_id: last.max(0) as u64,
+        },
+        Stream::Kline => BackfillRange::Time {
+            start_ms: first,
+            end_ms: last,
+        },
     };
-    BackfillRequest { v: 1, request_id: format!("gap-{gap_id}-{now_ms}"), symbol: symbol.to_string(), stream, range, reason: format!("gap {gap_id}"), requested_at_ms: now_ms }
+    BackfillRequest {
+        v: 1,
+        request_id: format!("gap-{gap_id}-{now_ms}"),
+        symbol: symbol.to_string(),
+        stream,
+        range,
+        reason: format!("gap {gap_id}"),
+        requested_at_ms: now_ms,
+    }
 }
 
 #[cfg(test)]
@@ -284,12 +407,40 @@ mod tests {
             })
         };
         let mut v = Verifier::default();
-        assert_eq!(v.implausible(&agg(4_000_000_000_000_000_000)), None, "no head yet: nothing to compare with");
-        let head = Head { v: 1, symbol: "BTCUSDT".into(), last_agg_id: Some(5_000), last_closed_kline_open_ms: None, interval: "1m".into(), observed_at_ms: 1 };
+        assert_eq!(
+            v.implausible(&agg(4_000_000_000_000_000_000)),
+            None,
+            "no head yet: nothing to compare with"
+        );
+        let head = Head {
+            v: 1,
+            symbol: "BTCUSDT".into(),
+            last_agg_id: Some(5_000),
+            last_closed_kline_open_ms: None,
+            interval: "1m".into(),
+            observed_at_ms: 1,
+        };
         v.commit(v.streams.clone(), &[Input::Head(head)]);
-        assert_eq!(v.implausible(&agg(5_000 + 1_000_000)), None, "ahead of a few-seconds-old head is normal");
-        assert!(v.implausible(&agg(4_000_000_000_000_000_000)).expect("refused").contains("past the exchange's last id 5000"));
-        assert_eq!(v.implausible(&Input::Head(Head { v: 1, symbol: "X".into(), last_agg_id: None, last_closed_kline_open_ms: None, interval: "1m".into(), observed_at_ms: 1 })), None);
+        assert_eq!(
+            v.implausible(&agg(5_000 + 1_000_000)),
+            None,
+            "ahead of a few-seconds-old head is normal"
+        );
+        assert!(v
+            .implausible(&agg(4_000_000_000_000_000_000))
+            .expect("refused")
+            .contains("past the exchange's last id 5000"));
+        assert_eq!(
+            v.implausible(&Input::Head(Head {
+                v: 1,
+                symbol: "X".into(),
+                last_agg_id: None,
+                last_closed_kline_open_ms: None,
+                interval: "1m".into(),
+                observed_at_ms: 1
+            })),
+            None
+        );
     }
 
     #[test]
@@ -297,6 +448,10 @@ mod tests {
         let records = [("A", 1), ("B", 1), ("A", 1), ("A", 2), ("C", 5)];
         let inserted: Vec<SymbolKey> = vec![("A".into(), 1), ("B".into(), 1)];
         let again = not_inserted(&records, &inserted, |r| (r.0, r.1));
-        assert_eq!(again, vec![&("A", 1), &("A", 2), &("C", 5)], "A/1's second copy, and what was already stored");
+        assert_eq!(
+            again,
+            vec![&("A", 1), &("A", 2), &("C", 5)],
+            "A/1's second copy, and what was already stored"
+        );
     }
 }

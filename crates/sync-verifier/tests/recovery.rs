@@ -21,14 +21,22 @@ const ADMIN_URL: &str = "postgres://nghenhan:nghenhan@127.0.0.1:5432/nghenhan";
 
 fn stack(args: &[&str]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/native/stack.sh");
-    let status = std::process::Command::new(script).args(args).status().expect("stack.sh");
+    let status = std::process::Command::new(script)
+        .args(args)
+        .status()
+        .expect("stack.sh");
     assert!(status.success(), "stack.sh {args:?}");
 }
 
 async fn metric(url: &str, line_prefix: &str) -> f64 {
-    let Ok(r) = reqwest::get(url).await else { return -1.0 };
+    let Ok(r) = reqwest::get(url).await else {
+        return -1.0;
+    };
     let text = r.text().await.unwrap_or_default();
-    text.lines().filter(|l| l.starts_with(line_prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    text.lines()
+        .filter(|l| l.starts_with(line_prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 async fn wait(what: &str, limit: Duration, check: impl AsyncFnMut() -> bool) {
@@ -52,8 +60,14 @@ async fn state(p: &Parts) -> String {
     let get = async |url: String| reqwest::get(url).await.ok()?.text().await.ok();
     let sim = get(format!("{}/metrics", p.sim)).await.unwrap_or_default();
     let verifier = get(p.verifier_metrics.clone()).await.unwrap_or_default();
-    let sim: Vec<&str> = sim.lines().filter(|l| l.starts_with("exchange_sim_ws")).collect();
-    let mine: Vec<&str> = verifier.lines().filter(|l| l.contains(&p.symbol) || l.starts_with("nghenhan_errors_total")).collect();
+    let sim: Vec<&str> = sim
+        .lines()
+        .filter(|l| l.starts_with("exchange_sim_ws"))
+        .collect();
+    let mine: Vec<&str> = verifier
+        .lines()
+        .filter(|l| l.contains(&p.symbol) || l.starts_with("nghenhan_errors_total"))
+        .collect();
     format!("simulator: {sim:#?}\nverifier: {mine:#?}")
 }
 
@@ -65,15 +79,30 @@ struct Parts {
     verifier_metrics: String,
 }
 
-async fn start_verifier(db_url: &str, group: &str) -> (tokio::task::JoinHandle<Result<(), kit::KitError>>, String) {
+async fn start_verifier(
+    db_url: &str,
+    group: &str,
+) -> (tokio::task::JoinHandle<Result<(), kit::KitError>>, String) {
     // `latest`: the topics hold every earlier test's records; this test's symbol starts
     // after the verifier (and the comparison covers what was stored, min to max id).
-    let vars: HashMap<&str, &str> =
-        HashMap::from([("DATABASE_URL", db_url), ("CONSUMER_GROUP", group), ("BACKFILL_RETRY_SECS", "2"), ("CONSUMER_OFFSET_RESET", "latest")]);
-    let config: sync_verifier::Config = kit::config::parse_from_map(&vars).expect("verifier config");
+    let vars: HashMap<&str, &str> = HashMap::from([
+        ("DATABASE_URL", db_url),
+        ("CONSUMER_GROUP", group),
+        ("BACKFILL_RETRY_SECS", "2"),
+        ("CONSUMER_OFFSET_RESET", "latest"),
+    ]);
+    let config: sync_verifier::Config =
+        kit::config::parse_from_map(&vars).expect("verifier config");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/metrics", listener.local_addr().expect("addr"));
-    (tokio::spawn(sync_verifier::run(config, listener, CancellationToken::new())), url)
+    (
+        tokio::spawn(sync_verifier::run(
+            config,
+            listener,
+            CancellationToken::new(),
+        )),
+        url,
+    )
 }
 
 fn start_collector(p: &Parts) -> tokio::task::JoinHandle<Result<(), kit::KitError>> {
@@ -100,32 +129,58 @@ fn start_collector(p: &Parts) -> tokio::task::JoinHandle<Result<(), kit::KitErro
 }
 
 async fn all_healed(p: &Parts) -> bool {
-    let labels = format!("sync_gaps_open{{stream=\"aggTrade\",symbol=\"{}\"}}", p.symbol);
+    let labels = format!(
+        "sync_gaps_open{{stream=\"aggTrade\",symbol=\"{}\"}}",
+        p.symbol
+    );
     let text = reqwest::get(&p.verifier_metrics).await.ok();
     let Some(text) = text else { return false };
     let text = text.text().await.unwrap_or_default();
-    text.lines().any(|l| l.starts_with(&labels)) && metric(&p.verifier_metrics, &labels).await == 0.0
+    text.lines().any(|l| l.starts_with(&labels))
+        && metric(&p.verifier_metrics, &labels).await == 0.0
 }
 
 /// The newest trade time (s) this verifier holds for the symbol; 0 before the first.
 async fn last_event(p: &Parts) -> f64 {
-    metric(&p.verifier_metrics, &format!("sync_last_event_timestamp_seconds{{stream=\"aggTrade\",symbol=\"{}\"}}", p.symbol)).await.max(0.0)
+    metric(
+        &p.verifier_metrics,
+        &format!(
+            "sync_last_event_timestamp_seconds{{stream=\"aggTrade\",symbol=\"{}\"}}",
+            p.symbol
+        ),
+    )
+    .await
+    .max(0.0)
 }
 
 async fn detected(p: &Parts) -> f64 {
-    metric(&p.verifier_metrics, &format!("sync_gaps_detected_total{{stream=\"aggTrade\",symbol=\"{}\"}}", p.symbol)).await
+    metric(
+        &p.verifier_metrics,
+        &format!(
+            "sync_gaps_detected_total{{stream=\"aggTrade\",symbol=\"{}\"}}",
+            p.symbol
+        ),
+    )
+    .await
 }
 
 /// The newest stored trade id of the symbol (0 before the first).
 async fn newest_id(p: &Parts) -> i64 {
-    let q = sqlx::query_scalar("SELECT coalesce(max(agg_id), 0) FROM aggtrades WHERE symbol = $1").bind(&p.symbol);
+    let q = sqlx::query_scalar("SELECT coalesce(max(agg_id), 0) FROM aggtrades WHERE symbol = $1")
+        .bind(&p.symbol);
     q.fetch_one(&p.pool).await.unwrap_or(0)
 }
 
 /// Trades of the symbol back-filled after id `after`.
 async fn backfilled_after(p: &Parts, after: i64) -> i64 {
-    let q = sqlx::query_scalar("SELECT count(*) FROM aggtrades WHERE symbol = $1 AND agg_id > $2 AND source = 'backfill'");
-    q.bind(&p.symbol).bind(after).fetch_one(&p.pool).await.unwrap_or(0)
+    let q = sqlx::query_scalar(
+        "SELECT count(*) FROM aggtrades WHERE symbol = $1 AND agg_id > $2 AND source = 'backfill'",
+    );
+    q.bind(&p.symbol)
+        .bind(after)
+        .fetch_one(&p.pool)
+        .await
+        .unwrap_or(0)
 }
 
 /// Injects one fault, then waits (for its mark, if the fault must lose trades: a gap
@@ -135,12 +190,18 @@ async fn survives(p: &Parts, what: &str, opens_gap: bool, fault: impl AsyncFnOnc
     fault().await;
     let marked = async || detected(p).await > before || backfilled_after(p, newest).await > 0;
     if opens_gap && !waited(60 * SEC, marked).await {
-        panic!("{what}: no gap detected and nothing back-filled after id {newest} within 60 s\n{}", state(p).await);
+        panic!(
+            "{what}: no gap detected and nothing back-filled after id {newest} within 60 s\n{}",
+            state(p).await
+        );
     }
     if !waited(120 * SEC, async || all_healed(p).await).await {
         panic!("{what}: gaps not healed within 120 s\n{}", state(p).await);
     }
-    eprintln!("{what}: survived; gaps detected so far {}", detected(p).await);
+    eprintln!(
+        "{what}: survived; gaps detected so far {}",
+        detected(p).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,31 +213,57 @@ async fn the_database_equals_the_truth_after_drops_kills_and_restarts() {
     // a database of this test's own
     let admin = PgPool::connect(ADMIN_URL).await.expect("admin connection");
     let db = format!("verify_{tag}");
-    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&admin).await.expect("create database");
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await
+        .expect("create database");
     let db_url = format!("postgres://nghenhan:nghenhan@127.0.0.1:5432/{db}");
 
-    let sim_vars: HashMap<&str, &str> = HashMap::from([("SIM_SYMBOLS", symbol.as_str()), ("SIM_TRADES_PER_SEC", "40")]);
-    let sim_config: exchange_sim::Config = kit::config::parse_from_map(&sim_vars).expect("sim config");
+    let sim_vars: HashMap<&str, &str> = HashMap::from([
+        ("SIM_SYMBOLS", symbol.as_str()),
+        ("SIM_TRADES_PER_SEC", "40"),
+    ]);
+    let sim_config: exchange_sim::Config =
+        kit::config::parse_from_map(&sim_vars).expect("sim config");
     let sim_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let sim = format!("http://{}", sim_listener.local_addr().expect("addr"));
-    let _sim = exchange_sim::start(sim_config, sim_listener, CancellationToken::new()).await.expect("sim");
+    let _sim = exchange_sim::start(sim_config, sim_listener, CancellationToken::new())
+        .await
+        .expect("sim");
 
     let group = format!("verifier-{tag}");
     let (mut verifier, verifier_metrics) = start_verifier(&db_url, &group).await;
     let pool = PgPool::connect(&db_url).await.expect("the test's database");
-    let mut p = Parts { pool, sim: sim.clone(), symbol: symbol.clone(), db_url: db_url.clone(), verifier_metrics };
+    let mut p = Parts {
+        pool,
+        sim: sim.clone(),
+        symbol: symbol.clone(),
+        db_url: db_url.clone(),
+        verifier_metrics,
+    };
     let mut collector = start_collector(&p);
     // The drop below must fall inside what this verifier reads of this symbol: wait until
     // it has stored the symbol's live trades (the stack's own collector feeds the topics
     // too, so a count over every symbol would not say that this one flows).
-    wait("the symbol's trades are verified", 60 * SEC, async || last_event(&p).await > 0.0).await;
+    wait("the symbol's trades are verified", 60 * SEC, async || {
+        last_event(&p).await > 0.0
+    })
+    .await;
     let started = last_event(&p).await;
-    wait("the symbol's trades keep flowing", 30 * SEC, async || last_event(&p).await > started).await;
+    wait("the symbol's trades keep flowing", 30 * SEC, async || {
+        last_event(&p).await > started
+    })
+    .await;
 
     let client = reqwest::Client::new();
     survives(&p, "dropped window", true, async || {
         let body = json!({"symbol": symbol, "stream": "aggTrade", "count": 30});
-        client.post(format!("{sim}/sim/drop")).json(&body).send().await.expect("drop");
+        client
+            .post(format!("{sim}/sim/drop"))
+            .json(&body)
+            .send()
+            .await
+            .expect("drop");
     })
     .await;
 
@@ -205,12 +292,25 @@ async fn the_database_equals_the_truth_after_drops_kills_and_restarts() {
     let _ = verifier.await; // gone, its consumer closed
     (verifier, p.verifier_metrics) = start_verifier(&db_url, &group).await;
     // It resumes from the database (the gauge shows the stored newest trade), then reads on.
-    wait("the restarted verifier resumed", 60 * SEC, async || last_event(&p).await > 0.0).await;
+    wait("the restarted verifier resumed", 60 * SEC, async || {
+        last_event(&p).await > 0.0
+    })
+    .await;
     let resumed = last_event(&p).await;
-    wait("the restarted verifier reads new trades", 60 * SEC, async || last_event(&p).await > resumed).await;
+    wait(
+        "the restarted verifier reads new trades",
+        60 * SEC,
+        async || last_event(&p).await > resumed,
+    )
+    .await;
     survives(&p, "verifier restarted, then a drop", true, async || {
         let body = json!({"symbol": symbol, "stream": "aggTrade", "count": 20});
-        client.post(format!("{sim}/sim/drop")).json(&body).send().await.expect("drop");
+        client
+            .post(format!("{sim}/sim/drop"))
+            .json(&body)
+            .send()
+            .await
+            .expect("drop");
     })
     .await;
     verifier.abort();
@@ -223,13 +323,22 @@ async fn the_database_equals_the_truth_after_drops_kills_and_restarts() {
         .fetch_one(&pool)
         .await
         .expect("summary");
-    let (lo, hi, n, distinct): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (lo, hi, n, distinct): (i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     assert_eq!(n, distinct, "no duplicates");
     assert_eq!(n, hi - lo + 1, "no holes between {lo} and {hi}");
     let truth: Value = client
-        .get(format!("{sim}/sim/truth?symbol={symbol}&stream=aggTrade&fromId={lo}&toId={hi}"))
-        .send().await.expect("truth").json().await.expect("json");
-    let truth = market::binance::parse_agg_rows(&symbol, &truth["records"].to_string(), 0).expect("rows");
+        .get(format!(
+            "{sim}/sim/truth?symbol={symbol}&stream=aggTrade&fromId={lo}&toId={hi}"
+        ))
+        .send()
+        .await
+        .expect("truth")
+        .json()
+        .await
+        .expect("json");
+    let truth =
+        market::binance::parse_agg_rows(&symbol, &truth["records"].to_string(), 0).expect("rows");
     assert_eq!(truth.len() as i64, n, "the simulator holds the same range");
     let stored: Vec<(i64, String, String, i64, bool)> = sqlx::query_as(
         "SELECT agg_id, price::text, qty::text, trade_time_ms, buyer_is_maker FROM aggtrades WHERE symbol = $1 ORDER BY agg_id",
@@ -239,12 +348,35 @@ async fn the_database_equals_the_truth_after_drops_kills_and_restarts() {
     .await
     .expect("rows");
     for (t, s) in truth.iter().zip(&stored) {
-        assert_eq!((t.agg_id as i64, &t.price, &t.qty, t.trade_time_ms, t.buyer_is_maker), (s.0, &s.1, &s.2, s.3, s.4));
+        assert_eq!(
+            (
+                t.agg_id as i64,
+                &t.price,
+                &t.qty,
+                t.trade_time_ms,
+                t.buyer_is_maker
+            ),
+            (s.0, &s.1, &s.2, s.3, s.4)
+        );
     }
     // (The topics hold other tests' symbols too; this verifier saw them all, so look at ours.)
-    let open: i64 = sqlx::query_scalar("SELECT count(*) FROM gaps WHERE symbol = $1 AND healed_at IS NULL").bind(&symbol).fetch_one(&pool).await.expect("gaps");
+    let open: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM gaps WHERE symbol = $1 AND healed_at IS NULL")
+            .bind(&symbol)
+            .fetch_one(&pool)
+            .await
+            .expect("gaps");
     assert_eq!(open, 0, "every gap of the symbol in the ledger healed");
-    let backfilled: i64 = sqlx::query_scalar("SELECT count(*) FROM aggtrades WHERE symbol = $1 AND source = 'backfill'").bind(&symbol).fetch_one(&pool).await.expect("count");
-    assert!(backfilled >= 50, "the holes (30 + 20 dropped, and the kill's) were back-filled ({backfilled})");
+    let backfilled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM aggtrades WHERE symbol = $1 AND source = 'backfill'",
+    )
+    .bind(&symbol)
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert!(
+        backfilled >= 50,
+        "the holes (30 + 20 dropped, and the kill's) were back-filled ({backfilled})"
+    );
     collector.abort();
 }

@@ -21,8 +21,15 @@ pub fn symbols(n: usize) -> Vec<String> {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     // At most 19 characters in all (Binance symbols, and sync-verifier's check, stop at 20).
-    let tag = format!("{}{}X{}", std::process::id() % 100_000, kit::time::now_ms() % 100_000, serial % 100);
-    (0..n).map(|i| format!("T{tag}{}USDT", (b'A' + i as u8) as char)).collect()
+    let tag = format!(
+        "{}{}X{}",
+        std::process::id() % 100_000,
+        kit::time::now_ms() % 100_000,
+        serial % 100
+    );
+    (0..n)
+        .map(|i| format!("T{tag}{}USDT", (b'A' + i as u8) as char))
+        .collect()
 }
 
 pub struct Sim {
@@ -40,18 +47,38 @@ pub async fn sim(symbols: &[String], vars: &[(&str, &str)]) -> Sim {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let token = CancellationToken::new();
-    exchange_sim::start(config, listener, token.clone()).await.expect("sim");
-    Sim { http: format!("http://{addr}"), ws: format!("ws://{addr}"), client: reqwest::Client::new(), _stop: token.drop_guard() }
+    exchange_sim::start(config, listener, token.clone())
+        .await
+        .expect("sim");
+    Sim {
+        http: format!("http://{addr}"),
+        ws: format!("ws://{addr}"),
+        client: reqwest::Client::new(),
+        _stop: token.drop_guard(),
+    }
 }
 
 impl Sim {
     pub async fn control(&self, op: &str, body: Value) {
-        let r = self.client.post(format!("{}/sim/{op}", self.http)).json(&body).send().await.expect("control");
+        let r = self
+            .client
+            .post(format!("{}/sim/{op}", self.http))
+            .json(&body)
+            .send()
+            .await
+            .expect("control");
         assert_eq!(r.status(), 200);
     }
 
     pub async fn json(&self, path: &str) -> Value {
-        self.client.get(format!("{}{path}", self.http)).send().await.expect("get").json().await.expect("json")
+        self.client
+            .get(format!("{}{path}", self.http))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
     }
 
     /// Total REST requests the simulator answered.
@@ -61,14 +88,33 @@ impl Sim {
 
     /// Sum of every sample of the simulator's metric `name`.
     pub async fn metric_sum(&self, name: &str) -> f64 {
-        let text = self.client.get(format!("{}/metrics", self.http)).send().await.expect("metrics").text().await.expect("text");
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.http))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
         sum_metric(&text, name)
     }
 
     /// The simulator's metric `name{labels}` (0 when absent).
     pub async fn metric(&self, name_and_labels: &str) -> f64 {
-        let text = self.client.get(format!("{}/metrics", self.http)).send().await.expect("metrics").text().await.expect("text");
-        text.lines().find(|l| l.starts_with(name_and_labels)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.http))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find(|l| l.starts_with(name_and_labels))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
     }
 }
 
@@ -87,18 +133,31 @@ pub struct Collector {
 
 impl Collector {
     pub async fn metrics(&self) -> String {
-        reqwest::get(&self.metrics_url).await.expect("metrics").text().await.expect("text")
+        reqwest::get(&self.metrics_url)
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
     }
 
     pub async fn metric(&self, name_and_labels: &str) -> f64 {
         let text = self.metrics().await;
-        text.lines().find(|l| l.starts_with(name_and_labels)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+        text.lines()
+            .find(|l| l.starts_with(name_and_labels))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// The body of `/readyz` (lists degraded components).
     pub async fn readyz(&self) -> String {
         let url = self.metrics_url.replace("/metrics", "/readyz");
-        reqwest::get(&url).await.expect("readyz").text().await.expect("text")
+        reqwest::get(&url)
+            .await
+            .expect("readyz")
+            .text()
+            .await
+            .expect("text")
     }
 
     /// Sum of every sample of the collector's metric `name`.
@@ -141,7 +200,10 @@ pub async fn collector(sim: &Sim, symbols: &[String], vars: &[(&str, &str)]) -> 
     let metrics_url = format!("http://{}/metrics", listener.local_addr().expect("addr"));
     let token = CancellationToken::new();
     tokio::spawn(collector::run(config, listener, token.clone()));
-    Collector { metrics_url, _stop: token.drop_guard() }
+    Collector {
+        metrics_url,
+        _stop: token.drop_guard(),
+    }
 }
 
 /// Reads a topic from the beginning, keeping every record whose key is one of `symbols`;
@@ -162,28 +224,44 @@ impl Records {
             .create()
             .expect("consumer");
         // Assign every partition from the beginning: no group rebalance can re-deliver.
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
         let mut assignment = rdkafka::TopicPartitionList::new();
         for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            assignment.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning).expect("partition");
+            assignment
+                .add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+                .expect("partition");
         }
         consumer.assign(&assignment).expect("assign");
-        Self { consumer, symbols: symbols.to_vec(), seen: Default::default() }
+        Self {
+            consumer,
+            symbols: symbols.to_vec(),
+            seen: Default::default(),
+        }
     }
 
     fn all<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
         let seen = self.seen.lock().expect("lock");
-        seen.iter().map(|v| serde_json::from_value(v.clone()).expect("record parses")).collect()
+        seen.iter()
+            .map(|v| serde_json::from_value(v.clone()).expect("record parses"))
+            .collect()
     }
 
     /// Waits for the next matching record, at most until `deadline`; false on timeout.
     async fn pull(&self, deadline: tokio::time::Instant) -> bool {
         loop {
-            let Ok(msg) = tokio::time::timeout_at(deadline, self.consumer.recv()).await else { return false };
+            let Ok(msg) = tokio::time::timeout_at(deadline, self.consumer.recv()).await else {
+                return false;
+            };
             let msg = msg.expect("kafka");
-            let key = msg.key().map(|k| String::from_utf8_lossy(k).to_string()).unwrap_or_default();
+            let key = msg
+                .key()
+                .map(|k| String::from_utf8_lossy(k).to_string())
+                .unwrap_or_default();
             if self.symbols.contains(&key) {
-                let value: Value = serde_json::from_slice(msg.payload().unwrap_or_default()).expect("JSON record");
+                let value: Value =
+                    serde_json::from_slice(msg.payload().unwrap_or_default()).expect("JSON record");
                 self.seen.lock().expect("lock").push(value);
                 return true;
             }
@@ -198,14 +276,22 @@ impl Records {
     }
 
     /// All records once `done` says they suffice (fails after `limit`).
-    pub async fn until<T: serde::de::DeserializeOwned>(&self, limit: Duration, done: impl Fn(&[T]) -> bool) -> Vec<T> {
+    pub async fn until<T: serde::de::DeserializeOwned>(
+        &self,
+        limit: Duration,
+        done: impl Fn(&[T]) -> bool,
+    ) -> Vec<T> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let all = self.all();
             if done(&all) {
                 return all;
             }
-            assert!(self.pull(deadline).await, "records in time: {} so far", all.len());
+            assert!(
+                self.pull(deadline).await,
+                "records in time: {} so far",
+                all.len()
+            );
             // Take what else arrives within 50 ms before checking again: `done` sees every
             // record read so far, so checking after each one would cost n² on big topics.
             let burst = (tokio::time::Instant::now() + Duration::from_millis(50)).min(deadline);
@@ -216,16 +302,28 @@ impl Records {
 
 /// The truth rows of the simulator as contract records (REST shapes → records).
 pub async fn truth_aggs(sim: &Sim, symbol: &str, from: u64, to: u64) -> Vec<AggTrade> {
-    let body = sim.json(&format!("/sim/truth?symbol={symbol}&stream=aggTrade&fromId={from}&toId={to}")).await;
+    let body = sim
+        .json(&format!(
+            "/sim/truth?symbol={symbol}&stream=aggTrade&fromId={from}&toId={to}"
+        ))
+        .await;
     market::binance::parse_agg_rows(symbol, &body["records"].to_string(), 0).expect("truth rows")
 }
 
 pub async fn truth_klines(sim: &Sim, symbol: &str, start: i64, end: i64) -> Vec<Kline> {
-    let body = sim.json(&format!("/sim/truth?symbol={symbol}&stream=kline&startTime={start}&endTime={end}")).await;
-    market::binance::parse_kline_rows(symbol, "1m", &body["records"].to_string(), i64::MAX).expect("truth rows")
+    let body = sim
+        .json(&format!(
+            "/sim/truth?symbol={symbol}&stream=kline&startTime={start}&endTime={end}"
+        ))
+        .await;
+    market::binance::parse_kline_rows(symbol, "1m", &body["records"].to_string(), i64::MAX)
+        .expect("truth rows")
 }
 
 /// Ids in order must step by one; returns the missing ranges.
 pub fn holes(ids: &[u64]) -> Vec<(u64, u64)> {
-    ids.windows(2).filter(|w| w[1] != w[0] + 1).map(|w| (w[0] + 1, w[1] - 1)).collect()
+    ids.windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| (w[0] + 1, w[1] - 1))
+        .collect()
 }
