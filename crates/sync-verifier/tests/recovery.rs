@@ -207,7 +207,6 @@ async fn survives(p: &Parts, what: &str, opens_gap: bool, fault: impl AsyncFnOnc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the native stack (Kafka, PostgreSQL); `make test` runs it"]
 async fn the_database_equals_the_truth_after_drops_kills_and_restarts() {
-    kit::telemetry::init_logging("text");
     let tag = format!("{}{}", std::process::id(), kit::time::now_ms() % 100_000);
     let symbol = format!("V{tag}USDT");
     // a database of this test's own
