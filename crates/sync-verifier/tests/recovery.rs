@@ -55,20 +55,27 @@ async fn waited(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     true
 }
 
-/// What the simulator and the verifier say of the symbol, for a failure message.
+/// What the simulator, the verifier and the collector say of the symbol, for a failure
+/// message.
 async fn state(p: &Parts) -> String {
     let get = async |url: String| reqwest::get(url).await.ok()?.text().await.ok();
     let sim = get(format!("{}/metrics", p.sim)).await.unwrap_or_default();
     let verifier = get(p.verifier_metrics.clone()).await.unwrap_or_default();
+    let collector_url = p.collector_metrics.lock().expect("url").clone();
+    let collector = get(collector_url).await.unwrap_or_default();
     let sim: Vec<&str> = sim
         .lines()
-        .filter(|l| l.starts_with("exchange_sim_ws"))
+        .filter(|l| l.starts_with("exchange_sim_ws") || l.starts_with("exchange_sim_rest"))
         .collect();
-    let mine: Vec<&str> = verifier
+    let ours = |l: &&str| {
+        l.contains(&p.symbol) || l.starts_with("nghenhan_errors_total") || l.starts_with("kafka_")
+    };
+    let verifier: Vec<&str> = verifier.lines().filter(ours).collect();
+    let collector: Vec<&str> = collector
         .lines()
-        .filter(|l| l.contains(&p.symbol) || l.starts_with("nghenhan_errors_total"))
+        .filter(|l| ours(l) || l.starts_with("binance_requests_total"))
         .collect();
-    format!("simulator: {sim:#?}\nverifier: {mine:#?}")
+    format!("simulator: {sim:#?}\nverifier: {verifier:#?}\ncollector: {collector:#?}")
 }
 
 struct Parts {
@@ -77,6 +84,8 @@ struct Parts {
     symbol: String,
     db_url: String,
     verifier_metrics: String,
+    /// Replaced when the test starts a new collector (while `survives` holds `&Parts`).
+    collector_metrics: std::sync::Mutex<String>,
 }
 
 async fn start_verifier(
@@ -105,7 +114,10 @@ async fn start_verifier(
     )
 }
 
-fn start_collector(p: &Parts) -> tokio::task::JoinHandle<Result<(), kit::KitError>> {
+/// A collector of the symbol, and where its metrics are.
+async fn start_collector(
+    p: &Parts,
+) -> (tokio::task::JoinHandle<Result<(), kit::KitError>>, String) {
     let group = format!("backfill-{}", p.symbol);
     let ws = p.sim.replace("http://", "ws://");
     // Its own state folder: a ban remembered by another test must not reach this one.
@@ -122,10 +134,10 @@ fn start_collector(p: &Parts) -> tokio::task::JoinHandle<Result<(), kit::KitErro
         ("STATE_DIR", state.as_str()),
     ]);
     let config: collector::Config = kit::config::parse_from_map(&vars).expect("collector config");
-    tokio::spawn(async move {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        collector::run(config, listener, CancellationToken::new()).await
-    })
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/metrics", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(collector::run(config, listener, CancellationToken::new()));
+    (task, url)
 }
 
 async fn all_healed(p: &Parts) -> bool {
@@ -239,8 +251,10 @@ async fn the_database_equals_the_truth_after_drops_kills_and_restarts() {
         symbol: symbol.clone(),
         db_url: db_url.clone(),
         verifier_metrics,
+        collector_metrics: Default::default(),
     };
-    let mut collector = start_collector(&p);
+    let (mut collector, url) = start_collector(&p).await;
+    *p.collector_metrics.lock().expect("url") = url;
     // The drop below must fall inside what this verifier reads of this symbol: wait until
     // it has stored the symbol's live trades (the stack's own collector feeds the topics
     // too, so a count over every symbol would not say that this one flows).
@@ -269,7 +283,9 @@ async fn the_database_equals_the_truth_after_drops_kills_and_restarts() {
     survives(&p, "collector killed", true, async || {
         collector.abort(); // no graceful shutdown, like kill -9
         tokio::time::sleep(3 * SEC).await; // down for a while: trades pass it by (the gap)
-        collector = start_collector(&p);
+        let url;
+        (collector, url) = start_collector(&p).await;
+        *p.collector_metrics.lock().expect("url") = url;
     })
     .await;
     survives(&p, "kafka restarted", false, async || {
