@@ -47,6 +47,9 @@ pub mod metrics {
     pub const BUILD_INFO: &str = "nghenhan_build_info"; // {service,version}
     pub const ERRORS_TOTAL: &str = "nghenhan_errors_total"; // {service,kind}
     pub const KAFKA_CONSUMER_LAG: &str = "kafka_consumer_lag"; // {topic,partition}
+    /// Lag measured from outside the consumers (committed group offsets against log-end
+    /// offsets through the admin API, as Burrow and kafka_exporter do), by restart-watcher.
+    pub const KAFKA_CONSUMER_GROUP_LAG: &str = "kafka_consumer_group_lag"; // {group,topic,partition}
     pub const HEARTBEATS_SENT_TOTAL: &str = "nghenhan_heartbeats_sent_total";
 
     // collector
@@ -75,6 +78,16 @@ pub mod metrics {
     pub const SYNC_DUPLICATES_TOTAL: &str = "sync_duplicates_total"; // {stream}
     pub const SYNC_MISMATCHES_TOTAL: &str = "sync_mismatches_total"; // {stream}
     pub const SYNC_IN_SYNC: &str = "sync_in_sync"; // {symbol,stream}
+    /// The newest event time the exchange reports for the symbol (from the heads).
+    pub const SYNC_EXCHANGE_HEAD_TIMESTAMP_SECONDS: &str = "sync_exchange_head_timestamp_seconds"; // {symbol,stream}
+    /// Symbols dropped from the sync metrics after no record or head mentioned them for the
+    /// retirement grace period (delisted, or no longer configured).
+    pub const SYNC_SYMBOLS_RETIRED_TOTAL: &str = "sync_symbols_retired_total";
+    // PostgreSQL health, exported by sync-verifier (which owns the database).
+    pub const POSTGRES_UP: &str = "postgres_up";
+    pub const POSTGRES_DATABASE_SIZE_BYTES: &str = "postgres_database_size_bytes";
+    pub const POSTGRES_TABLE_SIZE_BYTES: &str = "postgres_table_size_bytes"; // {table}
+    pub const POSTGRES_POOL_CONNECTIONS: &str = "postgres_pool_connections"; // {state}
 
     // restart-watcher
     pub const SERVICE_UP: &str = "service_up"; // {service}
@@ -99,6 +112,7 @@ pub mod metrics {
         BUILD_INFO,
         ERRORS_TOTAL,
         KAFKA_CONSUMER_LAG,
+        KAFKA_CONSUMER_GROUP_LAG,
         HEARTBEATS_SENT_TOTAL,
         BINANCE_RATE_LIMIT_USED,
         BINANCE_RATE_LIMIT_MAX,
@@ -122,6 +136,12 @@ pub mod metrics {
         SYNC_DUPLICATES_TOTAL,
         SYNC_MISMATCHES_TOTAL,
         SYNC_IN_SYNC,
+        SYNC_EXCHANGE_HEAD_TIMESTAMP_SECONDS,
+        SYNC_SYMBOLS_RETIRED_TOTAL,
+        POSTGRES_UP,
+        POSTGRES_DATABASE_SIZE_BYTES,
+        POSTGRES_TABLE_SIZE_BYTES,
+        POSTGRES_POOL_CONNECTIONS,
         SERVICE_UP,
         SERVICE_RESTARTS_TOTAL,
         SERVICE_BACKOFF_RESTARTING,
