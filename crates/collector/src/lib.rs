@@ -85,6 +85,10 @@ pub struct Config {
     /// Seconds between samples of the exchange's heads.
     #[arg(long, env = "HEADS_INTERVAL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub heads_interval_secs: u64,
+    /// Seconds between reads of exchangeInfo's REQUEST_WEIGHT limit (Binance changes it
+    /// without notice; each read costs weight 20).
+    #[arg(long, env = "EXCHANGE_INFO_INTERVAL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub exchange_info_interval_secs: u64,
     /// Kafka consumer group of the back-fill consumer.
     #[arg(long, env = "BACKFILL_GROUP", default_value = "collector-backfill")]
     pub backfill_group: String,
@@ -140,10 +144,11 @@ pub async fn run(
     .map_err(|e| KitError::Io(std::io::Error::other(e)))?;
     let rest = Arc::new(rest);
     let publisher = spawn_publisher(&mut service, &config, metrics.clone())?;
-    service.spawn_job(
+    service.spawn(
         "exchange_info",
         load_limits(
             rest.clone(),
+            Duration::from_secs(config.exchange_info_interval_secs),
             service.telemetry.clone(),
             service.shutdown.clone(),
         ),
@@ -250,25 +255,37 @@ fn spawn_backfill(
     Ok(())
 }
 
-/// Reads the weight limit from exchangeInfo, retrying with back-off until it succeeds.
+/// Reads the weight limit from exchangeInfo every `every` until shutdown (Binance changes
+/// it without notice), each read retried with back-off until it succeeds.
 async fn load_limits(
     rest: Arc<rest::BinanceRest>,
+    every: Duration,
     telemetry: kit::Telemetry,
     shutdown: CancellationToken,
 ) -> Result<(), KitError> {
-    let load = || rest.load_limits();
-    let window = kit::shutdown::retry(
-        &shutdown,
-        Duration::from_secs(1),
-        Duration::from_secs(60),
-        load,
-        |e| telemetry.error("exchange_info", &e),
-    )
-    .await;
-    if let Some(window) = window {
-        tracing::info!(limit = window.limit, window = %window.label, "Binance request weight limit loaded");
+    let mut known = None;
+    loop {
+        let load = || rest.load_limits();
+        let Some(window) = kit::shutdown::retry(
+            &shutdown,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            load,
+            |e| telemetry.error("exchange_info", &e),
+        )
+        .await
+        else {
+            return Ok(()); // shutdown
+        };
+        if known.as_ref() != Some(&window) {
+            tracing::info!(limit = window.limit, window = %window.label, "Binance request weight limit loaded");
+            known = Some(window);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(every) => {}
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -305,6 +322,8 @@ mod tests {
             ("WS_WATCHDOG_SECS", HUGE),
             ("WS_PLANNED_RECONNECT_SECS", HUGE),
             ("WS_BACKOFF_MAX_MS", HUGE),
+            ("EXCHANGE_INFO_INTERVAL_SECS", "1"),
+            ("EXCHANGE_INFO_INTERVAL_SECS", HUGE),
         ] {
             let err = kit::config::parse_from_map::<Config>(&HashMap::from([(k, v)])).expect_err(k);
             assert!(!err.to_string().is_empty());

@@ -95,6 +95,9 @@ pub struct Streams {
 impl Streams {
     /// Keeps the streams connected until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), kit::KitError> {
+        // 0 before the first connection: a collector that never connects (a region Binance
+        // blocks) must still raise BinanceWebSocketDown.
+        self.set_connected(false);
         let mut backoff = self.config.backoff();
         loop {
             let connected = tokio::select! {

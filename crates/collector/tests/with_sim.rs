@@ -442,6 +442,40 @@ async fn a_planned_reconnect_overlaps_and_loses_nothing() {
 
 #[tokio::test]
 #[ignore = "needs Kafka (the native stack); `make test` runs it"]
+async fn an_unreachable_stream_reads_down_and_a_lowered_weight_limit_is_adopted() {
+    let syms = symbols(1);
+    let sim = sim(&syms, &[]).await;
+    // Nothing listens on port 1: the collector never connects (like a region Binance blocks).
+    let vars = [
+        ("BINANCE_WS_URL", "ws://127.0.0.1:1"),
+        ("EXCHANGE_INFO_INTERVAL_SECS", "10"),
+    ];
+    let c = collector(&sim, &syms, &vars).await;
+    let limit = "binance_rate_limit_max{interval=\"1m\",limit=\"request_weight\"}";
+    kit_wait("the first exchangeInfo read", || async {
+        c.metric(limit).await == 6000.0
+    })
+    .await;
+    let connected = format!(
+        "binance_ws_connected{{stream=\"{}@aggTrade\"}}",
+        syms[0].to_lowercase()
+    );
+    assert_eq!(
+        c.sample(&connected).await,
+        Some(0.0),
+        "the stream's gauge exists at 0 before any connection"
+    );
+    assert!(reconnects(&c, "connect_failed").await >= 1.0);
+
+    sim.control("weight-limit", json!({"limit": 120})).await;
+    kit_wait("the lowered limit is read again", || async {
+        c.metric(limit).await == 120.0
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs Kafka (the native stack); `make test` runs it"]
 async fn malformed_frames_are_counted_and_skipped() {
     let syms = symbols(1);
     let sim = sim(&syms, &[("SIM_TRADES_PER_SEC", "50")]).await;

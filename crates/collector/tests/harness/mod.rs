@@ -128,7 +128,17 @@ pub fn sum_metric(text: &str, name: &str) -> f64 {
 
 pub struct Collector {
     pub metrics_url: String,
+    /// The state directory made for this collector alone, removed when it is dropped.
+    state: Option<std::path::PathBuf>,
     _stop: DropGuard,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.state {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl Collector {
@@ -142,11 +152,15 @@ impl Collector {
     }
 
     pub async fn metric(&self, name_and_labels: &str) -> f64 {
+        self.sample(name_and_labels).await.unwrap_or(0.0)
+    }
+
+    /// The collector's sample `name{labels}`, `None` while the series does not exist.
+    pub async fn sample(&self, name_and_labels: &str) -> Option<f64> {
         let text = self.metrics().await;
         text.lines()
             .find(|l| l.starts_with(name_and_labels))
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
     }
 
     /// The body of `/readyz` (lists degraded components).
@@ -200,8 +214,10 @@ pub async fn collector(sim: &Sim, symbols: &[String], vars: &[(&str, &str)]) -> 
     let metrics_url = format!("http://{}/metrics", listener.local_addr().expect("addr"));
     let token = CancellationToken::new();
     tokio::spawn(collector::run(config, listener, token.clone()));
+    let own_state = !vars.iter().any(|(k, _)| *k == "STATE_DIR");
     Collector {
         metrics_url,
+        state: own_state.then(|| fresh.into()),
         _stop: token.drop_guard(),
     }
 }
