@@ -9,6 +9,7 @@
 //! are missing, negative or out of range are clamped or dropped (and logged), never
 //! overflowed; a bad `time` never moves the reconnect point (`since`) backwards.
 
+use crate::metrics::reasons;
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Empty};
@@ -247,7 +248,12 @@ pub enum Seen {
         restart_count: u64,
         run_ms: Option<i64>,
     },
-    /// `State.Restarting` of the service's container.
+    /// A start that follows no die this watcher saw (the container's first start, or one
+    /// whose die came before the event stream connected): not a restart, but the start
+    /// time a back-off loop needs to tell when the container has stayed up.
+    Started { service: String, at_ms: i64 },
+    /// `State.Restarting` of the service's container (sent for every container of the
+    /// project when the stream connects, and with every event's inspection).
     Restarting { service: String, restarting: bool },
     /// The event stream is connected (true) or broken (false).
     Connected(bool),
@@ -321,14 +327,14 @@ fn run_ms(attrs: &Value) -> Option<i64> {
     Some(secs.max(0).saturating_mul(1000))
 }
 
-/// The cause of a restart from what preceded it.
+/// The cause of a restart from what preceded it (one of [`reasons::ALL`]).
 pub fn reason(oom: bool, unhealthy: bool, exit_code: Option<i64>) -> &'static str {
     match (oom, unhealthy, exit_code) {
-        (true, _, _) => "oom",
-        (_, true, _) => "unhealthy",
-        (_, _, Some(137 | 143)) => "killed",
-        (_, _, Some(0)) | (_, _, None) => "unknown",
-        _ => "crash",
+        (true, _, _) => reasons::OOM,
+        (_, true, _) => reasons::UNHEALTHY,
+        (_, _, Some(137 | 143)) => reasons::KILLED,
+        (_, _, Some(0)) | (_, _, None) => reasons::UNKNOWN,
+        _ => reasons::CRASH,
     }
 }
 
@@ -378,6 +384,11 @@ impl Interpreter {
                         reason: why.into(),
                         restart_count,
                         run_ms,
+                    });
+                } else {
+                    out.push(Seen::Started {
+                        service: service.clone(),
+                        at_ms: event_ms(event),
                     });
                 }
             }
@@ -680,6 +691,41 @@ mod tests {
         assert!(
             matches!(&it.event(&ev("start", "collector", 8, json!({})), None)[0], Seen::Restart { reason, .. } if reason == "killed")
         );
+    }
+
+    #[test]
+    fn a_start_without_a_die_seen_is_a_start_not_a_restart() {
+        let mut it = Interpreter::default();
+        let inspect = json!({"RestartCount": 7, "State": {"Restarting": false}});
+        let seen = it.event(
+            &ev("start", "kafka", 5_000_000_000, json!({})),
+            Some(&inspect),
+        );
+        assert_eq!(
+            seen,
+            vec![
+                Seen::Started {
+                    service: "kafka".into(),
+                    at_ms: 5_000
+                },
+                Seen::Restarting {
+                    service: "kafka".into(),
+                    restarting: false
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn every_cause_is_a_known_reason() {
+        for oom in [false, true] {
+            for unhealthy in [false, true] {
+                for code in [None, Some(0), Some(1), Some(137), Some(143), Some(-1)] {
+                    let why = reason(oom, unhealthy, code);
+                    assert!(reasons::ALL.contains(&why), "{why} is not in reasons::ALL");
+                }
+            }
+        }
     }
 
     #[test]

@@ -256,12 +256,14 @@ mod tests {
 
     #[test]
     fn parse_rejects_garbage_and_other_versions_with_reasons() {
-        assert!(parse(None).unwrap_err().contains("empty"));
+        assert!(parse(None).expect_err("no payload").contains("empty"));
         assert!(parse(Some(b"{not json"))
-            .unwrap_err()
+            .expect_err("not JSON")
             .contains("not valid JSON"));
         let v2 = br#"{"v":2,"service":"c","instance_id":"i","started_at_ms":1,"seq":0,"sent_at_ms":1,"interval_ms":5000}"#;
-        assert!(parse(Some(v2)).unwrap_err().contains("v2 is not supported"));
+        assert!(parse(Some(v2))
+            .expect_err("v2")
+            .contains("v2 is not supported"));
         let v1 = br#"{"v":1,"service":"c","instance_id":"i","started_at_ms":1,"seq":0,"sent_at_ms":1,"interval_ms":5000}"#;
         assert_eq!(parse(Some(v1)).expect("v1 parses").service, "c");
     }

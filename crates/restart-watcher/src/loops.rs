@@ -66,6 +66,17 @@ impl LoopState {
         }
     }
 
+    /// A start at `at_ms` that is not a restart (Docker's first start of a container, or
+    /// one whose die the watcher did not see): only the time stability is measured from.
+    pub fn started(&mut self, at_ms: i64) {
+        self.last_start_ms = Some(at_ms);
+    }
+
+    /// Whether Docker last said the container is waiting for its next restart.
+    pub fn is_docker_restarting(&self) -> bool {
+        self.docker_restarting
+    }
+
     /// Docker's `State.Restarting` (waiting for the next restart of its policy).
     pub fn docker_restarting(&mut self, restarting: bool) {
         self.docker_restarting = restarting;
@@ -138,6 +149,18 @@ mod tests {
         s.docker_restarting(false);
         assert!(s.looping(&rules, 5_000, true));
         assert!(!s.looping(&rules, 11_000, true));
+    }
+
+    #[test]
+    fn a_loop_seen_at_connect_ends_after_a_start_without_a_known_die() {
+        let rules = LoopRules::default();
+        let mut s = LoopState::default();
+        s.docker_restarting(true); // inspected at connect, in Docker's back-off delay
+        assert!(s.looping(&rules, 0, false));
+        s.started(1_000); // its die came before the event stream connected
+        s.docker_restarting(false);
+        assert!(s.looping(&rules, 10_999, true), "not yet up for 10 s");
+        assert!(!s.looping(&rules, 11_000, true), "up past the reset time");
     }
 
     #[test]

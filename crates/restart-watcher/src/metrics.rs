@@ -1,8 +1,29 @@
 //! restart-watcher's metrics (names from `kit::contract::metrics`).
+//!
+//! Every label value an alert depends on exists at zero before its first event: each
+//! service seen (the platform's three from the start, then every one a heartbeat or the
+//! Docker source names) gets `service_restarts_total` for every [`reasons::ALL`] and
+//! `service_backoff_restarting` 0, so `increase()` over the first real restart reads 1,
+//! not nothing.
 
 use crate::tracker::Status;
 use kit::contract::metrics as names;
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// The `reason` label of `service_restarts_total` and of restart events: a closed set.
+pub mod reasons {
+    /// Exited with a non-zero code that is not a kill signal's.
+    pub const CRASH: &str = "crash";
+    /// Killed by the kernel's OOM killer (Docker's `oom` event or `State.OOMKilled`).
+    pub const OOM: &str = "oom";
+    /// Ended by SIGKILL or SIGTERM (exit code 137 or 143).
+    pub const KILLED: &str = "killed";
+    /// Restarted after Docker's health check reported it unhealthy.
+    pub const UNHEALTHY: &str = "unhealthy";
+    /// No cause known: a heartbeat's new instance id, or exit code 0 or none.
+    pub const UNKNOWN: &str = "unknown";
+    pub const ALL: [&str; 5] = [CRASH, OOM, KILLED, UNHEALTHY, UNKNOWN];
+}
 
 /// The `service_*` metrics.
 #[derive(Clone)]
@@ -16,8 +37,8 @@ pub struct WatchMetrics {
 }
 
 impl WatchMetrics {
-    /// Registers the metrics; `expected` services start with zeroed restart counters so
-    /// `increase()` sees their first restart.
+    /// Registers the metrics; the platform's services (`kit::contract::services::ALL`) and
+    /// the `expected` ones start at zero (see [`WatchMetrics::seen`]).
     pub fn register(registry: &Registry, expected: &[String]) -> Result<Self, prometheus::Error> {
         let up = IntGaugeVec::new(
             Opts::new(
@@ -64,20 +85,28 @@ impl WatchMetrics {
         registry.register(Box::new(restarts.clone()))?;
         registry.register(Box::new(heartbeat_age.clone()))?;
         registry.register(Box::new(start_time.clone()))?;
-        for service in expected {
-            restarts.with_label_values(&[service, "unknown"]);
-        }
-        for service in expected {
-            backoff_restarting.with_label_values(&[service]).set(0);
-        }
-        Ok(Self {
+        let metrics = Self {
             backoff_restarting,
             last_exit_code,
             up,
             restarts,
             heartbeat_age,
             start_time,
-        })
+        };
+        let platform = kit::contract::services::ALL.iter().copied();
+        for service in platform.chain(expected.iter().map(String::as_str)) {
+            metrics.seen(service);
+        }
+        Ok(metrics)
+    }
+
+    /// A service is known: its restart counter exists for every reason and its back-off
+    /// gauge exists, at zero unless they already have a value (the call is idempotent).
+    pub fn seen(&self, service: &str) {
+        for reason in reasons::ALL {
+            self.restarts.with_label_values(&[service, reason]);
+        }
+        self.backoff_restarting.with_label_values(&[service]);
     }
 
     pub fn backoff(&self, service: &str, looping: bool) {
@@ -98,6 +127,31 @@ impl WatchMetrics {
         self.restarts.with_label_values(&[service, reason]).get()
     }
 
+    /// The exposition of the restart and back-off series that exist (reading a value with
+    /// `with_label_values` would create the series it asks about).
+    #[cfg(test)]
+    pub(crate) fn exposition(&self) -> String {
+        use prometheus::core::Collector;
+        let families: Vec<_> =
+            [self.restarts.collect(), self.backoff_restarting.collect()].concat();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .expect("encodes")
+    }
+
+    /// Whether `service` has every reason's counter and the back-off gauge, at any value.
+    #[cfg(test)]
+    pub(crate) fn zeroed(&self, service: &str) -> bool {
+        let text = self.exposition();
+        reasons::ALL.iter().all(|r| {
+            text.contains(&format!(
+                r#"service_restarts_total{{reason="{r}",service="{service}"}}"#
+            ))
+        }) && text.contains(&format!(
+            r#"service_backoff_restarting{{service="{service}"}}"#
+        ))
+    }
+
     pub fn restarted(&self, service: &str, reason: &str) {
         self.restarts.with_label_values(&[service, reason]).inc();
     }
@@ -115,5 +169,46 @@ impl WatchMetrics {
                 self.start_time.with_label_values(&[&s.service]).set(start);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposition(registry: &Registry) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .expect("encodes")
+    }
+
+    #[test]
+    fn every_reason_and_the_back_off_gauge_exist_at_zero_for_platform_and_expected_services() {
+        let registry = Registry::new();
+        WatchMetrics::register(&registry, &["grafana".into()]).expect("metrics");
+        let text = exposition(&registry);
+        for service in kit::contract::services::ALL.iter().chain(&["grafana"]) {
+            for reason in reasons::ALL {
+                let line =
+                    format!(r#"service_restarts_total{{reason="{reason}",service="{service}"}} 0"#);
+                assert!(text.contains(&line), "missing {line} in\n{text}");
+            }
+            let line = format!(r#"service_backoff_restarting{{service="{service}"}} 0"#);
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn seeing_a_service_again_keeps_its_counts() {
+        let m = WatchMetrics::register(&Registry::new(), &[]).expect("metrics");
+        assert!(!m.zeroed("kafka"));
+        m.seen("kafka");
+        assert!(m.zeroed("kafka"));
+        m.restarted("kafka", reasons::CRASH);
+        m.backoff("kafka", true);
+        m.seen("kafka");
+        assert_eq!(m.restarts_value("kafka", reasons::CRASH), 1);
+        assert_eq!(m.restarts_value("kafka", reasons::OOM), 0);
+        assert_eq!(m.backoff_value("kafka"), 1);
     }
 }

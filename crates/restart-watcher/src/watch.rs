@@ -3,10 +3,14 @@
 //!
 //! A restart is counted once: Docker's die/start (with its cause) when the Docker source
 //! saw it, else the heartbeat's new instance id (cause `unknown`).
+//!
+//! Every service seen gets its metrics at zero at once ([`WatchMetrics::seen`]), and the
+//! back-off gauge covers containers that send no heartbeat (kafka, postgres, grafana, ...):
+//! for them "up" is Docker's word, i.e. not waiting in the restart policy's delay.
 
 use crate::docker::Seen;
 use crate::loops::{LoopRules, LoopState};
-use crate::metrics::WatchMetrics;
+use crate::metrics::{reasons, WatchMetrics};
 use crate::tracker::{Observation, Tracker};
 use kit::heartbeat::Heartbeat;
 use kit::restarts::{RestartEvent, RESTART_VERSION};
@@ -38,11 +42,15 @@ impl Watch {
 
     /// A heartbeat received at `now_ms`; returns the restart event to publish, if any.
     pub fn heartbeat(&mut self, hb: &Heartbeat, now_ms: i64) -> Option<RestartEvent> {
+        let observation = self.tracker.observe(hb, now_ms);
+        if observation == Observation::FirstSeen {
+            self.metrics.seen(&hb.service);
+        }
         let Observation::Restarted {
             previous_instance,
             previous_started_ms,
             previous_seen_ms,
-        } = self.tracker.observe(hb, now_ms)
+        } = observation
         else {
             return None;
         };
@@ -55,7 +63,13 @@ impl Watch {
             return None;
         }
         let run_ms = Some(previous_seen_ms.saturating_sub(previous_started_ms).max(0)); // started_at_ms is the sender's
-        Some(self.restarted(&hb.service, hb.started_at_ms, None, "unknown", run_ms))
+        Some(self.restarted(
+            &hb.service,
+            hb.started_at_ms,
+            None,
+            reasons::UNKNOWN,
+            run_ms,
+        ))
     }
 
     /// A fact from the Docker source; returns the restart event to publish, if any.
@@ -69,15 +83,22 @@ impl Watch {
                 restart_count,
                 run_ms,
             } => {
+                self.metrics.seen(&service);
                 self.docker_restart_ms.insert(service.clone(), at_ms);
                 let mut event = self.restarted(&service, at_ms, exit_code, &reason, run_ms);
                 event.restart_count = event.restart_count.max(restart_count);
                 Some(event)
             }
+            Seen::Started { service, at_ms } => {
+                self.metrics.seen(&service);
+                self.loops.entry(service).or_default().started(at_ms);
+                None
+            }
             Seen::Restarting {
                 service,
                 restarting,
             } => {
+                self.metrics.seen(&service);
                 self.loops
                     .entry(service)
                     .or_default()
@@ -117,7 +138,9 @@ impl Watch {
         }
     }
 
-    /// Sets every gauge for `now_ms`.
+    /// Sets every gauge for `now_ms`: back-off from heartbeats (up = heartbeats arrive) for
+    /// the services that send them, from Docker alone (up = not in the restart policy's
+    /// delay) for the containers that do not.
     pub fn refresh(&mut self, now_ms: i64) {
         let statuses = self.tracker.snapshot(now_ms);
         self.metrics.show(&statuses);
@@ -125,6 +148,14 @@ impl Watch {
             let state = self.loops.entry(s.service.clone()).or_default();
             let looping = state.looping(&self.rules, now_ms, s.up);
             self.metrics.backoff(&s.service, looping);
+        }
+        for (service, state) in &mut self.loops {
+            if statuses.iter().any(|s| &s.service == service) {
+                continue;
+            }
+            let up = !state.is_docker_restarting();
+            let looping = state.looping(&self.rules, now_ms, up);
+            self.metrics.backoff(service, looping);
         }
     }
 }
@@ -204,6 +235,89 @@ mod tests {
         );
         assert_eq!(w.metrics.restarts_value("collector", "oom"), 1);
         assert_eq!(w.metrics.restarts_value("collector", "unknown"), 0);
+    }
+
+    fn docker_restart(service: &str, at_ms: i64, run_ms: i64) -> Seen {
+        Seen::Restart {
+            service: service.into(),
+            at_ms,
+            exit_code: Some(1),
+            reason: reasons::CRASH.into(),
+            restart_count: 0,
+            run_ms: Some(run_ms),
+        }
+    }
+
+    #[test]
+    fn a_container_without_heartbeats_gets_zeroed_metrics_and_its_back_off_loop_exported() {
+        let mut w = watch();
+        assert!(!w.metrics.zeroed("kafka"));
+        w.docker(Seen::Restarting {
+            service: "kafka".into(),
+            restarting: false,
+        });
+        w.refresh(0);
+        assert!(w.metrics.zeroed("kafka"), "{}", w.metrics.exposition());
+        assert!(w
+            .metrics
+            .exposition()
+            .contains(r#"service_restarts_total{reason="oom",service="kafka"} 0"#));
+        assert_eq!(w.metrics.backoff_value("kafka"), 0);
+        for (i, t) in [10_000, 13_000, 17_000].into_iter().enumerate() {
+            w.docker(docker_restart("kafka", t, 2_000));
+            assert_eq!(
+                w.metrics.restarts_value("kafka", reasons::CRASH),
+                i as u64 + 1
+            );
+        }
+        w.refresh(17_100);
+        assert_eq!(w.metrics.backoff_value("kafka"), 1, "three short runs");
+        w.docker(Seen::Restarting {
+            service: "kafka".into(),
+            restarting: true,
+        });
+        w.refresh(40_000);
+        assert_eq!(
+            w.metrics.backoff_value("kafka"),
+            1,
+            "waiting in Docker's delay is not up"
+        );
+        w.docker(Seen::Started {
+            service: "kafka".into(),
+            at_ms: 60_000,
+        });
+        w.docker(Seen::Restarting {
+            service: "kafka".into(),
+            restarting: false,
+        });
+        w.refresh(69_999);
+        assert_eq!(w.metrics.backoff_value("kafka"), 1, "not yet up for 10 s");
+        w.refresh(70_000);
+        assert_eq!(
+            w.metrics.backoff_value("kafka"),
+            0,
+            "up past the reset time"
+        );
+        assert!(
+            w.tracker.snapshot(70_000).is_empty(),
+            "kafka sends no heartbeat and must not be reported down by the tracker"
+        );
+    }
+
+    #[test]
+    fn a_service_first_seen_by_heartbeat_gets_every_reason_at_zero() {
+        let mut w = watch();
+        let hb = Heartbeat {
+            service: "exchange-sim".into(),
+            ..beat("a", 0)
+        };
+        assert!(!w.metrics.zeroed("exchange-sim"));
+        w.heartbeat(&hb, 0);
+        assert!(
+            w.metrics.zeroed("exchange-sim"),
+            "{}",
+            w.metrics.exposition()
+        );
     }
 
     #[test]

@@ -100,7 +100,8 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Result<Response<
         }
         "/v1.47/containers/json" => json_body(json!([
             {"Id": "id-collector", "Labels": {"com.docker.compose.service": "collector", "com.docker.compose.project": "nghenhan"}, "State": "running"},
-            {"Id": "id-sync-verifier", "Labels": {"com.docker.compose.service": "sync-verifier", "com.docker.compose.project": "nghenhan"}, "State": "restarting"}
+            {"Id": "id-sync-verifier", "Labels": {"com.docker.compose.service": "sync-verifier", "com.docker.compose.project": "nghenhan"}, "State": "restarting"},
+            {"Id": "id-kafka", "Labels": {"com.docker.compose.service": "kafka", "com.docker.compose.project": "nghenhan"}, "State": "running"}
         ])),
         p if p.starts_with("/v1.47/containers/") => {
             let restarting = p.contains("sync-verifier");
@@ -239,6 +240,14 @@ async fn restarts_causes_and_a_broken_event_stream() {
         2,
         "and reconnected"
     );
+    assert!(
+        seen.contains(&Seen::Restarting {
+            service: "kafka".into(),
+            restarting: false
+        }),
+        "every container of the project is reported at connect, heartbeats or not"
+    );
+    zeroed_for_every_container_seen(&seen);
     let requests = server.event_requests.lock().expect("lock").clone();
     assert!(requests[0].contains("filters=") && !requests[0].contains("since="));
     assert!(
@@ -249,5 +258,43 @@ async fn restarts_causes_and_a_broken_event_stream() {
     assert!(
         telemetry.error_count("docker_events") >= 1,
         "the break is counted"
+    );
+}
+
+/// What the Docker source saw, through the watcher's state into the exposition: kafka
+/// (no heartbeat, no restart) has every restart reason and its back-off gauge at 0, and the
+/// collector's restarts have the other reasons at 0 beside them.
+fn zeroed_for_every_container_seen(seen: &[Seen]) {
+    use restart_watcher::loops::LoopRules;
+    use restart_watcher::metrics::{reasons, WatchMetrics};
+    use restart_watcher::tracker::Tracker;
+    use restart_watcher::watch::Watch;
+    let registry = prometheus::Registry::new();
+    let metrics = WatchMetrics::register(&registry, &[]).expect("metrics");
+    let mut watch = Watch::new(
+        Tracker::new(vec![], 5_000, 0),
+        LoopRules::default(),
+        metrics,
+    );
+    for s in seen {
+        watch.docker(s.clone());
+    }
+    watch.refresh(200_000);
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .expect("encodes");
+    for reason in reasons::ALL {
+        let line = format!(r#"service_restarts_total{{reason="{reason}",service="kafka"}} 0"#);
+        assert!(text.contains(&line), "missing {line} in\n{text}");
+    }
+    assert!(
+        text.contains(r#"service_backoff_restarting{service="kafka"} 0"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"service_restarts_total{reason="crash",service="collector"} 1"#));
+    assert!(text.contains(r#"service_restarts_total{reason="killed",service="collector"} 0"#));
+    assert!(
+        text.contains(r#"service_backoff_restarting{service="sync-verifier"} 1"#),
+        "sync-verifier is in Docker's restart delay: {text}"
     );
 }
