@@ -34,10 +34,9 @@ pub async fn sample(rest: &BinanceRest, symbol: &str) -> Result<Head, String> {
         .map_err(|e| e.to_string())?;
     let exchange_now = rest.server_time().await.map_err(|e| e.to_string())?;
     let now = now_ms();
-    let last_agg_id = parse_agg_rows(symbol, &aggs, now)
+    let last_agg = parse_agg_rows(symbol, &aggs, now)
         .map_err(|e| e.to_string())?
-        .last()
-        .map(|t| t.agg_id);
+        .pop();
     let last_closed = parse_kline_rows(symbol, "1m", &klines, exchange_now)
         .map_err(|e| e.to_string())?
         .last()
@@ -45,7 +44,8 @@ pub async fn sample(rest: &BinanceRest, symbol: &str) -> Result<Head, String> {
     Ok(Head {
         v: SCHEMA_VERSION,
         symbol: s,
-        last_agg_id,
+        last_agg_id: last_agg.as_ref().map(|t| t.agg_id),
+        last_agg_time_ms: last_agg.map(|t| t.trade_time_ms),
         last_closed_kline_open_ms: last_closed,
         interval: "1m".into(),
         observed_at_ms: now,

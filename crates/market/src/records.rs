@@ -161,6 +161,9 @@ pub struct Head {
     pub v: u32,
     pub symbol: String,
     pub last_agg_id: Option<u64>,
+    /// Exchange time of that trade (absent in records of older collectors).
+    #[serde(default)]
+    pub last_agg_time_ms: Option<i64>,
     /// Open time of the newest closed kline of `interval`.
     pub last_closed_kline_open_ms: Option<i64>,
     pub interval: String,

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod continuity;
+pub mod dbstats;
 pub mod metrics;
 pub mod pipeline;
 pub mod store;
@@ -60,6 +61,13 @@ pub struct Config {
     /// First re-send of an unhealed gap's back-fill request, in seconds (then doubling, capped at 5 min).
     #[arg(long, env = "BACKFILL_RETRY_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub backfill_retry_secs: u64,
+    /// Seconds without a record or head of a symbol, while heads of other symbols arrive,
+    /// after which it leaves the sync metrics (delisted, or no longer collected).
+    #[arg(long, env = "SYMBOL_RETIRE_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(60..=604_800))]
+    pub symbol_retire_secs: u64,
+    /// Seconds between reads of the database's health, sizes and pool use.
+    #[arg(long, env = "DB_STATS_INTERVAL_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub db_stats_interval_secs: u64,
     #[command(flatten)]
     pub kit: KitConfig,
 }
@@ -83,6 +91,7 @@ pub async fn run(
         .connect_lazy(&config.database_url)
         .map_err(|e| kit::KitError::Io(std::io::Error::other(format!("DATABASE_URL: {e}"))))?;
     let metrics = metrics::SyncMetrics::register(service.telemetry.registry())?;
+    let db_metrics = dbstats::DbMetrics::register(service.telemetry.registry())?;
     let client_id = format!("sync-verifier-{}", &service.identity.instance_id[..8]);
     let consumer = kit::kafka::consumer(
         &config.kit.kafka_brokers,
@@ -91,6 +100,7 @@ pub async fn run(
         &config.offset_reset,
         service.kafka.clone(),
     )?;
+    let db_interval = Duration::from_secs(config.db_stats_interval_secs);
     let pipeline = pipeline::Pipeline::new(
         config,
         pool.clone(),
@@ -103,6 +113,16 @@ pub async fn run(
     service.spawn("verify", pipeline.clone().run(consumer));
     service.spawn("gap_resend", pipeline.clone().resend_loop());
     service.spawn("metrics_refresh", pipeline.refresh_loop());
+    service.spawn(
+        "db_stats",
+        dbstats::run(
+            pool.clone(),
+            db_metrics,
+            db_interval,
+            service.telemetry.clone(),
+            service.shutdown.clone(),
+        ),
+    );
     let app = service.ops_app().probe("postgres", pg_probe(pool));
     service.run(listener, app).await
 }
@@ -155,6 +175,8 @@ mod tests {
             ("BACKFILL_RETRY_SECS", "99999999999"),
             ("SYNC_MAX_LAG_SECS", "-1"),
             ("BATCH_MAX", "0"),
+            ("SYMBOL_RETIRE_SECS", "5"),
+            ("DB_STATS_INTERVAL_SECS", "0"),
         ] {
             let err = kit::config::parse_from_map::<Config>(&HashMap::from([(k, v)])).expect_err(k);
             assert!(err.to_string().contains("invalid value"), "{k}: {err}");

@@ -1,7 +1,9 @@
 //! sync-verifier's metrics (names from `kit::contract::metrics`).
 
 use kit::contract::metrics as names;
-use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct SyncMetrics {
@@ -16,6 +18,8 @@ pub struct SyncMetrics {
     pub duplicates: IntCounterVec,
     pub mismatches: IntCounterVec,
     pub in_sync: IntGaugeVec,
+    pub head_time: GaugeVec,
+    pub retired: IntCounter,
 }
 
 impl SyncMetrics {
@@ -88,6 +92,17 @@ impl SyncMetrics {
                 ),
                 ss,
             )?,
+            head_time: GaugeVec::new(
+                Opts::new(
+                    names::SYNC_EXCHANGE_HEAD_TIMESTAMP_SECONDS,
+                    "Exchange time of the exchange's newest record (newest trade; newest closed kline's close), from the heads.",
+                ),
+                ss,
+            )?,
+            retired: IntCounter::new(
+                names::SYNC_SYMBOLS_RETIRED_TOTAL,
+                "Symbols dropped from the sync metrics after nothing named them for SYMBOL_RETIRE_SECS.",
+            )?,
         };
         registry.register(Box::new(m.last_event.clone()))?;
         registry.register(Box::new(m.lag.clone()))?;
@@ -100,6 +115,8 @@ impl SyncMetrics {
         registry.register(Box::new(m.duplicates.clone()))?;
         registry.register(Box::new(m.mismatches.clone()))?;
         registry.register(Box::new(m.in_sync.clone()))?;
+        registry.register(Box::new(m.head_time.clone()))?;
+        registry.register(Box::new(m.retired.clone()))?;
         for stream in ["aggTrade", "kline"] {
             for c in [&m.persisted, &m.duplicates, &m.mismatches] {
                 c.with_label_values(&[stream]);

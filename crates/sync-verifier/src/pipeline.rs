@@ -444,10 +444,16 @@ impl Pipeline {
         }
     }
 
-    /// Sets the per-stream gauges from the current state.
+    /// Sets the per-stream gauges from the current state, after retiring the symbols
+    /// nothing names any more.
     async fn refresh(&self) {
-        let v = self.verifier.lock().await;
+        let mut v = self.verifier.lock().await;
         let now = now_ms();
+        let grace_ms =
+            i64::try_from(self.config.symbol_retire_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        for symbol in v.retire(now, grace_ms) {
+            self.forget(&symbol);
+        }
         for ((symbol, stream), state) in &v.streams {
             let labels = [symbol.as_str(), stream.as_str()];
             let c = &state.continuity;
@@ -467,7 +473,28 @@ impl Pipeline {
             m.in_sync.with_label_values(&labels).set(i64::from(
                 c.gaps.is_empty() && missing == 0 && lag <= max_lag,
             ));
+            if let Some(t) = v.head_times.get(&(symbol.clone(), *stream)) {
+                m.head_time
+                    .with_label_values(&labels)
+                    .set(*t as f64 / 1000.0);
+            }
         }
+    }
+
+    /// Removes a retired symbol's series, so it neither lags nor shows as a gap forever.
+    fn forget(&self, symbol: &str) {
+        let m = &self.metrics;
+        for stream in [Stream::AggTrade, Stream::Kline] {
+            let labels = [symbol, stream.as_str()];
+            for g in [&m.last_event, &m.lag, &m.head_time] {
+                let _ = g.remove_label_values(&labels);
+            }
+            for g in [&m.missing, &m.gaps_open, &m.in_sync] {
+                let _ = g.remove_label_values(&labels);
+            }
+        }
+        m.retired.inc();
+        tracing::warn!(%symbol, retire_secs = self.config.symbol_retire_secs, "symbol retired from the sync metrics: no record or head named it");
     }
 }
 

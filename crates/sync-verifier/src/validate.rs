@@ -120,6 +120,9 @@ pub fn head(h: &Head, now_ms: i64) -> Result<(), String> {
     if let Some(t) = h.last_closed_kline_open_ms {
         time("last_closed_kline_open_ms", t, now_ms)?;
     }
+    if let Some(t) = h.last_agg_time_ms {
+        time("last_agg_time_ms", t, now_ms)?;
+    }
     Ok(())
 }
 
@@ -378,6 +381,7 @@ mod tests {
             v: 1,
             symbol: "BTCUSDT".into(),
             last_agg_id: Some(5),
+            last_agg_time_ms: None,
             last_closed_kline_open_ms: Some(NOW - 120_000),
             interval: "1m".into(),
             observed_at_ms: NOW,
@@ -386,6 +390,14 @@ mod tests {
         assert!(head(
             &Head {
                 last_agg_id: Some(u64::MAX),
+                ..h.clone()
+            },
+            NOW
+        )
+        .is_err());
+        assert!(head(
+            &Head {
+                last_agg_time_ms: Some(-1),
                 ..h.clone()
             },
             NOW

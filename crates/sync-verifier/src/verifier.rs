@@ -17,6 +17,10 @@ pub const KLINE_STEP_MS: i64 = 60_000;
 /// further ahead would open a gap no back-fill can heal: it is refused instead.
 pub const MAX_AHEAD_OF_HEAD: i64 = 1_000_000;
 
+/// Symbols are retired only while heads of other symbols keep arriving this recently: a
+/// collector that is down says nothing of which symbols it still wants.
+pub const HEADS_ALIVE_MS: i64 = 60_000;
+
 /// One decoded message.
 #[derive(Debug, Clone)]
 pub enum Input {
@@ -49,6 +53,13 @@ pub struct Outcome {
 pub struct Verifier {
     pub streams: HashMap<Key, StreamState>,
     pub heads: HashMap<Key, i64>,
+    /// Exchange time of each stream's head (the newest trade; the newest closed kline's
+    /// close time), comparable with `StreamState::last_event_ms`.
+    pub head_times: HashMap<Key, i64>,
+    /// When (wall ms) a record or head last named each symbol.
+    mentioned: HashMap<String, i64>,
+    /// When (wall ms) the newest head of any symbol arrived.
+    last_head_ms: Option<i64>,
     restarts: VecDeque<RestartEvent>,
 }
 
@@ -84,6 +95,10 @@ impl Verifier {
                     last_event_ms,
                 },
             );
+        }
+        let now = kit::time::now_ms();
+        for (symbol, _) in v.streams.keys() {
+            v.mentioned.insert(symbol.clone(), now);
         }
         for (symbol, stream, gap) in gaps {
             if let Some(s) = parse_stream(&stream).and_then(|st| v.streams.get_mut(&(symbol, st))) {
@@ -151,18 +166,18 @@ impl Verifier {
 
     /// Adopts the state of a committed batch and the batch's heads and restarts.
     pub fn commit(&mut self, work: HashMap<Key, StreamState>, batch: &[Input]) {
+        self.commit_at(work, batch, kit::time::now_ms());
+    }
+
+    /// [`Verifier::commit`] at wall time `now_ms`.
+    pub fn commit_at(&mut self, work: HashMap<Key, StreamState>, batch: &[Input], now_ms: i64) {
         self.streams = work;
         for input in batch {
+            if let Some(symbol) = symbol_of(input) {
+                self.mentioned.insert(symbol.to_string(), now_ms);
+            }
             match input {
-                Input::Head(h) => {
-                    if let Some(id) = h.last_agg_id {
-                        self.heads
-                            .insert((h.symbol.clone(), Stream::AggTrade), store::big(id));
-                    }
-                    if let Some(t) = h.last_closed_kline_open_ms {
-                        self.heads.insert((h.symbol.clone(), Stream::Kline), t);
-                    }
-                }
+                Input::Head(h) => self.adopt_head(h, now_ms),
                 Input::Restart(r) => {
                     self.restarts.push_back(r.clone());
                     if self.restarts.len() > 100 {
@@ -279,6 +294,52 @@ impl Verifier {
         Ok(())
     }
 
+    fn adopt_head(&mut self, h: &Head, now_ms: i64) {
+        self.last_head_ms = Some(now_ms);
+        let (agg, kline) = (
+            (h.symbol.clone(), Stream::AggTrade),
+            (h.symbol.clone(), Stream::Kline),
+        );
+        if let Some(id) = h.last_agg_id {
+            self.heads.insert(agg.clone(), store::big(id));
+        }
+        if let Some(t) = h.last_agg_time_ms {
+            self.head_times.insert(agg, t);
+        }
+        if let Some(t) = h.last_closed_kline_open_ms {
+            self.heads.insert(kline.clone(), t);
+            // the close time, as stored klines count their event time
+            self.head_times
+                .insert(kline, t.saturating_add(KLINE_STEP_MS - 1));
+        }
+    }
+
+    /// Forgets the symbols no record or head named for `grace_ms` while heads of other
+    /// symbols kept arriving (the collector no longer wants them: delisted, or taken out of
+    /// its configuration), so they stop lagging forever; returns them. A retired symbol
+    /// that comes back starts over as a new one (the stored watermark only grows).
+    pub fn retire(&mut self, now_ms: i64, grace_ms: i64) -> Vec<String> {
+        let heads_alive = self
+            .last_head_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) <= HEADS_ALIVE_MS);
+        if !heads_alive {
+            return Vec::new();
+        }
+        let stale: Vec<String> = self
+            .mentioned
+            .iter()
+            .filter(|(_, t)| now_ms.saturating_sub(**t) > grace_ms)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for symbol in &stale {
+            self.mentioned.remove(symbol);
+            self.streams.retain(|(s, _), _| s != symbol);
+            self.heads.retain(|(s, _), _| s != symbol);
+            self.head_times.retain(|(s, _), _| s != symbol);
+        }
+        stale
+    }
+
     /// Why a gap opening now probably happened: a recent restart, or a loss on the stream.
     fn cause(&self, now_ms: i64) -> String {
         let recent = self.restarts.iter().rev().find(|r| {
@@ -330,6 +391,15 @@ impl Verifier {
 /// record whose (symbol, key) was already stored, and every later copy of a key the batch
 /// itself inserted (the first copy is the row; the WebSocket and back-fill versions of one
 /// record can share a batch, and must still be compared).
+fn symbol_of(input: &Input) -> Option<&str> {
+    match input {
+        Input::Agg(a) => Some(&a.symbol),
+        Input::Kline(k) => Some(&k.symbol),
+        Input::Head(h) => Some(&h.symbol),
+        Input::Restart(_) => None,
+    }
+}
+
 pub fn not_inserted<'a, T>(
     records: &'a [T],
     inserted: &[SymbolKey],
@@ -416,6 +486,7 @@ mod tests {
             v: 1,
             symbol: "BTCUSDT".into(),
             last_agg_id: Some(5_000),
+            last_agg_time_ms: None,
             last_closed_kline_open_ms: None,
             interval: "1m".into(),
             observed_at_ms: 1,
@@ -435,12 +506,76 @@ mod tests {
                 v: 1,
                 symbol: "X".into(),
                 last_agg_id: None,
+                last_agg_time_ms: None,
                 last_closed_kline_open_ms: None,
                 interval: "1m".into(),
                 observed_at_ms: 1
             })),
             None
         );
+    }
+
+    fn head_of(symbol: &str, id: u64, time_ms: i64) -> Input {
+        Input::Head(Head {
+            v: 1,
+            symbol: symbol.into(),
+            last_agg_id: Some(id),
+            last_agg_time_ms: Some(time_ms),
+            last_closed_kline_open_ms: Some(120_000),
+            interval: "1m".into(),
+            observed_at_ms: time_ms,
+        })
+    }
+
+    fn state() -> StreamState {
+        StreamState {
+            continuity: Continuity::resume(1, Some(10), Vec::new()),
+            last_event_ms: 1,
+        }
+    }
+
+    #[test]
+    fn heads_give_exchange_times_comparable_with_stored_events() {
+        let mut v = Verifier::default();
+        v.commit_at(HashMap::new(), &[head_of("BTCUSDT", 7, 5_000)], 9_000);
+        let agg = ("BTCUSDT".to_string(), Stream::AggTrade);
+        let kline = ("BTCUSDT".to_string(), Stream::Kline);
+        assert_eq!(v.heads[&agg], 7);
+        assert_eq!(v.head_times[&agg], 5_000);
+        assert_eq!(
+            v.head_times[&kline], 179_999,
+            "the newest closed kline's close time"
+        );
+    }
+
+    #[test]
+    fn symbols_nobody_names_any_more_retire_only_while_other_heads_arrive() {
+        const GRACE: i64 = 600_000;
+        let mut v = Verifier::default();
+        let work: HashMap<Key, StreamState> = [
+            (("OLDUSDT".to_string(), Stream::AggTrade), state()),
+            (("BTCUSDT".to_string(), Stream::AggTrade), state()),
+        ]
+        .into();
+        v.commit_at(
+            work,
+            &[head_of("OLDUSDT", 1, 1), head_of("BTCUSDT", 1, 1)],
+            0,
+        );
+        assert!(v.retire(GRACE, GRACE).is_empty(), "within the grace period");
+        // Heads of BTCUSDT go on; OLDUSDT is named no more.
+        let streams = v.streams.clone();
+        v.commit_at(streams, &[head_of("BTCUSDT", 2, 2)], GRACE);
+        assert!(
+            v.retire(GRACE + HEADS_ALIVE_MS + 1, GRACE).is_empty(),
+            "no head of any symbol for a minute: the collector may be down, nothing retires"
+        );
+        let streams = v.streams.clone();
+        v.commit_at(streams, &[head_of("BTCUSDT", 3, 3)], GRACE + 2);
+        assert_eq!(v.retire(GRACE + 3, GRACE), ["OLDUSDT"]);
+        assert!(v.streams.keys().all(|(s, _)| s == "BTCUSDT"));
+        assert!(v.heads.keys().all(|(s, _)| s == "BTCUSDT"));
+        assert!(v.retire(GRACE + 4, GRACE).is_empty(), "retired once");
     }
 
     #[test]
