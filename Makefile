@@ -80,7 +80,10 @@ rule-test:
 # plain `cargo test`; here they run against a native stack that is started (the collector
 # pointed at exchange-sim) and always stopped.
 e2e:
-	@export BINANCE=sim; trap '$(STACK) down' EXIT; $(STACK) up && cargo test --workspace --no-fail-fast -- --ignored
+	@if $(STACK) status 2>/dev/null | grep -qE ' (healthy|unhealthy) '; then \
+	  echo "make test: the stack of 'make up' is running and holds the ports the tests need; 'make down' first"; exit 1; fi
+	@export BINANCE=sim NGH_RUN=$(TEST_RUN); rm -rf $(TEST_RUN); trap '$(STACK) down' EXIT; \
+	  $(STACK) up && cargo test --workspace --no-fail-fast -- --ignored
 
 # Speed and memory goals: each bench prints ratios against a baseline measured in the same run.
 bench:

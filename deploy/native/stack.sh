@@ -25,7 +25,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="${NGH_CACHE:-$ROOT/.cache}"
 BIN="$CACHE/bin"
-RUN="$CACHE/run"
+RUN="${NGH_RUN:-$CACHE/run}" # `make test` runs a stack of its own in .cache/test-run
 PIDS="$RUN/pids"
 LOGS="$RUN/logs"
 DATA="$RUN/data"

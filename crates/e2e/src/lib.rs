@@ -26,6 +26,14 @@ pub fn cache() -> PathBuf {
         .unwrap_or_else(|| root().join(".cache"))
 }
 
+/// The native stack's state folder (NGH_RUN, as in stack.sh: `make test` uses a stack of
+/// its own, so `make up` after it starts clean).
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("NGH_RUN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache().join("run"))
+}
+
 /// Polls `check` every 500 ms until it yields `Some`, or fails after `limit` with `what`.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<T>
 where

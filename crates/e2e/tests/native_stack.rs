@@ -203,7 +203,7 @@ async fn a_crash_loop_reaches_discord_as_backoff_restarting(
         loop_flag.iter().filter_map(sample_value).any(|v| v == 1.0),
         "the metric shows the loop"
     );
-    let log = std::fs::read_to_string(cache().join("run/logs/collector.log"))?;
+    let log = std::fs::read_to_string(run_dir().join("logs/collector.log"))?;
     ensure!(
         log.contains("collector exited with status 137"),
         "the supervisor saw the kills"
