@@ -77,8 +77,11 @@ rule-test:
 	$(BIN)/promtool test rules prometheus/tests/*.yml
 
 # Tests that need the real Kafka/PostgreSQL/Prometheus/Alertmanager are #[ignore]d in
-# plain `cargo test`; here they run against a native stack that is started (the collector
-# pointed at exchange-sim) and always stopped.
+# plain `cargo test`; here they run against a native stack of their own (state in
+# .cache/test-run, wiped first, so neither run sees the other's symbols, gaps or restarts),
+# started with the collector pointed at exchange-sim and always stopped. Both stacks use the
+# same ports: the one of `make up` must be down.
+TEST_RUN := $(CURDIR)/.cache/test-run
 e2e:
 	@if $(STACK) status 2>/dev/null | grep -qE ' (healthy|unhealthy) '; then \
 	  echo "make test: the stack of 'make up' is running and holds the ports the tests need; 'make down' first"; exit 1; fi
