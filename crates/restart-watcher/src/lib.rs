@@ -1,12 +1,21 @@
 //! restart-watcher: learns of restarts and of services that went silent, from the
 //! heartbeats every service publishes and, where a Docker Engine is reachable, from its
 //! event stream; detects back-off restart loops; exports `service_*` metrics and publishes
-//! each restart to `platform.restarts.v1`.
+//! each restart to `platform.restarts.v1`. Every service it knows of (the platform's three
+//! from the start, then each heartbeat sender and each container the Docker source lists)
+//! has every restart reason and its back-off gauge at 0 before anything happens, so the
+//! first restart of any cause moves `increase()`.
 //!
-//! It must not restart anything itself, nor write to Docker: it watches and reports.
+//! It also measures consumer-group lag from outside the consumers ([`lag`]:
+//! `kafka_consumer_group_lag{group,topic,partition}`), so a consumer that is frozen or gone,
+//! and so reports nothing itself, still shows its lag growing.
+//!
+//! It must not restart anything itself, nor write to Docker, nor commit or join any
+//! consumer group but its own heartbeat consumer's: it watches and reports.
 #![forbid(unsafe_code)]
 
 pub mod docker;
+pub mod lag;
 pub mod loops;
 pub mod metrics;
 pub mod tracker;
@@ -67,6 +76,21 @@ pub struct Config {
     /// A run shorter than this is short; staying up longer ends a loop (Docker: 10 s).
     #[arg(long, env = "BACKOFF_RESET_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub backoff_reset_secs: u64,
+
+    /// Consumer groups whose lag is measured from outside (comma separated); `*` adds every
+    /// group the brokers list; empty turns the measurement off. See `lag`.
+    #[arg(long, env = "LAG_GROUPS", value_delimiter = ',', default_values_t = lag::DEFAULT_GROUPS.map(String::from))]
+    pub lag_groups: Vec<String>,
+    /// Seconds between lag measurements.
+    #[arg(long, env = "LAG_INTERVAL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub lag_interval_secs: u64,
+    /// The longest one measurement may take, all broker calls in it together.
+    #[arg(long, env = "LAG_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub lag_timeout_secs: u64,
+    /// Seconds a group must have had nothing committed (deleted, or its offsets expired)
+    /// before its lag series are removed.
+    #[arg(long, env = "LAG_FORGET_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    pub lag_forget_secs: u64,
 
     #[command(flatten)]
     pub kit: KitConfig,
@@ -133,6 +157,22 @@ pub async fn run(
                 service.telemetry.clone(),
             ),
         );
+    }
+    let lag = lag::LagSettings::new(
+        &config.lag_groups,
+        config.lag_interval_secs,
+        config.lag_timeout_secs,
+        config.lag_forget_secs,
+    );
+    if lag.enabled() {
+        let lag = lag::Lag::new(
+            lag,
+            &config.kit.kafka_brokers,
+            &client_id,
+            service.kafka.clone(),
+            service.telemetry.clone(),
+        )?;
+        service.spawn("consumer_lag", lag::run(lag, service.shutdown.clone()));
     }
     service.spawn("heartbeat_consume", watcher.consume());
     service.spawn("metrics_refresh", refresh(watch, service.shutdown.clone()));
@@ -253,6 +293,41 @@ async fn refresh(watch: Shared, shutdown: CancellationToken) -> Result<(), kit::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, clap::Error> {
+        kit::config::parse_from_map(&vars.iter().copied().collect())
+    }
+
+    #[test]
+    fn lag_settings_default_to_the_platform_groups_and_are_range_checked() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!(
+            c.lag_groups,
+            ["sync-verifier", "collector-backfill", "restart-watcher"]
+        );
+        assert_eq!(
+            (c.lag_interval_secs, c.lag_timeout_secs, c.lag_forget_secs),
+            (10, 5, 60)
+        );
+        let c = config(&[("LAG_GROUPS", "*,audit"), ("LAG_FORGET_SECS", "0")]).expect("set");
+        let s = lag::LagSettings::new(&c.lag_groups, 10, 5, c.lag_forget_secs);
+        assert!(s.every_group && s.groups == ["audit"] && s.forget_ms == 0);
+        let off = config(&[("LAG_GROUPS", "")]).expect("empty");
+        assert!(!lag::LagSettings::new(&off.lag_groups, 10, 5, 0).enabled());
+        for (var, bad) in [
+            ("LAG_INTERVAL_SECS", "0"),
+            ("LAG_INTERVAL_SECS", "3601"),
+            ("LAG_TIMEOUT_SECS", "0"),
+            ("LAG_TIMEOUT_SECS", "301"),
+            ("LAG_FORGET_SECS", "604801"),
+            ("LAG_FORGET_SECS", "-1"),
+        ] {
+            assert!(
+                config(&[(var, bad)]).is_err(),
+                "{var}={bad} must be refused"
+            );
+        }
+    }
 
     #[test]
     fn parse_rejects_garbage_and_other_versions_with_reasons() {
