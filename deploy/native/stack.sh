@@ -34,7 +34,7 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE"
 
 # Versions: keep equal to the image tags in docker-compose.yml.
 PROMETHEUS_MODULE_VERSION="v0.315.1"   # Prometheus v3.15.1 (Go module v0.3xx.y = v3.xx.y)
-ALERTMANAGER_VERSION="v0.31.1"
+ALERTMANAGER_VERSION="v0.35.0"
 NODE_EXPORTER_VERSION="v1.9.1"
 
 PG_PORT="${PG_PORT:-5432}"
@@ -106,12 +106,32 @@ install_go_tool() { # name version package...
   echo "$version" > "$BIN/.$name-version"
 }
 
+# Since v0.35 Alertmanager embeds its web UI from ui/app/dist, which the module zip lacks
+# (it is built with npm), so `go install` fails. Build from the module source with a
+# placeholder page there instead; the HTTP API (/api/v2) and amtool are complete.
+install_alertmanager() {
+  [ -x "$BIN/alertmanager" ] && [ -x "$BIN/amtool" ] && [ "$(cat "$BIN/.alertmanager-version" 2>/dev/null)" = "$ALERTMANAGER_VERSION" ] && return
+  log "building alertmanager $ALERTMANAGER_VERSION and amtool"
+  local src dist
+  src=$(cd /tmp && gocmd mod download -json "github.com/prometheus/alertmanager@$ALERTMANAGER_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -d "$src" ] || die "could not download the Alertmanager module"
+  rm -rf "$CACHE/src/alertmanager" && mkdir -p "$CACHE/src" "$BIN"
+  cp -r "$src" "$CACHE/src/alertmanager" && chmod -R u+w "$CACHE/src/alertmanager"
+  dist="$CACHE/src/alertmanager/ui/app/dist"
+  mkdir -p "$dist/elm" "$dist/mantine"
+  for d in elm mantine; do
+    echo '<!doctype html><title>Alertmanager</title><p>The web UI is not embedded in this source build; the API is at /api/v2/.' > "$dist/$d/index.html"
+  done
+  (cd "$CACHE/src/alertmanager" && GOWORK=off gocmd build -o "$BIN/" \
+    -ldflags "-X github.com/prometheus/common/version.Version=${ALERTMANAGER_VERSION#v}" ./cmd/alertmanager ./cmd/amtool)
+  echo "$ALERTMANAGER_VERSION" > "$BIN/.alertmanager-version"
+}
+
 install_all() {
   install_system
   install_kafka
   install_prometheus
-  install_go_tool alertmanager "$ALERTMANAGER_VERSION" \
-    github.com/prometheus/alertmanager/cmd/alertmanager github.com/prometheus/alertmanager/cmd/amtool
+  install_alertmanager
   install_go_tool node_exporter "$NODE_EXPORTER_VERSION" github.com/prometheus/node_exporter
   log "building the services (cargo, $PROFILE)"
   local flag=""; [ "$PROFILE" = release ] && flag=--release
