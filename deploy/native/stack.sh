@@ -36,6 +36,10 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE"
 PROMETHEUS_MODULE_VERSION="v0.315.1"   # Prometheus v3.15.1 (Go module v0.3xx.y = v3.xx.y)
 ALERTMANAGER_VERSION="v0.35.0"
 NODE_EXPORTER_VERSION="v1.9.1"
+JMX_EXPORTER_VERSION="1.0.1" # io.prometheus.jmx:jmx_prometheus_javaagent, Kafka's metrics
+JMX_EXPORTER_SHA256="7d61f737fd661610ccc14aea79764faa1ea94a340cbc8f0029b3d2edea3d80c1"
+JMX_AGENT="$CACHE/kafka/agent/jmx_prometheus_javaagent-$JMX_EXPORTER_VERSION.jar"
+KAFKA_JMX_PORT=9404
 
 PG_PORT="${PG_PORT:-5432}"
 SINK_PORT="${SINK_PORT:-9199}"
@@ -76,11 +80,18 @@ install_system() {
 gocmd() { if command -v go >/dev/null; then go "$@"; else /usr/local/go/bin/go "$@"; fi; }
 
 install_kafka() {
-  [ -f "$CACHE/kafka/libs/.complete" ] && return
-  log "fetching Kafka jars from Maven Central (deploy/kafka/pom.xml)"
-  rm -rf "$CACHE/kafka/libs"
-  mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$CACHE/kafka/libs"
-  touch "$CACHE/kafka/libs/.complete"
+  if [ ! -f "$CACHE/kafka/libs/.complete" ]; then
+    log "fetching Kafka jars from Maven Central (deploy/kafka/pom.xml)"
+    rm -rf "$CACHE/kafka/libs"
+    mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$CACHE/kafka/libs"
+    touch "$CACHE/kafka/libs/.complete"
+  fi
+  # The JMX exporter agent stays off the broker's classpath, in a folder of its own.
+  [ -f "$JMX_AGENT" ] && return
+  log "fetching the Prometheus JMX exporter agent $JMX_EXPORTER_VERSION from Maven Central"
+  mvn -q -B dependency:copy -Dartifact="io.prometheus.jmx:jmx_prometheus_javaagent:$JMX_EXPORTER_VERSION" \
+    -DoutputDirectory="$CACHE/kafka/agent"
+  echo "$JMX_EXPORTER_SHA256  $JMX_AGENT" | sha256sum -c --quiet || { rm -f "$JMX_AGENT"; die "JMX exporter agent: checksum mismatch"; }
 }
 
 # `go install` refuses Prometheus (its go.mod has replace directives), so build it from the
@@ -148,7 +159,8 @@ render() { # src dst
   sed -E -e "s#\\b($HOSTS):([0-9]+)#127.0.0.1:\\2#g" \
          -e "s#/etc/prometheus/#$ROOT/prometheus/#g" \
          -e "s#/etc/alertmanager/#$ROOT/alertmanager/#g" \
-         -e "s#/run/secrets/#$RUN/secrets/#g" "$1" > "$2"
+         -e "s#/run/secrets/#$RUN/secrets/#g" \
+         -e "/^ *# compose-only: begin/,/^ *# compose-only: end/d" "$1" > "$2"
 }
 
 webhook_secret() {
@@ -325,13 +337,14 @@ start_kafka() {
     "${java[@]}" kafka.tools.StorageTool format -t "$id" -c "$props" --standalone >>"$LOGS/kafka.log" 2>&1
   fi
   : > "$LOGS/kafka.log.start"; mv "$LOGS/kafka.log.start" "$LOGS/kafka.log"
-  spawn kafka "${java[@]}" kafka.Kafka "$props"
+  spawn kafka "${java[0]}" "$agent" "${java[@]:1}" kafka.Kafka "$props"
 }
 
 service_env() { # name -> env assignments for a Rust service
   local port=$1
   echo "LISTEN_ADDR=127.0.0.1:$port KAFKA_BROKERS=127.0.0.1:9092 DATABASE_URL=$DB_URL RUST_LOG=${RUST_LOG:-info}"
 }
+  local agent="-javaagent:$JMX_AGENT=127.0.0.1:$KAFKA_JMX_PORT:$ROOT/deploy/kafka/jmx-exporter.yml"
 
 # BINANCE=sim points the collector at exchange-sim (offline demos, tests); the default is
 # the real Binance, as in production. STATE_DIR keeps the collector's Binance ban memory
