@@ -3,8 +3,8 @@
 //! Every label value an alert depends on exists at zero before its first event: each
 //! service seen (the platform's three from the start, then every one a heartbeat or the
 //! Docker source names) gets `service_restarts_total` for every [`reasons::ALL`] and
-//! `service_backoff_restarting` 0, so `increase()` over the first real restart reads 1,
-//! not nothing.
+//! `service_backoff_restarting` 0, so `increase()` over the first real restart reads more
+//! than 0 instead of nothing (a series that starts at 1 has no increase).
 
 use crate::tracker::Status;
 use kit::contract::metrics as names;
