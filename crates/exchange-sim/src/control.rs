@@ -68,6 +68,10 @@ pub enum Command {
     Disconnect,
     Garbage,
     ServerShutdown,
+    /// Closes every stream and refuses new ones for `duration_ms`.
+    WsOutage {
+        duration_ms: u64,
+    },
     RateLimit {
         status: u16,
         duration_ms: u64,
@@ -160,6 +164,9 @@ pub fn parse_control(path: &str, raw: &[u8]) -> Result<Command, ControlError> {
         "/sim/disconnect" => Command::Disconnect,
         "/sim/garbage" => Command::Garbage,
         "/sim/server-shutdown" => Command::ServerShutdown,
+        "/sim/ws-outage" => Command::WsOutage {
+            duration_ms: required(&json(raw)?, &DURATION)?,
+        },
         "/sim/ratelimit" => rate_limit(&json(raw)?)?,
         "/sim/latency" => {
             let body = json(raw)?;
@@ -256,6 +263,10 @@ fn apply(app: &App, cmd: Command) {
         Command::Disconnect => send(app, SessionCmd::Disconnect),
         Command::Garbage => send(app, SessionCmd::Garbage),
         Command::ServerShutdown => send(app, SessionCmd::ServerShutdown),
+        Command::WsOutage { duration_ms } => {
+            app.faults().refuse_ws(now, duration_ms);
+            send(app, SessionCmd::Disconnect);
+        }
         Command::RateLimit {
             status,
             duration_ms,
@@ -425,6 +436,16 @@ mod tests {
             parse("/sim/stall", r#"{"duration_ms":1500}"#).expect("stall"),
             Command::Stall { duration_ms: 1_500 }
         );
+        assert_eq!(
+            parse("/sim/ws-outage", r#"{"duration_ms":60000}"#).expect("outage"),
+            Command::WsOutage {
+                duration_ms: 60_000
+            }
+        );
+        assert!(matches!(
+            parse("/sim/ws-outage", "{}"),
+            Err(ControlError::Missing("duration_ms"))
+        ));
         assert_eq!(
             parse("/sim/ratelimit", r#"{"status":418,"duration_ms":60000}"#).expect("rl"),
             Command::RateLimit {

@@ -34,6 +34,7 @@ struct ActiveDrop {
 pub struct Faults {
     drops: Vec<ActiveDrop>,
     stall_until_ms: u64,
+    ws_refused_until_ms: u64,
     pub rest_latency_ms: u64,
     pub ws_latency_ms: u64,
 }
@@ -75,6 +76,16 @@ impl Faults {
         now_ms < self.stall_until_ms
     }
 
+    /// Refuses WebSocket upgrades (503) until `now + duration`: the exchange unreachable
+    /// for streams, as in a regional block or an outage.
+    pub fn refuse_ws(&mut self, now_ms: u64, duration_ms: u64) {
+        self.ws_refused_until_ms = now_ms.saturating_add(duration_ms);
+    }
+
+    pub fn ws_refused(&self, now_ms: u64) -> bool {
+        now_ms < self.ws_refused_until_ms
+    }
+
     pub fn reset(&mut self) {
         *self = Self::default();
     }
@@ -110,6 +121,17 @@ mod tests {
         assert!(f.should_drop("btcusdt", StreamKind::AggTrade, 1));
         assert!(f.should_drop("BTCUSDT", StreamKind::AggTrade, 1));
         assert!(!f.should_drop("BTCUSDT", StreamKind::AggTrade, 1));
+    }
+
+    #[test]
+    fn a_ws_outage_ends() {
+        let mut f = Faults::default();
+        assert!(!f.ws_refused(0));
+        f.refuse_ws(100, 1_000);
+        assert!(f.ws_refused(1_099));
+        assert!(!f.ws_refused(1_100));
+        f.refuse_ws(0, u64::MAX);
+        assert!(f.ws_refused(u64::MAX - 1), "saturates, no overflow");
     }
 
     #[test]

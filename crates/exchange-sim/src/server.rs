@@ -158,6 +158,12 @@ fn requested_streams(
 }
 
 fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
+    if app.faults().ws_refused(app.real_ms()) {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"code": -1001, "msg": "Service unavailable (simulated outage)."}),
+        );
+    }
     let (streams, combined) = match requested_streams(&app, req.uri().path(), req.uri().query()) {
         Ok(s) => s,
         Err(bad) => {

@@ -24,12 +24,13 @@ fn config() -> ProptestConfig {
     }
 }
 
-const PATHS: [&str; 11] = [
+const PATHS: [&str; 12] = [
     "/sim/drop",
     "/sim/stall",
     "/sim/disconnect",
     "/sim/garbage",
     "/sim/server-shutdown",
+    "/sim/ws-outage",
     "/sim/ratelimit",
     "/sim/latency",
     "/sim/rate",

@@ -385,3 +385,32 @@ async fn garbage_frames_reach_clients_and_the_stream_goes_on() {
         "valid data follows"
     );
 }
+
+#[tokio::test]
+async fn a_ws_outage_closes_the_streams_and_refuses_new_ones_until_it_ends() {
+    let sim = sim(&[]).await;
+    let url = format!("{}/ws/btcusdt@kline_1m", sim.ws);
+    let mut ws = connect(&url).await;
+    sim.control("ws-outage", json!({"duration_ms": 1_500}))
+        .await;
+    let ended = tokio::time::timeout(2 * SEC, async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the open stream is closed");
+    let refused = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect_err("no upgrade during the outage");
+    assert!(refused.to_string().contains("503"), "{refused}");
+    wait_for("streams are accepted again", 5 * SEC, || async {
+        tokio_tungstenite::connect_async(&url)
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+}
