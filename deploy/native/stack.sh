@@ -433,8 +433,33 @@ down() {
 }
 
 case "${1:-}" in
+# Stored market data (PostgreSQL, Kafka, the collector's state) belongs to one market. A
+# simulator that starts anew is a new market whose trade ids restart: the old data would
+# read as thousands of mismatches and a stalled sync. So when the market changes (real
+# Binance <-> simulator) or a new simulated market starts, and nothing holds the data,
+# the data of the previous market is wiped (logged); real Binance data is never wiped
+# by a restart.
+fresh_market() {
+  local market="${BINANCE:-real}" marker="$DATA/market" old=""
+  [ -f "$marker" ] && old=$(cat "$marker")
+  if alive postgres || alive kafka || alive collector || alive sync-verifier; then
+    [ -n "$old" ] && [ "$old" != "$market" ] && log "warning: the stored data is of market '$old', not '$market' ('make down' first)"
+    return 0
+  fi
+  # (No marker: data from before markers existed; it is kept unless a simulator starts.)
+  if { [ -n "$old" ] && [ "$old" != "$market" ]; } || { [ "$market" = sim ] && ! alive exchange-sim; }; then
+    if [ -d "$DATA/postgres" ] || [ -d "$DATA/kafka" ]; then
+      log "a new market ($market; the stored data was of '${old:-unknown}'): wiping the stored market data"
+    fi
+    rm -rf "$DATA/postgres" "$DATA/kafka" "$RUN/state/collector"
+  fi
+  mkdir -p "$DATA"
+  echo "$market" > "$marker"
+}
+
   install) install_all ;;
   up) up ;;
+  fresh_market
   down) down ;;
   status) status ;;
   start) start_part "${2:?part name}" ;;
