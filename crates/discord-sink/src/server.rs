@@ -44,6 +44,10 @@ struct State {
     mode: Mode,
     watchdog_pings: u64,
     watchdog_last_ms: i64,
+    /// Posts to the dead man's switch's failure endpoint (AlertDeliveryFailing).
+    watchdog_fails: u64,
+    watchdog_last_fail_ms: i64,
+    watchdog_last_fail: Value,
 }
 
 /// The sink's shared state.
@@ -140,11 +144,27 @@ async fn handle(sink: Sink, req: Request<Incoming>) -> Result<Response<Full<Byte
             state.watchdog_last_ms = kit::time::now_ms();
             reply(StatusCode::OK, &json!({"ok": true}))
         }
+        // The dead man's switch's failure endpoint (as healthchecks.io's `<ping URL>/fail`):
+        // AlertDeliveryFailing's route that does not depend on Discord. Counted, and the
+        // last body kept, so a test sees which alerts it carried.
+        (&Method::POST, "/watchdog/fail") => {
+            let mut state = sink.lock();
+            state.watchdog_fails += 1;
+            state.watchdog_last_fail_ms = kit::time::now_ms();
+            state.watchdog_last_fail = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+            reply(StatusCode::OK, &json!({"ok": true}))
+        }
         (&Method::GET, "/sink/watchdog") => {
             let state = sink.lock();
             reply(
                 StatusCode::OK,
-                &json!({"pings": state.watchdog_pings, "last_ms": state.watchdog_last_ms}),
+                &json!({
+                    "pings": state.watchdog_pings,
+                    "last_ms": state.watchdog_last_ms,
+                    "fails": state.watchdog_fails,
+                    "last_fail_ms": state.watchdog_last_fail_ms,
+                    "last_fail": state.watchdog_last_fail,
+                }),
             )
         }
         (&Method::GET, "/" | "/healthz") => reply(
@@ -293,7 +313,38 @@ mod tests {
             .await
             .expect("json");
         assert_eq!(w["pings"], 1);
+        assert_eq!(w["fails"], 0);
         assert_eq!(recorded.len(), 4, "watchdog pings are not Discord messages");
+
+        let failing = json!({"alerts": [{"labels": {"alertname": "AlertDeliveryFailing"}}]});
+        assert_eq!(
+            client
+                .post(format!("{base}/watchdog/fail"))
+                .json(&failing)
+                .send()
+                .await
+                .expect("fail")
+                .status(),
+            200
+        );
+        let w: Value = client
+            .get(format!("{base}/sink/watchdog"))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            (w["pings"].as_u64(), w["fails"].as_u64()),
+            (Some(1), Some(1))
+        );
+        assert_eq!(w["last_fail"], failing);
+        assert_eq!(
+            sink.recorded().len(),
+            4,
+            "failure pings are not Discord messages"
+        );
         token.cancel();
     }
 }
