@@ -42,11 +42,19 @@ else
 	$(STACK) status
 endif
 
-# Compose reads secrets from files; create missing ones (never committed).
+# Compose reads secrets from files; create missing ones (never committed). The URLs written
+# here name the bundled discord-sink by its Compose host; the native stack renders that to
+# 127.0.0.1 (stack.sh), and uses a real URL you put in one of these files as it is.
+SINK_URL := http://discord-sink:9199
 secrets:
 	@mkdir -p secrets
-	@[ -s secrets/discord_webhook_url ] || { echo "http://discord-sink:9199/api/webhooks/0/local-sink" > secrets/discord_webhook_url; \
+	@[ -s secrets/discord_webhook_url ] || { echo "$(SINK_URL)/api/webhooks/0/local-sink" > secrets/discord_webhook_url; \
 	  echo "secrets/discord_webhook_url: none set, alerts go to the local discord-sink (see README)"; }
+	@[ -s secrets/deadmans_switch_url ] || { echo "$(SINK_URL)/watchdog" > secrets/deadmans_switch_url; \
+	  echo "secrets/deadmans_switch_url: none set, the Watchdog pings the local discord-sink (see README)"; }
+	@[ -s secrets/deadmans_switch_fail_url ] || { ping=$$(head -n1 secrets/deadmans_switch_url); \
+	  case $$ping in $(SINK_URL)/*) echo "$(SINK_URL)/watchdog/fail" ;; *) echo "$${ping%/}/fail" ;; esac > secrets/deadmans_switch_fail_url; \
+	  echo "secrets/deadmans_switch_fail_url: none set, failed deliveries go to $$(cat secrets/deadmans_switch_fail_url)"; }
 	@[ -s secrets/grafana_admin_password ] || { head -c 18 /dev/urandom | base64 | tr -d '/+=' > secrets/grafana_admin_password; \
 	  echo "secrets/grafana_admin_password: generated"; }
 

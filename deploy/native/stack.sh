@@ -151,29 +151,44 @@ install_all() {
 
 # ---------------------------------------------------------------- render
 # The only differences from Compose: every `<compose-host>:<port>` becomes
-# `127.0.0.1:<port>`, `/etc/prometheus/` and `/etc/alertmanager/` become the repository's
-# folders, and `/run/secrets/` becomes .cache/run/secrets/.
+# `127.0.0.1:<port>` (the bundled discord-sink: 127.0.0.1:$SINK_PORT), `/etc/prometheus/`
+# and `/etc/alertmanager/` become the repository's folders, and `/run/secrets/` becomes
+# .cache/run/secrets/.
 HOSTS='collector|sync-verifier|restart-watcher|exchange-sim|alertmanager|prometheus|node-exporter|cadvisor|kafka|postgres|grafana'
+SINK_HOST='discord-sink'
 render() { # src dst
   mkdir -p "$(dirname "$2")"
-  sed -E -e "s#\\b($HOSTS):([0-9]+)#127.0.0.1:\\2#g" \
+  sed -E -e "s#\\b$SINK_HOST:[0-9]+#127.0.0.1:$SINK_PORT#g" \
+         -e "s#\\b($HOSTS):([0-9]+)#127.0.0.1:\\2#g" \
          -e "s#/etc/prometheus/#$ROOT/prometheus/#g" \
          -e "s#/etc/alertmanager/#$ROOT/alertmanager/#g" \
          -e "s#/run/secrets/#$RUN/secrets/#g" \
          -e "/^ *# compose-only: begin/,/^ *# compose-only: end/d" "$1" > "$2"
 }
 
-webhook_secret() {
-  mkdir -p "$RUN/secrets"
-  local dst="$RUN/secrets/discord_webhook_url"
-  if [ -n "${DISCORD_WEBHOOK_URL:-}" ]; then
-    printf '%s\n' "$DISCORD_WEBHOOK_URL" > "$dst"
-  elif [ -s "$ROOT/secrets/discord_webhook_url" ]; then
-    cp "$ROOT/secrets/discord_webhook_url" "$dst"
-  else
-    printf 'http://127.0.0.1:%s/api/webhooks/0/local-sink\n' "$SINK_PORT" > "$dst"
+# The secret URL files Alertmanager reads (Compose: /run/secrets/<name>; here
+# .cache/run/secrets/<name>), each from, in order: its environment variable, the file
+# secrets/<name> (`make secrets` writes the sink's Compose URL there, rendered here to
+# 127.0.0.1; any other URL is used as it is), the bundled discord-sink.
+sink_url() { printf 'http://127.0.0.1:%s' "$SINK_PORT"; }
+url_secret() { # name value-from-env default
+  local name=$1 value=$2 dst="$RUN/secrets/$1"
+  if [ -z "$value" ] && [ -s "$ROOT/secrets/$name" ]; then
+    value=$(head -n1 "$ROOT/secrets/$name" | sed -E "s#^(https?://)$SINK_HOST:[0-9]+#\\1127.0.0.1:$SINK_PORT#")
   fi
+  printf '%s\n' "${value:-$3}" > "$dst"
   chmod 600 "$dst"
+}
+
+alert_secrets() {
+  mkdir -p "$RUN/secrets"
+  url_secret discord_webhook_url "${DISCORD_WEBHOOK_URL:-}" "$(sink_url)/api/webhooks/0/local-sink"
+  url_secret deadmans_switch_url "${DEADMANS_SWITCH_URL:-}" "$(sink_url)/watchdog"
+  # Without a failure URL of its own: healthchecks.io's `<ping URL>/fail`, or the sink's.
+  local ping fail
+  ping=$(head -n1 "$RUN/secrets/deadmans_switch_url")
+  case $ping in "$(sink_url)"/*) fail="$(sink_url)/watchdog/fail" ;; *) fail="${ping%/}/fail" ;; esac
+  url_secret deadmans_switch_fail_url "${DEADMANS_SWITCH_FAIL_URL:-}" "$fail"
 }
 
 # ---------------------------------------------------------------- processes
@@ -369,7 +384,7 @@ start_part() {
     discord-sink) spawn discord-sink env LISTEN_ADDR="127.0.0.1:$SINK_PORT" "$TARGET/discord-sink" ;;
     exchange-sim) spawn exchange-sim env LISTEN_ADDR=127.0.0.1:9180 "$TARGET/exchange-sim" ;;
     alertmanager)
-      webhook_secret
+      alert_secrets
       render "$ROOT/alertmanager/alertmanager.yml" "$RUN/alertmanager/alertmanager.yml"
       spawn alertmanager "$BIN/alertmanager" --config.file="$RUN/alertmanager/alertmanager.yml" \
         --storage.path="$DATA/alertmanager" --web.listen-address=127.0.0.1:9093 --cluster.listen-address= ;;
