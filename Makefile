@@ -70,6 +70,9 @@ unit:
 
 # promtool and amtool on the committed files and on the native renderings of them (the
 # renderings resolve the rule and template globs, so the rules are checked as loaded).
+# Which receivers each alert reaches; inhibitions are checked on a real Alertmanager by
+# crates/e2e/tests/alert_routing.rs.
+AMROUTE = $(BIN)/amtool config routes test --config.file=alertmanager/alertmanager.yml
 check-config:
 	$(STACK) render prometheus/prometheus.yml $(RENDERED)/prometheus.yml
 	$(STACK) render alertmanager/alertmanager.yml $(RENDERED)/alertmanager.yml
@@ -77,9 +80,15 @@ check-config:
 	$(BIN)/promtool check config $(RENDERED)/prometheus.yml
 	$(BIN)/promtool check rules prometheus/rules/*.yml
 	$(BIN)/amtool check-config alertmanager/alertmanager.yml $(RENDERED)/alertmanager.yml
-	$(BIN)/amtool config routes test --config.file=alertmanager/alertmanager.yml --verify.receivers=watchdog alertname=Watchdog severity=warning
-	$(BIN)/amtool config routes test --config.file=alertmanager/alertmanager.yml --verify.receivers=discord alertname=DataGapOpen severity=critical
-	$(BIN)/amtool config routes test --config.file=alertmanager/alertmanager.yml --verify.receivers=discord alertname=ServiceRestarted severity=warning
+	$(AMROUTE) --verify.receivers=watchdog alertname=Watchdog severity=warning
+	$(AMROUTE) --verify.receivers=delivery-failing,discord alertname=AlertDeliveryFailing severity=warning integration=discord
+	$(AMROUTE) --verify.receivers=discord alertname=DataGapOpen severity=critical
+	$(AMROUTE) --verify.receivers=discord alertname=ServiceRestarted severity=warning service=collector
+	$(AMROUTE) --verify.receivers=discord alertname=ServiceBackoffRestarting severity=critical service=collector
+	$(AMROUTE) --verify.receivers=discord alertname=TargetDown severity=critical service=node-exporter
+	$(AMROUTE) --verify.receivers=discord alertname=DiskSpaceLow severity=critical service=host
+	$(AMROUTE) --verify.receivers=discord alertname=DiskFillingUp severity=warning service=host
+	$(AMROUTE) --verify.receivers=discord alertname=BinanceRateLimitNearLimit severity=warning
 
 rule-test:
 	$(BIN)/promtool test rules prometheus/tests/*.yml
