@@ -344,6 +344,7 @@ start_postgres() {
 start_kafka() {
   local dir="$DATA/kafka" props="$RUN/kafka/server.properties"
   local java=(java -Xms256m -Xmx1g -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.properties" -cp "$CACHE/kafka/libs/*")
+  local agent="-javaagent:$JMX_AGENT=127.0.0.1:$KAFKA_JMX_PORT:$ROOT/deploy/kafka/jmx-exporter.yml"
   mkdir -p "$dir" "$RUN/kafka"
   sed "s#@LOG_DIR@#$dir#" "$ROOT/deploy/kafka/server.properties" > "$props"
   if [ ! -f "$dir/meta.properties" ]; then
@@ -359,7 +360,6 @@ service_env() { # name -> env assignments for a Rust service
   local port=$1
   echo "LISTEN_ADDR=127.0.0.1:$port KAFKA_BROKERS=127.0.0.1:9092 DATABASE_URL=$DB_URL RUST_LOG=${RUST_LOG:-info}"
 }
-  local agent="-javaagent:$JMX_AGENT=127.0.0.1:$KAFKA_JMX_PORT:$ROOT/deploy/kafka/jmx-exporter.yml"
 
 # BINANCE=sim points the collector at exchange-sim (offline demos, tests); the default is
 # the real Binance, as in production. STATE_DIR keeps the collector's Binance ban memory
@@ -433,21 +433,6 @@ status() {
   return $bad
 }
 
-up() {
-  install_all
-  local name
-  for name in "${PARTS[@]}"; do start_part "$name"; done
-  log "stack is up:"
-  status || true
-}
-
-down() {
-  local i
-  for ((i=${#PARTS[@]}-1; i>=0; i--)); do stop_part "${PARTS[$i]}"; done
-  log "stack is down"
-}
-
-case "${1:-}" in
 # Stored market data (PostgreSQL, Kafka, the collector's state) belongs to one market. A
 # simulator that starts anew is a new market whose trade ids restart: the old data would
 # read as thousands of mismatches and a stalled sync. So when the market changes (real
@@ -472,9 +457,24 @@ fresh_market() {
   echo "$market" > "$marker"
 }
 
+up() {
+  install_all
+  fresh_market
+  local name
+  for name in "${PARTS[@]}"; do start_part "$name"; done
+  log "stack is up:"
+  status || true
+}
+
+down() {
+  local i
+  for ((i=${#PARTS[@]}-1; i>=0; i--)); do stop_part "${PARTS[$i]}"; done
+  log "stack is down"
+}
+
+case "${1:-}" in
   install) install_all ;;
   up) up ;;
-  fresh_market
   down) down ;;
   status) status ;;
   start) start_part "${2:?part name}" ;;
