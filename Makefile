@@ -134,6 +134,8 @@ fuzz:
 	if [ -n "$$failed" ]; then echo "fuzz: crashes in$$failed (inputs in fuzz/artifacts/<target>/)"; exit 1; fi; \
 	echo "fuzz: no crash in $(FUZZ_TARGETS)"
 
+# On the running native stack (make up BINANCE=sim): cause the fault behind every alert a
+# fault can cause and time fault -> Discord -> RESOLVED (crates/e2e/src/bin/drill.rs).
 drill:
 	cargo run -q -p e2e --bin drill
 
@@ -147,5 +149,3 @@ soak:
 
 deploy:
 	@echo "make deploy (compose to a VPS over SSH) is not built yet"; exit 1
-# On the running native stack (make up BINANCE=sim): cause the fault behind every alert a
-# fault can cause and time fault -> Discord -> RESOLVED (crates/e2e/src/bin/drill.rs).

@@ -170,7 +170,7 @@ const ALERTS: [&str; 16] = [
 
 /// Metrics exported by the stack's own parts (Prometheus, node-exporter, cAdvisor, the
 /// process collector), which the contract does not list.
-const FOREIGN_PREFIXES: [&str; 6] = [
+const FOREIGN_PREFIXES: [&str; 10] = [
     "process_",
     "node_",
     "container_",

@@ -12,7 +12,10 @@ const ADMIN_URL: &str = "postgres://nghenhan:nghenhan@127.0.0.1:5432/nghenhan";
 async fn until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within 30 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -41,7 +44,10 @@ async fn an_unreachable_database_reads_down_and_counts_errors() {
     // Nothing listens on port 1.
     let (m, telemetry, stop) = start("postgres://nghenhan:x@127.0.0.1:1/nghenhan");
     assert_eq!(m.up.get(), 0, "down until a read succeeds");
-    until("two failed reads counted", || telemetry.error_count("db_stats") >= 2).await;
+    until("two failed reads counted", || {
+        telemetry.error_count("db_stats") >= 2
+    })
+    .await;
     assert_eq!(m.up.get(), 0);
     assert_eq!(m.pool.with_label_values(&["max"]).get(), 2);
     stop.cancel();
@@ -75,7 +81,10 @@ async fn the_stacks_database_reads_up_with_its_sizes() {
         .find(|(t, _)| t == "filler")
         .map(|(_, b)| *b)
         .expect("the filler table is listed");
-    assert!(filler > 5000 * 200, "5 000 rows of 200 bytes: {filler} bytes");
+    assert!(
+        filler > 5000 * 200,
+        "5 000 rows of 200 bytes: {filler} bytes"
+    );
     assert!(reading.database_bytes > filler);
     until("the gauges show the sizes", || {
         m.table_size.with_label_values(&["filler"]).get() == filler
