@@ -466,8 +466,12 @@ up() {
   status || true
 }
 
+# Monitoring stops first: a planned stop must not fire ServiceDown on its way down.
+# (Alertmanager would remember having sent it and, within repeat_interval, not send it
+# again when a real outage follows the next `up`.)
 down() {
   local i
+  stop_part prometheus
   for ((i=${#PARTS[@]}-1; i>=0; i--)); do stop_part "${PARTS[$i]}"; done
   log "stack is down"
 }

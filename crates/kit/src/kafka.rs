@@ -21,6 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// How often consumers refresh topic metadata (librdkafka's default: 5 minutes).
+const CONSUMER_METADATA_REFRESH_MS: &str = "10000";
+
 /// librdkafka statistics period; consumer lag is refreshed this often.
 const STATS_INTERVAL_MS: &str = "5000";
 
@@ -140,6 +143,10 @@ pub fn consumer(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", reset)
         .set("session.timeout.ms", "10000")
+        // A subscription that races topic creation (a fresh broker: services create the
+        // topics as they start) matches nothing until the next metadata refresh; at
+        // librdkafka's default of 5 minutes a fresh stack stored nothing for 5 minutes.
+        .set("topic.metadata.refresh.interval.ms", CONSUMER_METADATA_REFRESH_MS)
         .create_with_context(ctx)?;
     Ok(consumer)
 }
