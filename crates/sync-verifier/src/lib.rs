@@ -66,7 +66,7 @@ pub struct Config {
     #[arg(long, env = "SYMBOL_RETIRE_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(60..=604_800))]
     pub symbol_retire_secs: u64,
     /// Seconds between reads of the database's health, sizes and pool use.
-    #[arg(long, env = "DB_STATS_INTERVAL_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    #[arg(long, env = "DB_STATS_INTERVAL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub db_stats_interval_secs: u64,
     #[command(flatten)]
     pub kit: KitConfig,
