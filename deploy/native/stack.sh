@@ -387,11 +387,13 @@ start_part() {
       alert_secrets
       render "$ROOT/alertmanager/alertmanager.yml" "$RUN/alertmanager/alertmanager.yml"
       spawn alertmanager "$BIN/alertmanager" --config.file="$RUN/alertmanager/alertmanager.yml" \
-        --storage.path="$DATA/alertmanager" --web.listen-address=127.0.0.1:9093 --cluster.listen-address= ;;
+        --storage.path="$DATA/alertmanager" --web.listen-address=127.0.0.1:9093 --cluster.listen-address= \
+        --web.external-url="${ALERTMANAGER_URL:-http://127.0.0.1:9093}" ;;
     prometheus)
       render "$ROOT/prometheus/prometheus.yml" "$RUN/prometheus/prometheus.yml"
       spawn prometheus "$BIN/prometheus" --config.file="$RUN/prometheus/prometheus.yml" \
-        --storage.tsdb.path="$DATA/prometheus" --web.listen-address=127.0.0.1:9090 --web.enable-lifecycle ;;
+        --storage.tsdb.path="$DATA/prometheus" --web.listen-address=127.0.0.1:9090 --web.enable-lifecycle \
+        --web.external-url="${PROMETHEUS_URL:-http://127.0.0.1:9090}" ;;
     node-exporter) spawn node-exporter "$BIN/node_exporter" --web.listen-address=127.0.0.1:9100 ;;
     collector) spawn_supervised collector env $(service_env 9101) $(collector_env) "$TARGET/collector" ;;
     sync-verifier) spawn_supervised sync-verifier env $(service_env 9102) "$TARGET/sync-verifier" ;;
