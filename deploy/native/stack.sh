@@ -386,6 +386,11 @@ start_part() {
     alertmanager)
       alert_secrets
       render "$ROOT/alertmanager/alertmanager.yml" "$RUN/alertmanager/alertmanager.yml"
+      # Silences are kept, the notification log is not: alerts firing when it stopped were
+      # never resolved in its log, and the same alert firing again after the restart would
+      # be taken as already sent and held back for repeat_interval (up to 4 h). A restart
+      # may send a still-firing alert twice instead, never zero times.
+      rm -f "$DATA/alertmanager/nflog"
       spawn alertmanager "$BIN/alertmanager" --config.file="$RUN/alertmanager/alertmanager.yml" \
         --storage.path="$DATA/alertmanager" --web.listen-address=127.0.0.1:9093 --cluster.listen-address= \
         --web.external-url="${ALERTMANAGER_URL:-http://127.0.0.1:9093}" ;;

@@ -226,6 +226,19 @@ async fn until_prom(client: &reqwest::Client, query: &str, ok: fn(f64) -> bool) 
 /// instance: a crash loop under the supervisor's Docker-like back-off.
 async fn crash_loop(client: &reqwest::Client) -> Result<()> {
     for _ in 0..4 {
+        // The supervisor may still be in its restart delay: kill the next instance.
+        let start = Instant::now();
+        while client
+            .get("http://127.0.0.1:9101/healthz")
+            .send()
+            .await
+            .is_err()
+        {
+            if start.elapsed() > Duration::from_secs(90) {
+                bail!("the collector did not come back within 90 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let query = r#"max(service_start_time_seconds{service="collector"})"#;
         let before = prom_query(client, query)
             .await?
@@ -263,29 +276,36 @@ async fn crash_loop(client: &reqwest::Client) -> Result<()> {
 }
 
 /// Spends request weight at the simulator as another client on our IP would, until the
-/// exchange-reported used weight passes `share` of the limit, then keeps it there for
-/// `hold`.
+/// exchange-reported used weight reaches `share` of the limit (exchangeInfo, weight 20),
+/// then reads it with /api/v3/ping (weight 1) until it has stayed there for `hold`.
 async fn burn_weight(client: &reqwest::Client, share: f64, hold: Duration) -> Result<()> {
+    const LIMIT: f64 = 6000.0; // the simulator's default REQUEST_WEIGHT per minute
     let start = Instant::now();
-    while start.elapsed() < hold + Duration::from_secs(60) {
-        let r = client
-            .get(format!("{SIM}/api/v3/exchangeInfo"))
-            .send()
-            .await?;
-        let used: f64 = r
+    let mut above_since: Option<Instant> = None;
+    let mut used = 0.0;
+    while start.elapsed() < hold + Duration::from_secs(120) {
+        let path = if used / LIMIT < share {
+            "exchangeInfo"
+        } else {
+            "ping"
+        };
+        let r = client.get(format!("{SIM}/api/v3/{path}")).send().await?;
+        used = r
             .headers()
             .get("x-mbx-used-weight-1m")
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(0.0);
-        let limit = 6000.0;
-        if used / limit >= share + 0.02 {
+        if used / LIMIT >= share {
+            let since = *above_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= hold {
+                return Ok(());
+            }
             tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        if start.elapsed() > hold && used / limit >= share {
-            return Ok(());
+        } else {
+            above_since = None;
         }
     }
-    bail!("the used weight did not stay above {share}")
+    bail!("the used weight did not stay at {share} of the limit")
 }
 
 fn print(rows: &[Row], cannot: &[(&str, &str)]) {
