@@ -37,6 +37,49 @@ async fn create_topic(topic: &str) -> Result<()> {
     Ok(())
 }
 
+/// This test's names start with it, followed by `<pid>-<unix ms>`.
+const PREFIX: &str = "restart-watcher-lag-test-";
+
+/// Deletes the topics and groups an earlier run of this test left behind when it failed
+/// before its own clean-up (those more than 10 minutes old, so a run beside this one keeps
+/// its own).
+async fn remove_leftovers() -> Result<()> {
+    let old = |name: &str| {
+        name.strip_prefix(PREFIX)
+            .and_then(|rest| rest.rsplit('-').next()?.parse::<i64>().ok())
+            .is_some_and(|ms| kit::time::now_ms().saturating_sub(ms) > 600_000)
+    };
+    let lister: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", KAFKA)
+        .create()?;
+    let (topics, groups) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let metadata = lister.fetch_metadata(None, Duration::from_secs(10))?;
+        let topics: Vec<String> = metadata.topics().iter().map(|t| t.name().into()).collect();
+        let list = lister.fetch_group_list(None, Duration::from_secs(10))?;
+        let groups: Vec<String> = list.groups().iter().map(|g| g.name().into()).collect();
+        Ok((topics, groups))
+    })
+    .await??;
+    let topics: Vec<&str> = topics
+        .iter()
+        .map(String::as_str)
+        .filter(|t| old(t))
+        .collect();
+    let groups: Vec<&str> = groups
+        .iter()
+        .map(String::as_str)
+        .filter(|g| old(g))
+        .collect();
+    let admin = admin()?;
+    if !topics.is_empty() {
+        admin.delete_topics(&topics, &options()).await?;
+    }
+    if !groups.is_empty() {
+        admin.delete_groups(&groups, &options()).await?;
+    }
+    Ok(())
+}
+
 /// Produces `n` records to `partition`, each acknowledged before the next.
 async fn produce(producer: &FutureProducer, topic: &str, partition: i32, n: usize) -> Result<()> {
     for i in 0..n {
@@ -133,10 +176,11 @@ async fn until(
 #[ignore = "needs the native stack's Kafka; `make test` runs it"]
 async fn a_stopped_groups_lag_grows_by_exactly_what_is_produced_and_a_deleted_group_goes(
 ) -> Result<()> {
+    remove_leftovers().await?;
     let tag = format!("{}-{}", std::process::id(), kit::time::now_ms());
-    let topic = format!("restart-watcher-lag-test-{tag}");
-    let group = format!("restart-watcher-lag-test-{tag}");
-    let watcher_group = format!("restart-watcher-lag-test-watcher-{tag}");
+    let topic = format!("{PREFIX}{tag}");
+    let group = format!("{PREFIX}{tag}");
+    let watcher_group = format!("{PREFIX}watcher-{tag}");
     create_topic(&topic).await?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", KAFKA)
@@ -216,7 +260,7 @@ async fn a_stopped_groups_lag_grows_by_exactly_what_is_produced_and_a_deleted_gr
         .context("restart-watcher stops on shutdown")??
         .context("restart-watcher ends cleanly")?;
     // Leave nothing behind on the shared stack (best effort: the watcher's group may still
-    // be settling its departure).
+    // be settling its departure; the next run removes what is left).
     let admin = admin()?;
     let _ = admin.delete_topics(&[&topic], &options()).await;
     let _ = admin.delete_groups(&[&watcher_group], &options()).await;
