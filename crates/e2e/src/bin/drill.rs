@@ -524,18 +524,13 @@ async fn main() -> Result<()> {
         sim(c, "ws-outage", json!({"duration_ms": 0})),
     )
     .await?;
+    // A few trades dropped: the gap opens with the next trade after them.
     d.row(
-        "150 trades dropped, back-fill banned (418)",
-        &[
-            Expect {
-                alert: "DataGapOpen",
-                names: &["BTCUSDT"],
-            },
-            Expect {
-                alert: "DataMissingRecords",
-                names: &["BTCUSDT"],
-            },
-        ],
+        "5 trades dropped, back-fill banned (418)",
+        &[Expect {
+            alert: "DataGapOpen",
+            names: &["BTCUSDT"],
+        }],
         async {
             sim(
                 c,
@@ -546,9 +541,28 @@ async fn main() -> Result<()> {
             sim(
                 c,
                 "drop",
-                json!({"symbol": "BTCUSDT", "stream": "aggTrade", "count": 150}),
+                json!({"symbol": "BTCUSDT", "stream": "aggTrade", "count": 5}),
             )
             .await
+        },
+        sim(c, "reset", json!({})),
+    )
+    .await?;
+    d.row(
+        "ETHUSDT trades withheld 60 s, back-fill banned",
+        &[Expect {
+            alert: "DataMissingRecords",
+            names: &["ETHUSDT"],
+        }],
+        async {
+            sim(
+                c,
+                "ratelimit",
+                json!({"status": 418, "duration_ms": 300_000}),
+            )
+            .await?;
+            let body = json!({"symbol": "ETHUSDT", "stream": "aggTrade", "duration_ms": 60_000});
+            sim(c, "drop", body).await
         },
         sim(c, "reset", json!({})),
     )
