@@ -146,7 +146,10 @@ pub fn consumer(
         // A subscription that races topic creation (a fresh broker: services create the
         // topics as they start) matches nothing until the next metadata refresh; at
         // librdkafka's default of 5 minutes a fresh stack stored nothing for 5 minutes.
-        .set("topic.metadata.refresh.interval.ms", CONSUMER_METADATA_REFRESH_MS)
+        .set(
+            "topic.metadata.refresh.interval.ms",
+            CONSUMER_METADATA_REFRESH_MS,
+        )
         .create_with_context(ctx)?;
     Ok(consumer)
 }
