@@ -458,7 +458,9 @@ fresh_market() {
     if [ -d "$DATA/postgres" ] || [ -d "$DATA/kafka" ]; then
       log "a new market ($market; the stored data was of '${old:-unknown}'): wiping the stored market data"
     fi
-    rm -rf "$DATA/postgres" "$DATA/kafka" "$RUN/state/collector"
+    # Prometheus' series of the old market go too: it restores alert state on start and the
+    # old market's last samples would stay current for 5 minutes (a clean start alerted).
+    rm -rf "$DATA/postgres" "$DATA/kafka" "$DATA/prometheus" "$RUN/state/collector"
   fi
   mkdir -p "$DATA"
   echo "$market" > "$marker"
