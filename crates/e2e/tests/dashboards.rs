@@ -20,11 +20,12 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-/// Grafana's built-in variables and what they stand for here: the datasource's
-/// `timeInterval` is the 5 s scrape interval and the dashboards open on the last hour, so
-/// `$__interval` is 5 s and `$__rate_interval` max(4 × 5 s, 5 s + 5 s) = 20 s.
+/// Grafana's built-in variables and what they stand for here: the dashboards open on the
+/// last hour, which a panel of about 1000 points divides into 3.6 s steps, rounded by Grafana
+/// to `$__interval` = 5 s (above the datasource's `timeInterval`, the 2 s scrape interval);
+/// `$__rate_interval` is max(`$__interval` + 2 s, 4 × 2 s) = 8 s.
 const BUILT_INS: [(&str, &str); 6] = [
-    ("__rate_interval", "20s"),
+    ("__rate_interval", "8s"),
     ("__interval", "5s"),
     ("__interval_ms", "5000"),
     ("__range", "1h"),
