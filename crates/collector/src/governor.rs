@@ -25,6 +25,9 @@ pub const MAX_BLOCK: Duration = Duration::from_secs(3600);
 pub const WAF_FIRST_BLOCK: Duration = Duration::from_secs(300);
 /// Longest window accepted from exchangeInfo (REQUEST_WEIGHT is per minute today).
 pub const MAX_WINDOW_MS: u64 = 86_400_000;
+/// Probes of the used weight ([`Governor::try_probe`]) stop short of this share of the
+/// limit, so they never cause a 429 themselves.
+pub const PROBE_CEILING: f64 = 0.98;
 /// The component `/readyz` lists as degraded while REST is paused.
 pub const COMPONENT: &str = "binance_rest";
 
@@ -209,6 +212,30 @@ impl Governor {
         Some(now + capped(Duration::from_millis(next_window_ms)))
     }
 
+    /// Reserves weight 1 for a probe of the exchange's count, without waiting: only while
+    /// our own budget is spent (our requests wait, so nothing of ours would show the count
+    /// rising further: others on our IP may be pushing it to the limit), no block is on,
+    /// and one more request stays under [`PROBE_CEILING`] of the limit.
+    pub async fn try_probe(&self) -> bool {
+        let mut s = self.state.lock().await;
+        if s.blocked_until.is_some_and(|u| Instant::now() < u) {
+            return false;
+        }
+        let index = self.wall_ms() / s.window.window_ms.max(1);
+        if index != s.index {
+            return false; // a new window: our own requests go again
+        }
+        let budget = (f64::from(s.window.limit) * self.share).floor() as u32;
+        let ceiling = (f64::from(s.window.limit) * PROBE_CEILING).floor() as u32;
+        let after = s.used.saturating_add(1);
+        if s.used < budget || after > ceiling {
+            return false;
+        }
+        s.used = after;
+        self.show(&s.window, s.used);
+        true
+    }
+
     /// Takes Binance's count of the window's used weight (never lowers ours: requests of
     /// ours may still be in flight).
     pub async fn observe_used(&self, used: u32) {
@@ -360,6 +387,24 @@ mod tests {
             4,
             "a new window starts with only this request"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probes_go_only_while_our_budget_is_spent_and_stay_under_the_ceiling() {
+        let g = Governor::new(0.5, None);
+        g.configure(small()).await;
+        at_window_start(&small()).await;
+        g.acquire(40).await;
+        assert!(!g.try_probe().await, "our own requests still go: no probe");
+        g.acquire(10).await; // 50: the budget is spent
+        assert!(g.try_probe().await, "held back: a probe reads the count");
+        assert_eq!(g.used().await, 51);
+        g.observe_used(97).await; // others on our IP
+        assert!(g.try_probe().await, "98 of 100 is still under the ceiling");
+        assert!(!g.try_probe().await, "99 would pass the ceiling");
+        g.block(429, Duration::from_secs(10)).await;
+        g.observe_used(60).await;
+        assert!(!g.try_probe().await, "nothing during a pause");
     }
 
     #[tokio::test(start_paused = true)]

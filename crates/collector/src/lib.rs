@@ -185,6 +185,14 @@ pub async fn run(
         service.shutdown.clone(),
     );
     service.spawn("heads", heads);
+    service.spawn(
+        "weight_probe",
+        probe_used_weight(
+            rest.clone(),
+            service.telemetry.clone(),
+            service.shutdown.clone(),
+        ),
+    );
     spawn_backfill(&mut service, &config, rest, publisher, metrics)?;
     let app = service.ops_app();
     service.run(listener, app).await
@@ -253,6 +261,27 @@ fn spawn_backfill(
     );
     service.spawn("backfill", task);
     Ok(())
+}
+
+/// Every few seconds while our own requests are held back, reads the exchange's count of the
+/// used weight (a ping), so `binance_rate_limit_used` shows other clients on our IP pushing
+/// it toward the limit (BinanceRateLimitNearLimit) instead of freezing at our own share.
+async fn probe_used_weight(
+    rest: Arc<rest::BinanceRest>,
+    telemetry: kit::Telemetry,
+    shutdown: CancellationToken,
+) -> Result<(), KitError> {
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = ticker.tick() => {}
+        }
+        if let Some(Err(err)) = rest.probe_used_weight().await {
+            telemetry.error("weight_probe", &err);
+        }
+    }
 }
 
 /// Reads the weight limit from exchangeInfo every `every` until shutdown (Binance changes

@@ -51,6 +51,10 @@ pub struct Endpoint {
     pub weight: u32,
 }
 
+pub const PING: Endpoint = Endpoint {
+    path: "/api/v3/ping",
+    weight: 1,
+};
 pub const TIME: Endpoint = Endpoint {
     path: "/api/v3/time",
     weight: 1,
@@ -109,6 +113,24 @@ impl BinanceRest {
         query: &[(&str, String)],
     ) -> Result<String, RestError> {
         self.governor.acquire(endpoint.weight).await;
+        self.send(endpoint, query).await
+    }
+
+    /// Reads the exchange's count of our IP's used weight with a ping (weight 1) while the
+    /// governor holds our own requests back ([`Governor::try_probe`]); `None` when no probe
+    /// may go now. Never waits.
+    pub async fn probe_used_weight(&self) -> Option<Result<String, RestError>> {
+        if !self.governor.try_probe().await {
+            return None;
+        }
+        Some(self.send(PING, &[]).await)
+    }
+
+    async fn send(
+        &self,
+        endpoint: Endpoint,
+        query: &[(&str, String)],
+    ) -> Result<String, RestError> {
         let header = format!("x-mbx-used-weight-{}", self.governor.window().await.label);
         let started = Instant::now();
         let sent = self
