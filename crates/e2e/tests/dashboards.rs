@@ -682,16 +682,15 @@ async fn every_dashboard_panel_returns_data_on_the_running_stack() -> Result<()>
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()?;
-    // rates need two scrapes of every target: wait until the services have been up a while
+    // Rates need a few scrapes, and some series appear only after their source's first
+    // reading (librdkafka statistics, restart-watcher's consumer-group lag): wait until every
+    // platform service has run for a minute (whatever the scrape interval).
     eventually(
-        "Prometheus has a minute of data",
-        Duration::from_secs(90),
+        "every platform service up for a minute",
+        Duration::from_secs(150),
         || async {
-            let r = prom_query(&client, r#"count_over_time(up{job="collector"}[1m])"#).await?;
-            Ok(r.first()
-                .and_then(sample_value)
-                .filter(|n| *n >= 4.0)
-                .map(|_| ()))
+            let q = r#"min(time() - process_start_time_seconds{tier="app"}) > 60 and count(up{tier="app"} == 1) == 3"#;
+            Ok((!prom_query(&client, q).await?.is_empty()).then_some(()))
         },
     )
     .await?;
