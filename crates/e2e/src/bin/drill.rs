@@ -462,19 +462,26 @@ async fn watchdog(client: &reqwest::Client) -> Result<String> {
 }
 
 /// `soak MINUTES`: the running stack, left alone, must send Discord nothing and keep
-/// pinging the dead man's switch; any alert that fires or is pending meanwhile fails it.
+/// pinging the dead man's switch; any alert that fires meanwhile fails it (pending ones,
+/// which their `for` keeps from firing, are listed).
 async fn soak(client: &reqwest::Client, minutes: u64) -> Result<()> {
     let start_ms = now_ms();
     let pings_before = watchdog_pings(client).await?;
     let mut seen: Vec<String> = Vec::new();
+    let mut pending: Vec<String> = Vec::new();
     let end = Instant::now() + Duration::from_secs(minutes * 60);
     while Instant::now() < end {
         for alert in prom_query(client, "ALERTS").await? {
             let name = alert["metric"]["alertname"].as_str().unwrap_or_default();
+            let firing = alert["metric"]["alertstate"] == "firing";
             let labels = alert["metric"].to_string();
-            if name != "Watchdog" && !seen.contains(&labels) {
+            if name != "Watchdog" && !seen.contains(&labels) && !pending.contains(&labels) {
                 println!("soak: {labels}");
-                seen.push(labels);
+                if firing {
+                    seen.push(labels);
+                } else {
+                    pending.push(labels);
+                }
             }
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -492,8 +499,9 @@ async fn soak(client: &reqwest::Client, minutes: u64) -> Result<()> {
         .collect();
     let pings = watchdog_pings(client).await? - pings_before;
     println!(
-        "soak: {minutes} min, {} alerts pending or firing besides Watchdog, {} Discord messages, {pings} Watchdog pings",
+        "soak: {minutes} min, {} alerts fired besides Watchdog ({} were pending only), {} Discord messages, {pings} Watchdog pings",
         seen.len(),
+        pending.len(),
         sent.len()
     );
     if !seen.is_empty() || !sent.is_empty() {
