@@ -393,15 +393,7 @@ async fn delivery_failing(d: &mut Drill, c: &reqwest::Client) -> Result<()> {
     d.settle(ALERT).await?;
     println!("drill: Discord answers 429 to every post …");
     let fails = |body: Value| body["fails"].as_u64().unwrap_or(0);
-    let sink_state = || async {
-        let body: Value = c
-            .get(format!("{SINK}/sink/watchdog"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        anyhow::Ok(body)
-    };
+    let sink_state = || watchdog(c);
     let before = fails(sink_state().await?);
     let mode = |body: Value| async move {
         c.post(format!("{SINK}/sink/mode"))
@@ -451,14 +443,14 @@ async fn delivery_failing(d: &mut Drill, c: &reqwest::Client) -> Result<()> {
     Ok(())
 }
 
-async fn watchdog(client: &reqwest::Client) -> Result<String> {
-    let body: Value = client
+/// What the dead man's switch at the sink has received (pings, failure posts).
+async fn watchdog(client: &reqwest::Client) -> Result<Value> {
+    Ok(client
         .get(format!("{SINK}/sink/watchdog"))
         .send()
         .await?
         .json()
-        .await?;
-    Ok(body.to_string())
+        .await?)
 }
 
 /// `soak MINUTES`: the running stack, left alone, must send Discord nothing and keep
@@ -514,13 +506,7 @@ async fn soak(client: &reqwest::Client, minutes: u64) -> Result<()> {
 }
 
 async fn watchdog_pings(client: &reqwest::Client) -> Result<u64> {
-    let body: Value = client
-        .get(format!("{SINK}/sink/watchdog"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    body["pings"].as_u64().context("pings")
+    watchdog(client).await?["pings"].as_u64().context("pings")
 }
 
 #[tokio::main]
