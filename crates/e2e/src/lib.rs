@@ -157,3 +157,18 @@ pub fn concrete(expr: &str) -> String {
         .replace("$service", ".*")
         .replace("$symbol", ".*")
 }
+
+/// One sample of restart-watcher's own /metrics (0 when absent).
+pub async fn watcher_metric(client: &reqwest::Client, series: &str) -> Result<f64> {
+    let text = client
+        .get("http://127.0.0.1:9103/metrics")
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0))
+}

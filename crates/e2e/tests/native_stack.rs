@@ -216,21 +216,6 @@ async fn a_crash_loop_reaches_discord_as_backoff_restarting(
     Ok(())
 }
 
-/// One sample of restart-watcher's own /metrics (0 when absent).
-async fn watcher_metric(client: &reqwest::Client, series: &str) -> Result<f64> {
-    let text = client
-        .get("http://127.0.0.1:9103/metrics")
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0))
-}
-
 const SIM: &str = "http://127.0.0.1:9180";
 
 async fn sim_control(client: &reqwest::Client, op: &str, body: serde_json::Value) -> Result<()> {

@@ -9,7 +9,10 @@
 
 use anyhow::{bail, Context, Result};
 use discord_sink::server::Recorded;
-use e2e::{hold, kill, prom_query, sample_value, sink_messages, stack, ALERTMANAGER};
+use e2e::{
+    eventually, hold, kill, prom_query, sample_value, sink_messages, stack, watcher_metric,
+    ALERTMANAGER,
+};
 use serde_json::{json, Value};
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -259,38 +262,15 @@ async fn crash_loop(client: &reqwest::Client) -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let query = r#"max(service_start_time_seconds{service="collector"})"#;
-        let before = prom_query(client, query)
-            .await?
-            .first()
-            .and_then(sample_value)
-            .unwrap_or(0.0);
+        let started = r#"service_start_time_seconds{service="collector"}"#;
+        let before = watcher_metric(client, started).await?;
         kill("collector", "KILL")?;
-        let start = Instant::now();
-        loop {
-            let text = client
-                .get("http://127.0.0.1:9103/metrics")
-                .send()
-                .await?
-                .text()
-                .await?;
-            let now = text
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix(r#"service_start_time_seconds{service="collector"}"#)?
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                })
-                .unwrap_or(0.0);
-            if now > before {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(90) {
-                bail!("restart-watcher saw no new collector within 90 s");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        eventually(
+            "restart-watcher sees a new collector",
+            Duration::from_secs(90),
+            || async { Ok((watcher_metric(client, started).await? > before).then_some(())) },
+        )
+        .await?;
     }
     Ok(())
 }
