@@ -197,7 +197,7 @@ impl Governor {
         if index != s.index {
             (s.index, s.used) = (index, 0);
         }
-        let budget = (f64::from(s.window.limit) * self.share).floor() as u32;
+        let budget = share_of(s.window.limit, self.share);
         let after = s.used.saturating_add(weight);
         if s.used == 0 || after <= budget {
             s.used = after;
@@ -225,8 +225,8 @@ impl Governor {
         if index != s.index {
             return false; // a new window: our own requests go again
         }
-        let budget = (f64::from(s.window.limit) * self.share).floor() as u32;
-        let ceiling = (f64::from(s.window.limit) * PROBE_CEILING).floor() as u32;
+        let budget = share_of(s.window.limit, self.share);
+        let ceiling = share_of(s.window.limit, PROBE_CEILING);
         let after = s.used.saturating_add(1);
         if s.used < budget || after > ceiling {
             return false;
@@ -342,6 +342,11 @@ fn reason(status: u16, left: Duration) -> String {
 /// `d`, at most [`MAX_BLOCK`].
 fn capped(d: Duration) -> Duration {
     d.min(MAX_BLOCK)
+}
+
+/// `share` of `limit`, rounded down (the weight we may use of it).
+fn share_of(limit: u32, share: f64) -> u32 {
+    (f64::from(limit) * share).floor() as u32
 }
 
 #[cfg(test)]
