@@ -1,44 +1,72 @@
 # Nghenhan monitoring: two commands on a fresh machine, `make up` and `make test`.
-# `make up` runs Docker Compose when a Docker engine answers, otherwise the same stack as
-# native processes (deploy/native/stack.sh). Everything is installed by these targets;
-# downloads and builds are cached under .cache/ (git-ignored).
+# `make up` runs Docker Compose when a Docker engine answers. With a Docker client but no
+# answering engine it says so and stops; `make up NATIVE=1` (or no Docker client at all)
+# runs the same stack as native processes (deploy/native/stack.sh), and says so.
+# Everything is installed by these targets; downloads and builds are cached under .cache/.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 STACK := deploy/native/stack.sh
+DEPLOY := deploy/vps/deploy.sh
 BIN := .cache/bin
 RENDERED := .cache/run/check
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 
-DOCKER_ENGINE := $(shell docker info >/dev/null 2>&1 && echo yes)
 # `make up BINANCE=sim`: the collector talks to the bundled exchange-sim (offline demos).
 BINANCE ?= real
 export BINANCE
+NATIVE ?=
+DOCKER_CLIENT := $(shell command -v docker 2>/dev/null)
+# yes: Compose; native: the native stack; no-engine: a Docker client whose engine is away.
+ifneq ($(NATIVE),)
+STACK_KIND := native
+else ifeq ($(DOCKER_CLIENT),)
+STACK_KIND := native
+else
+STACK_KIND := $(shell docker info >/dev/null 2>&1 && echo compose || echo no-engine)
+endif
 
-.PHONY: help up down status install test unit check-config rule-test e2e bench drill soak deploy secrets fuzz
+# Compose files for `make up`: the base file, the bundled discord-sink while the webhook
+# secret names it, and the simulator for BINANCE=sim (deploy/offline/).
+COMPOSE_FILES = -f docker-compose.yml \
+  $(if $(shell grep -qs '//discord-sink:' secrets/discord_webhook_url && echo y),-f deploy/offline/sink.yml) \
+  $(if $(filter sim,$(BINANCE)),-f deploy/offline/sim.yml)
+COMPOSE = docker compose $(COMPOSE_FILES)
+
+.PHONY: help up down status install test unit check-config compose-check shellcheck rule-test e2e bench drill soak deploy deploy-files deploy-test-alert vps-secrets secrets fuzz no-engine
 
 help:
-	@echo "make up      start the stack (Docker Compose if an engine answers, else native)"
+	@echo "make up      start the stack (Docker Compose if an engine answers; NATIVE=1: native processes)"
 	@echo "make down    stop it          make status   show each part"
 	@echo "make test    everything CI runs: unit, config checks, rule tests, end-to-end"
+	@echo "make deploy VPS=user@host [DOMAIN=...]   the stack on a VPS (make deploy alone: usage)"
 
+no-engine:
+	@echo "make: a Docker client is installed but no Docker engine answers (docker info: $$( (docker info 2>&1 || true) | grep -m1 -iE 'error|cannot|permission' || echo 'no answer'))."
+	@echo "      Start the engine (systemctl start docker; or add yourself to the docker group),"
+	@echo "      or run the stack as native processes instead: make $(MAKECMDGOALS) NATIVE=1"
+	@exit 1
+
+ifeq ($(STACK_KIND),compose)
 up: secrets
-ifeq ($(DOCKER_ENGINE),yes)
-	docker compose up -d --build --wait
-else
-	$(STACK) up
-endif
-
+	$(COMPOSE) up -d --build --wait
 down:
-ifeq ($(DOCKER_ENGINE),yes)
-	docker compose down
-else
-	$(STACK) down
-endif
-
+	$(COMPOSE) down --remove-orphans
 status:
-ifeq ($(DOCKER_ENGINE),yes)
-	docker compose ps
+	$(COMPOSE) ps
+else ifeq ($(STACK_KIND),native)
+up: secrets
+	@echo "make up: the native stack (deploy/native/stack.sh$(if $(NATIVE),, : no Docker client found)); Grafana runs under Compose only"
+	$(STACK) up
+down:
+	$(STACK) down
+status:
+	$(STACK) status
 else
+up: no-engine
+# Without an engine nothing of Compose's can be running: these act on the native stack.
+down:
+	$(STACK) down
+status:
 	$(STACK) status
 endif
 
@@ -57,13 +85,15 @@ secrets:
 	  echo "secrets/deadmans_switch_fail_url: none set, failed deliveries go to $$(cat secrets/deadmans_switch_fail_url)"; }
 	@[ -s secrets/grafana_admin_password ] || { head -c 18 /dev/urandom | base64 | tr -d '/+=' > secrets/grafana_admin_password; \
 	  echo "secrets/grafana_admin_password: generated"; }
+	@[ -s secrets/postgres_password ] || { (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' > secrets/postgres_password); \
+	  echo "secrets/postgres_password: generated (Compose's PostgreSQL; the native one is local-only)"; }
 
 install:
 	$(STACK) install
 
 # ---- tests ------------------------------------------------------------------------------
 
-test: install unit check-config rule-test e2e
+test: install shellcheck unit check-config rule-test e2e
 
 unit:
 	cargo test --workspace
@@ -73,7 +103,7 @@ unit:
 # Which receivers each alert reaches; inhibitions are checked on a real Alertmanager by
 # crates/e2e/tests/alert_routing.rs.
 AMROUTE = $(BIN)/amtool config routes test --config.file=alertmanager/alertmanager.yml
-check-config:
+check-config: compose-check
 	$(STACK) render prometheus/prometheus.yml $(RENDERED)/prometheus.yml
 	$(STACK) render alertmanager/alertmanager.yml $(RENDERED)/alertmanager.yml
 	$(BIN)/promtool check config --syntax-only prometheus/prometheus.yml
@@ -92,6 +122,22 @@ check-config:
 
 rule-test:
 	$(BIN)/promtool test rules prometheus/tests/*.yml
+
+# Every shell script the project runs, here or on a VPS.
+SHELL_SCRIPTS := deploy/native/stack.sh deploy/vps/deploy.sh deploy/vps/install-secrets.sh .ci/run
+shellcheck:
+	shellcheck $(SHELL_SCRIPTS)
+
+# The real Compose loader (built by `stack.sh install`; no engine needed) on the base file
+# and on every override combination that runs: make up (with the sink, with the simulator)
+# and the VPS profile. crates/e2e/tests/compose_files.rs checks what they resolve to.
+COMPOSE_CHECK = $(BIN)/docker-compose --project-directory . -f docker-compose.yml
+VPS_ENV = SITE_ADDRESS=https://monitor.example.com GRAFANA_URL=https://monitor.example.com/
+compose-check: secrets
+	$(COMPOSE_CHECK) config --quiet
+	$(COMPOSE_CHECK) -f deploy/offline/sink.yml config --quiet
+	$(COMPOSE_CHECK) -f deploy/offline/sink.yml -f deploy/offline/sim.yml config --quiet
+	$(VPS_ENV) $(COMPOSE_CHECK) -f deploy/vps/compose.yml config --quiet
 
 # Tests that need the real Kafka/PostgreSQL/Prometheus/Alertmanager are #[ignore]d in
 # plain `cargo test`; here they run against a native stack of their own (state in
@@ -147,5 +193,14 @@ soak:
 	BINANCE=sim $(STACK) up
 	cargo run -q -p e2e --bin drill -- soak $(MINUTES)
 
+# ---- VPS ---------------------------------------------------------------------------------
+# deploy/vps/deploy.sh; without VPS=... each prints its usage and exits 2.
+export VPS DOMAIN ACME_EMAIL ADMIN_ACCESS IMAGES SSH_PORT REMOTE_DIR MIN_FREE_GB DEPLOY_SSH_OPTS
 deploy:
-	@echo "make deploy (compose to a VPS over SSH) is not built yet"; exit 1
+	@$(DEPLOY) deploy
+deploy-files:
+	@$(DEPLOY) files
+deploy-test-alert:
+	@$(DEPLOY) test-alert
+vps-secrets: secrets
+	@$(DEPLOY) secrets

@@ -40,6 +40,11 @@ JMX_EXPORTER_VERSION="1.0.1" # io.prometheus.jmx:jmx_prometheus_javaagent, Kafka
 JMX_EXPORTER_SHA256="7d61f737fd661610ccc14aea79764faa1ea94a340cbc8f0029b3d2edea3d80c1"
 JMX_AGENT="$CACHE/kafka/agent/jmx_prometheus_javaagent-$JMX_EXPORTER_VERSION.jar"
 KAFKA_JMX_PORT=9404
+# The VPS profile's parts, checked here: Caddy (deploy/vps/Caddyfile, deploy/docker-proxy/
+# Caddyfile) and the Compose loader (docker-compose ... config). Keep CADDY_VERSION equal to
+# the caddy image tags in docker-compose.yml and deploy/vps/compose.yml.
+CADDY_VERSION="v2.11.9"
+COMPOSE_VERSION="v2.40.3"
 
 PG_PORT="${PG_PORT:-5432}"
 SINK_PORT="${SINK_PORT:-9199}"
@@ -62,6 +67,7 @@ apt_install() {
 
 pg_bindir() {
   local d
+  # shellcheck disable=SC2012 # version-sorted directory names, no spaces in them
   for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
     [ -x "$d/postgres" ] && { echo "$d"; return; }
   done
@@ -72,6 +78,7 @@ install_system() {
   java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1 || true)
   if [ -z "$java_major" ] || [ "$java_major" -lt 17 ]; then apt_install openjdk-17-jre-headless; fi
   command -v mvn >/dev/null || apt_install maven
+  command -v shellcheck >/dev/null || apt_install shellcheck
   [ -n "$(pg_bindir)" ] || apt_install postgresql
   command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || die "Go is needed to build Prometheus and Alertmanager (https://go.dev/dl); none found"
   command -v cargo >/dev/null || die "Rust (cargo) is needed; install it with rustup"
@@ -138,12 +145,47 @@ install_alertmanager() {
   echo "$ALERTMANAGER_VERSION" > "$BIN/.alertmanager-version"
 }
 
+# Compose's go.mod has exclude directives, so `go install` refuses it: build it in the
+# downloaded module's folder (../shared/STACK.md). No Docker engine is needed for `config`.
+install_compose() {
+  [ -x "$BIN/docker-compose" ] && [ "$(cat "$BIN/.docker-compose-version" 2>/dev/null)" = "$COMPOSE_VERSION" ] && return
+  log "building docker-compose $COMPOSE_VERSION (first time only, several minutes)"
+  local src
+  src=$(cd /tmp && gocmd mod download -json "github.com/docker/compose/v2@$COMPOSE_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -d "$src" ] || die "could not download the Compose module"
+  mkdir -p "$BIN"
+  (cd "$src" && GOWORK=off GOFLAGS=-mod=mod gocmd build -o "$BIN/docker-compose" ./cmd)
+  echo "$COMPOSE_VERSION" > "$BIN/.docker-compose-version"
+}
+
+# sshd for the `make deploy` test (a "VPS" on a loopback port): Debian's openssh-server
+# unpacked under .cache/sshd, never installed, so no system service starts.
+install_sshd() {
+  # Run as root, sshd drops privileges to the user `sshd` (the package's postinst makes it).
+  if [ "$(id -u)" = 0 ] && ! id sshd >/dev/null 2>&1; then
+    useradd --system --no-create-home --home-dir /run/sshd --shell /usr/sbin/nologin sshd
+  fi
+  [ -x "$CACHE/sshd/usr/sbin/sshd" ] && return
+  log "fetching Debian's openssh-server (unpacked under .cache/sshd, not installed)"
+  local tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -q openssh-server libwrap0 >/dev/null 2>&1) \
+    || { as_root apt-get update -q >/dev/null && (cd "$tmp" && apt-get download -q openssh-server libwrap0 >/dev/null 2>&1); } \
+    || die "apt-get download openssh-server libwrap0 failed"
+  rm -rf "$CACHE/sshd" && mkdir -p "$CACHE/sshd"
+  for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$CACHE/sshd"; done
+  rm -rf "$tmp"
+}
+
 install_all() {
   install_system
   install_kafka
   install_prometheus
   install_alertmanager
   install_go_tool node_exporter "$NODE_EXPORTER_VERSION" github.com/prometheus/node_exporter
+  install_go_tool caddy "$CADDY_VERSION" github.com/caddyserver/caddy/v2/cmd/caddy
+  install_compose
+  install_sshd
   log "building the services (cargo, $PROFILE)"
   local flag=""; [ "$PROFILE" = release ] && flag=--release
   (cd "$ROOT" && cargo build -q $flag --bins)
@@ -253,7 +295,7 @@ child_pid() { local f="$PIDS/$1.child"; [ -s "$f" ] && cat "$f"; }
 kill_part() { # name [signal]
   local name=$1 sig=${2:-KILL} pid
   supervised "$name" || die "kill: only the supervised services ($SUPERVISED) can be killed this way"
-  pid=$(child_pid "$name") && kill -0 "$pid" 2>/dev/null || die "kill: $name is not running"
+  if ! pid=$(child_pid "$name") || ! kill -0 "$pid" 2>/dev/null; then die "kill: $name is not running"; fi
   kill "-$sig" "$pid"
 }
 
@@ -378,6 +420,8 @@ start_part() {
     wait_healthy "$name" 120; return
   fi
   if [ "$name" != postgres ] && alive "$name"; then return; fi
+  # service_env and collector_env print NAME=value words for env: split on purpose.
+  # shellcheck disable=SC2046
   case $name in
     postgres) start_postgres ;;
     kafka) start_kafka ;;
@@ -398,7 +442,7 @@ start_part() {
       render "$ROOT/prometheus/prometheus.yml" "$RUN/prometheus/prometheus.yml"
       spawn prometheus "$BIN/prometheus" --config.file="$RUN/prometheus/prometheus.yml" \
         --storage.tsdb.path="$DATA/prometheus" --web.listen-address=127.0.0.1:9090 --web.enable-lifecycle \
-        --web.external-url="${PROMETHEUS_URL:-http://127.0.0.1:9090}" ;;
+        --web.external-url="${PROMETHEUS_URL:-http://127.0.0.1:9090}" --web.route-prefix=/ ;;
     node-exporter) spawn node-exporter "$BIN/node_exporter" --web.listen-address=127.0.0.1:9100 ;;
     collector) spawn_supervised collector env $(service_env 9101) $(collector_env) "$TARGET/collector" ;;
     sync-verifier) spawn_supervised sync-verifier env $(service_env 9102) "$TARGET/sync-verifier" ;;
@@ -412,7 +456,7 @@ stop_part() {
   local name=$1 pid
   if [ "$name" = postgres ]; then
     local dir; dir=$(pg_datadir)
-    [ -f "$dir/postmaster.pid" ] && as_pg "$(pg_bindir)/pg_ctl" -D "$dir" -m fast -w stop >/dev/null 2>&1 || true
+    if [ -f "$dir/postmaster.pid" ]; then as_pg "$(pg_bindir)/pg_ctl" -D "$dir" -m fast -w stop >/dev/null 2>&1 || true; fi
     rm -f "$PIDS/postgres.pid"; return
   fi
   pid=$(pidof_part "$name") || return 0

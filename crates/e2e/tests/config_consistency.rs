@@ -13,10 +13,21 @@ fn read(path: &str) -> Result<String> {
 }
 
 fn compose() -> Result<Value> {
-    let mut value: Value = serde_yaml::from_str(&read("docker-compose.yml")?)?;
+    compose_file("docker-compose.yml")
+}
+
+fn compose_file(path: &str) -> Result<Value> {
+    let mut value: Value = serde_yaml::from_str(&read(path)?)?;
     value.apply_merge()?; // resolve the `<<: *service` merge keys as Compose does
     Ok(value)
 }
+
+/// The files that add services on top of the base file.
+const OVERRIDES: [&str; 3] = [
+    "deploy/offline/sink.yml",
+    "deploy/offline/sim.yml",
+    "deploy/vps/compose.yml",
+];
 
 /// `NAME="value"` from deploy/native/stack.sh.
 fn stack_var(name: &str) -> Result<String> {
@@ -94,18 +105,35 @@ fn compose_versions_equal_the_native_stack_versions() -> Result<()> {
         .and_then(|s| s.split('<').next())
         .context("kafka.version")?;
     assert_eq!(image(&compose, "kafka")?, format!("apache/kafka:{kafka}"));
+    let caddy = format!(
+        "caddy:{}-alpine",
+        stack_var("CADDY_VERSION")?.trim_start_matches('v')
+    );
+    assert_eq!(
+        image(&compose, "docker-proxy")?,
+        caddy,
+        "the Docker API proxy is the Caddy stack.sh builds"
+    );
+    let vps = compose_file("deploy/vps/compose.yml")?;
+    assert_eq!(
+        image(&vps, "caddy")?,
+        caddy,
+        "the VPS's Caddy is the one stack.sh builds"
+    );
     Ok(())
 }
 
 #[test]
 fn every_scrape_target_is_a_compose_service_on_its_contract_port() -> Result<()> {
-    let compose = compose()?;
+    let mut files = vec![compose()?];
+    for f in OVERRIDES {
+        files.push(compose_file(f)?);
+    }
     let prometheus: Value = serde_yaml::from_str(&read("prometheus/prometheus.yml")?)?;
-    let services: HashSet<&str> = compose["services"]
-        .as_mapping()
-        .context("services")?
-        .keys()
-        .filter_map(Value::as_str)
+    let services: HashSet<&str> = files
+        .iter()
+        .filter_map(|c| c["services"].as_mapping())
+        .flat_map(|m| m.keys().filter_map(Value::as_str))
         .collect();
     let mut targets = Vec::new();
     for job in prometheus["scrape_configs"]
@@ -140,7 +168,7 @@ fn every_scrape_target_is_a_compose_service_on_its_contract_port() -> Result<()>
             targets.contains(&format!("{target}:{port}")),
             "{target} must be scraped on {port}"
         );
-        let listen = compose["services"][target]["environment"]["LISTEN_ADDR"]
+        let listen = files[0]["services"][target]["environment"]["LISTEN_ADDR"]
             .as_str()
             .context("LISTEN_ADDR")?;
         assert_eq!(listen, format!("0.0.0.0:{port}"));

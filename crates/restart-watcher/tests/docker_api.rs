@@ -83,11 +83,18 @@ fn second_stream() -> Vec<Value> {
 #[derive(Default)]
 struct Server {
     event_requests: Mutex<Vec<String>>,
+    /// Every request that reached the Engine: `METHOD path`.
+    requests: Mutex<Vec<String>>,
 }
 
 async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
+    server
+        .requests
+        .lock()
+        .expect("lock")
+        .push(format!("{} {path}", req.method()));
     use http_body_util::BodyExt;
     let json_body = |v: Value| {
         Ok(Response::new(
@@ -95,6 +102,7 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Result<Response<
         ))
     };
     match path.as_str() {
+        "/_ping" => Ok(Response::new(Full::new(Bytes::from("OK")).boxed_unsync())),
         "/version" => {
             json_body(json!({"ApiVersion": "1.51", "MinAPIVersion": "1.24", "Version": "28.2.2"}))
         }
@@ -153,9 +161,9 @@ async fn serve(listener: UnixListener, server: Arc<Server>) {
     }
 }
 
-#[tokio::test]
-async fn restarts_causes_and_a_broken_event_stream() {
-    let dir = std::env::temp_dir().join(format!("docker-api-{}", std::process::id()));
+/// A scripted Engine on a fresh unix socket; (its folder, the socket, what it saw).
+fn scripted_engine(name: &str) -> (std::path::PathBuf, std::path::PathBuf, Arc<Server>) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let socket = dir.join("docker.sock");
     let _ = std::fs::remove_file(&socket);
@@ -164,11 +172,21 @@ async fn restarts_causes_and_a_broken_event_stream() {
         UnixListener::bind(&socket).expect("bind"),
         server.clone(),
     ));
+    (dir, socket, server)
+}
 
+#[tokio::test]
+async fn restarts_causes_and_a_broken_event_stream() {
+    let (_dir, socket, server) = scripted_engine("docker-api");
+    let endpoint = Endpoint::Unix(socket.to_string_lossy().to_string());
+    watch_the_script(endpoint, &server).await;
+}
+
+/// Runs the watcher against the script and checks all it must have seen.
+async fn watch_the_script(endpoint: Endpoint, server: &Server) {
     let (tx, mut rx) = mpsc::channel(64);
     let token = CancellationToken::new();
     let telemetry = kit::Telemetry::new("restart-watcher", "test").expect("telemetry");
-    let endpoint = Endpoint::Unix(socket.to_string_lossy().to_string());
     tokio::spawn(docker::watch(
         endpoint,
         "nghenhan".into(),
@@ -259,6 +277,173 @@ async fn restarts_causes_and_a_broken_event_stream() {
         telemetry.error_count("docker_events") >= 1,
         "the break is counted"
     );
+}
+
+/// The Engine requests restart-watcher makes, the only ones the proxy may pass: GET (or
+/// HEAD) of /_ping, /version, /events, /containers/json, /containers/<id>/json, with or
+/// without an API version prefix.
+fn allowed(request: &str) -> bool {
+    let Some(path) = request
+        .strip_prefix("GET ")
+        .or_else(|| request.strip_prefix("HEAD "))
+    else {
+        return false;
+    };
+    let versioned = path
+        .strip_prefix("/v")
+        .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()));
+    let path = match versioned {
+        Some(rest) => match rest.split_once('/') {
+            Some((v, tail))
+                if v.split('.')
+                    .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+            {
+                format!("/{tail}")
+            }
+            _ => return false,
+        },
+        None => path.to_string(),
+    };
+    match path.as_str() {
+        "/_ping" | "/version" | "/events" | "/containers/json" => true,
+        p => p
+            .strip_prefix("/containers/")
+            .and_then(|p| p.strip_suffix("/json"))
+            .is_some_and(|id| !id.is_empty() && !id.contains('/') && !id.starts_with('.')),
+    }
+}
+
+/// One raw HTTP/1.1 request (paths exactly as written, no client normalising them);
+/// the response's status code.
+async fn raw_status(port: u16, method: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the proxy");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: docker-proxy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(req.as_bytes()).await.expect("write");
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).await.expect("status line");
+    let line = String::from_utf8_lossy(&head).to_string();
+    line[9..12]
+        .parse()
+        .unwrap_or_else(|_| panic!("status line {line:?}"))
+}
+
+/// deploy/docker-proxy/Caddyfile, the Compose stack's Docker API proxy, run natively with
+/// the real Caddy in front of the scripted Engine: restart-watcher does all its work through
+/// it (the event stream included), and no other request reaches the Engine.
+#[tokio::test]
+#[ignore = "needs Caddy in .cache/bin (deploy/native/stack.sh install builds it)"]
+async fn the_docker_api_proxy_passes_the_watchers_reads_and_nothing_else() {
+    let (dir, socket, server) = scripted_engine("docker-proxy");
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cache = std::env::var("NGH_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join(".cache"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut caddy = tokio::process::Command::new(cache.join("bin/caddy"))
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(root.join("deploy/docker-proxy/Caddyfile"))
+        .env("DOCKER_SOCKET", &socket)
+        .env("DOCKER_PROXY_PORT", port.to_string())
+        .env("XDG_DATA_HOME", &dir)
+        .env("XDG_CONFIG_HOME", &dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("caddy.log")).expect("log file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("caddy in .cache/bin");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok();
+        if ok && raw_status(port, "GET", "/_ping").await == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the proxy did not answer /_ping in 30 s"
+        );
+        assert!(caddy.try_wait().expect("caddy").is_none(), "caddy exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    watch_the_script(Endpoint::Tcp(format!("127.0.0.1:{port}")), &server).await;
+
+    let hostile = [
+        (
+            "GET",
+            "/v1.47/containers/id-collector/archive?path=/run/secrets",
+        ),
+        (
+            "HEAD",
+            "/v1.47/containers/id-collector/archive?path=/run/secrets",
+        ),
+        ("GET", "/containers/id-collector/export"),
+        ("GET", "/v1.47/containers/id-collector/logs?stdout=1"),
+        ("GET", "/v1.47/containers/id-collector/json/../archive"),
+        ("GET", "/v1.47/containers/id-collector/json/..%2farchive"),
+        ("GET", "/v1.47/containers/..%2f..%2finfo/json"),
+        ("GET", "/v1.47/info"),
+        ("GET", "/v1.47/secrets"),
+        ("GET", "/v1.47/exec/abc/json"),
+        ("POST", "/v1.47/containers/id-collector/kill"),
+        ("POST", "/v1.47/containers/create"),
+        ("POST", "/v1.47/containers/id-collector/json"),
+        ("DELETE", "/v1.47/containers/id-collector"),
+        ("PUT", "/v1.47/containers/id-collector/archive?path=/"),
+    ];
+    for (method, path) in hostile {
+        let status = raw_status(port, method, path).await;
+        assert_eq!(status, 403, "{method} {path} must be refused by the proxy");
+    }
+    assert_eq!(
+        raw_status(port, "GET", "/v1.47/containers/id-collector/json").await,
+        200,
+        "an inspect still passes after the refusals"
+    );
+    let reached = server.requests.lock().expect("lock").clone();
+    let leaked: Vec<&String> = reached.iter().filter(|r| !allowed(r)).collect();
+    assert!(
+        leaked.is_empty(),
+        "reached the Engine through the proxy: {leaked:?}"
+    );
+    assert!(
+        reached.iter().any(|r| r.ends_with("/events")),
+        "the event stream went through the proxy: {reached:?}"
+    );
+    let _ = caddy.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_allow_list_model_is_itself_strict() {
+    for ok in [
+        "GET /_ping",
+        "GET /version",
+        "GET /v1.47/events",
+        "HEAD /v1.51/containers/json",
+        "GET /v1.47/containers/abc123/json",
+    ] {
+        assert!(allowed(ok), "{ok}");
+    }
+    for bad in [
+        "POST /v1.47/containers/abc/json",
+        "GET /v1.47/containers/abc/archive",
+        "GET /v1.47/containers/../json",
+        "GET /vx/containers/json",
+        "GET /v1.47/info",
+        "GET /v1.47/containers/a/b/json",
+    ] {
+        assert!(!allowed(bad), "{bad}");
+    }
 }
 
 /// What the Docker source saw, through the watcher's state into the exposition: kafka

@@ -22,8 +22,9 @@ use kit::app::Service;
 use kit::config::KitConfig;
 use kit::contract::{ports, services};
 use kit::http::Probe;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -36,13 +37,18 @@ pub struct Config {
     /// Address of the ops server (/metrics, /healthz, /readyz).
     #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::SYNC_VERIFIER)))]
     pub listen: SocketAddr,
-    /// PostgreSQL connection URL.
+    /// PostgreSQL connection URL. Put no password in it where others can read the
+    /// environment: give DATABASE_PASSWORD_FILE instead.
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://nghenhan:nghenhan@127.0.0.1:5432/nghenhan"
+        default_value = "postgres://nghenhan@127.0.0.1:5432/nghenhan"
     )]
     pub database_url: String,
+    /// A file holding the database password (a Compose secret); it overrides any password
+    /// in DATABASE_URL. Read once at start; a missing or empty file stops the service.
+    #[arg(long, env = "DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<std::path::PathBuf>,
     /// Kafka consumer group (more instances split the partitions).
     #[arg(long, env = "CONSUMER_GROUP", default_value = "sync-verifier")]
     pub consumer_group: String,
@@ -88,8 +94,7 @@ pub async fn run(
     let pool = PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(3))
-        .connect_lazy(&config.database_url)
-        .map_err(|e| kit::KitError::Io(std::io::Error::other(format!("DATABASE_URL: {e}"))))?;
+        .connect_lazy_with(connect_options(&config)?);
     let metrics = metrics::SyncMetrics::register(service.telemetry.registry())?;
     let db_metrics = dbstats::DbMetrics::register(service.telemetry.registry())?;
     let client_id = format!("sync-verifier-{}", &service.identity.instance_id[..8]);
@@ -125,6 +130,29 @@ pub async fn run(
     );
     let app = service.ops_app().probe("postgres", pg_probe(pool));
     service.run(listener, app).await
+}
+
+/// The connection settings: DATABASE_URL, with the password from DATABASE_PASSWORD_FILE
+/// when one is given (its last line break dropped). Errors name the setting and the file,
+/// never the password.
+pub fn connect_options(config: &Config) -> Result<PgConnectOptions, kit::KitError> {
+    let bad = |what: String| kit::KitError::Io(std::io::Error::other(what));
+    let options = PgConnectOptions::from_str(&config.database_url)
+        .map_err(|e| bad(format!("DATABASE_URL: {e}")))?;
+    let Some(path) = &config.database_password_file else {
+        return Ok(options);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad(format!("DATABASE_PASSWORD_FILE {}: {e}", path.display())))?;
+    let password = text.strip_suffix('\n').unwrap_or(&text);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(bad(format!(
+            "DATABASE_PASSWORD_FILE {}: empty",
+            path.display()
+        )));
+    }
+    Ok(options.password(password))
 }
 
 /// Applies the embedded migrations, retrying with capped back-off while the database is
@@ -186,5 +214,55 @@ mod tests {
             (c.batch_wait_ms, c.backfill_retry_secs, c.max_lag_secs),
             (100, 10, 30)
         );
+    }
+
+    #[test]
+    fn no_password_is_built_in_and_a_password_file_is_read_once_and_never_echoed() {
+        let c: Config = kit::config::parse_from_map(&HashMap::new()).expect("defaults");
+        let userinfo = c
+            .database_url
+            .trim_start_matches("postgres://")
+            .split('@')
+            .next();
+        assert!(
+            !userinfo.unwrap_or_default().contains(':'),
+            "a password in {}",
+            c.database_url
+        );
+        assert_eq!(connect_options(&c).expect("url").get_username(), "nghenhan");
+
+        let dir = std::env::temp_dir().join(format!("verifier-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("postgres_password");
+        std::fs::write(&file, "s3cret-pw\n").expect("write");
+        let path = file.to_string_lossy().to_string();
+        let url = "postgres://nghenhan:in-the-url@db:5432/nghenhan";
+        let env = HashMap::from([
+            ("DATABASE_URL", url),
+            ("DATABASE_PASSWORD_FILE", path.as_str()),
+        ]);
+        let c: Config = kit::config::parse_from_map(&env).expect("config");
+        let options = connect_options(&c).expect("options");
+        assert!(
+            format!("{options:?}").contains("s3cret-pw"),
+            "the file's password, without its line break"
+        );
+        assert!(!format!("{options:?}").contains("s3cret-pw\n"));
+        assert!(
+            !format!("{options:?}").contains("in-the-url"),
+            "the file wins over the URL"
+        );
+
+        std::fs::write(&file, "\n").expect("write");
+        let err = connect_options(&c).expect_err("empty").to_string();
+        assert!(
+            err.contains("DATABASE_PASSWORD_FILE") && err.contains("empty"),
+            "{err}"
+        );
+        std::fs::write(&file, "s3cret-pw").expect("write");
+        std::fs::remove_file(&file).expect("rm");
+        let err = connect_options(&c).expect_err("missing").to_string();
+        assert!(err.contains(&path) && !err.contains("s3cret"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
