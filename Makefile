@@ -132,12 +132,13 @@ shellcheck:
 # and on every override combination that runs: make up (with the sink, with the simulator)
 # and the VPS profile. crates/e2e/tests/compose_files.rs checks what they resolve to.
 COMPOSE_CHECK = $(BIN)/docker-compose --project-directory . -f docker-compose.yml
-VPS_ENV = SITE_ADDRESS=https://monitor.example.com GRAFANA_URL=https://monitor.example.com/
+VPS_ENV = SITE_ADDRESS=https://monitor.example.com SITE_HOST=monitor.example.com GRAFANA_URL=https://monitor.example.com/
 compose-check: secrets
 	$(COMPOSE_CHECK) config --quiet
 	$(COMPOSE_CHECK) -f deploy/offline/sink.yml config --quiet
 	$(COMPOSE_CHECK) -f deploy/offline/sink.yml -f deploy/offline/sim.yml config --quiet
 	$(VPS_ENV) $(COMPOSE_CHECK) -f deploy/vps/compose.yml config --quiet
+	$(VPS_ENV) $(COMPOSE_CHECK) -f deploy/vps/compose.yml -f deploy/vps/admin-auth.yml config --quiet
 
 # Tests that need the real Kafka/PostgreSQL/Prometheus/Alertmanager are #[ignore]d in
 # plain `cargo test`; here they run against a native stack of their own (state in

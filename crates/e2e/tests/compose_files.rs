@@ -11,14 +11,17 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-const VPS_ENV: [(&str, &str); 2] = [
+const VPS_ENV: [(&str, &str); 3] = [
     ("SITE_ADDRESS", "https://monitor.example.com"),
+    ("SITE_HOST", "monitor.example.com"),
     ("GRAFANA_URL", "https://monitor.example.com/"),
 ];
 
 /// Variables a developer's shell might hold that would change what the files resolve to.
-const CLEARED: [&str; 8] = [
+const CLEARED: [&str; 10] = [
     "SITE_ADDRESS",
+    "SITE_HOST",
+    "SECRETS_DIR",
     "GRAFANA_URL",
     "PROMETHEUS_URL",
     "ALERTMANAGER_URL",
@@ -119,6 +122,13 @@ fn secure_everywhere(c: &Value) -> Result<()> {
             "{name}: no memory limit"
         );
         ensure!(svc["privileged"] != true, "{name} is privileged");
+        let cpus = svc["deploy"]["resources"]["limits"]["cpus"]
+            .as_f64()
+            .unwrap_or(0.0);
+        ensure!(
+            cpus > 0.0 && cpus <= 1.0,
+            "{name}: cpus {cpus}: Docker refuses a limit above the host's CPUs (1 on small VPSes)"
+        );
         for v in svc["volumes"].as_array().into_iter().flatten() {
             let source = v["source"].as_str().unwrap_or_default();
             ensure!(source != "/var/run", "{name} mounts all of /var/run");
@@ -179,6 +189,11 @@ fn secure_everywhere(c: &Value) -> Result<()> {
     ] {
         ensure!(!data.contains(ui), "{ui} can reach Kafka and PostgreSQL");
     }
+    let kafka_health = c["services"]["kafka"]["healthcheck"]["test"].to_string();
+    ensure!(
+        kafka_health.contains("KAFKA_OPTS= "),
+        "Kafka's health check would load the JMX agent a second time and never pass: {kafka_health}"
+    );
     let postgres = &c["services"]["postgres"]["environment"];
     ensure!(postgres["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password");
     let verifier = &c["services"]["sync-verifier"];
@@ -186,11 +201,16 @@ fn secure_everywhere(c: &Value) -> Result<()> {
     ensure!(verifier["secrets"]
         .to_string()
         .contains("postgres_password"));
+    secrets_in(c, &root.join("secrets"))
+}
+
+fn secrets_in(c: &Value, dir: &std::path::Path) -> Result<()> {
     for (name, secret) in c["secrets"].as_object().context("secrets")? {
         let file = secret["file"].as_str().unwrap_or_default();
         ensure!(
-            file == root.join("secrets").join(name).to_str().unwrap_or_default(),
-            "secret {name} read from {file}, not secrets/{name}"
+            file == dir.join(name).to_str().unwrap_or_default(),
+            "secret {name} read from {file}, not {}/{name}",
+            dir.display()
         );
     }
     Ok(())
@@ -297,6 +317,34 @@ fn the_vps_profile_publishes_only_caddy_on_80_and_443() -> Result<()> {
         caddy_env["ADMIN_ACCESS"] == "tunnel",
         "closed unless asked: {caddy_env}"
     );
+    ensure!(
+        caddy_env["SITE_HOST"] == "monitor.example.com",
+        "default_sni: {caddy_env}"
+    );
+    // Tunnel mode needs no basic-auth secret (a missing secret file stops Caddy); auth
+    // mode adds it with admin-auth.yml, as make deploy does.
+    ensure!(
+        c["services"]["caddy"]["secrets"].is_null(),
+        "tunnel mode mounts a secret"
+    );
+    let auth_files = [
+        "docker-compose.yml",
+        "deploy/vps/compose.yml",
+        "deploy/vps/admin-auth.yml",
+    ];
+    let mut env = VPS_ENV.to_vec();
+    env.push(("SECRETS_DIR", "/srv/nghenhan/secrets"));
+    let auth = config(&auth_files, &env)?;
+    ensure!(
+        auth["services"]["caddy"]["secrets"]
+            .to_string()
+            .contains("admin_basic_auth"),
+        "auth mode: {}",
+        auth["services"]["caddy"]
+    );
+    // make deploy's SECRETS_DIR: every secret from the VPS's one folder, never through a
+    // release folder that a later deploy prunes.
+    secrets_in(&auth, std::path::Path::new("/srv/nghenhan/secrets"))?;
 
     // Without the values make deploy writes, Compose refuses to start it.
     let out = compose(&files, &[])?;

@@ -257,6 +257,7 @@ fn deploy_ships_secrets_with_owners_and_stops_clearly_at_a_missing_engine() -> R
         "docker-compose.yml",
         "deploy/vps/compose.yml",
         "deploy/vps/Caddyfile",
+        "deploy/vps/admin-auth.yml",
         "deploy/docker-proxy/Caddyfile",
         "deploy/Dockerfile",
         "prometheus/prometheus.yml",
@@ -283,7 +284,11 @@ fn deploy_ships_secrets_with_owners_and_stops_clearly_at_a_missing_engine() -> R
     ensure!(
         env.contains("SITE_ADDRESS=https://127.0.0.1\n")
             && env.contains("TLS_MODE=internal\n")
-            && env.contains("COMPOSE_FILE=docker-compose.yml:deploy/vps/compose.yml\n"),
+            && env.contains("SITE_HOST=127.0.0.1\n")
+            && env.contains(&format!("SECRETS_DIR={}\n", remote.join("secrets").display()))
+            && env.contains(
+                "COMPOSE_FILE=docker-compose.yml:deploy/vps/compose.yml:deploy/vps/admin-auth.yml\n"
+            ),
         ".env: {env}"
     );
     no_secret_in(&env, &values)?;

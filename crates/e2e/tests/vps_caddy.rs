@@ -1,8 +1,9 @@
 //! deploy/vps/Caddyfile, the VPS profile's front door, run with the real Caddy (built by
 //! `stack.sh install`) in front of the test stack's real Prometheus and Alertmanager, the
 //! way an operator would reach them: curl over HTTPS, the certificate checked against
-//! Caddy's own root (`tls internal`, as on a VPS without a domain). Grafana (Compose only)
-//! is stood in for by a one-line HTTP server.
+//! Caddy's own root (`tls internal`, as on a VPS without a domain, whose site is its IP
+//! address: clients send no SNI to an IP, and the TLS handshake must still pick the site's
+//! certificate). Grafana (Compose only) is stood in for by a one-line HTTP server.
 //!
 //! `caddy validate` also runs in every mode (acme/internal × auth/tunnel), and a mistyped
 //! ADMIN_ACCESS must not validate: the choice cannot fall open.
@@ -83,13 +84,11 @@ fn caddy(dir: &Path, env: &[(&str, String)], args: &[&str]) -> Command {
 fn the_caddyfile_validates_in_every_mode_and_a_typo_does_not() -> Result<()> {
     let dir = scratch("validate")?;
     let auth = basic_auth_file(&dir, "validate-only")?;
-    for (tls, site) in [
-        ("acme", "https://monitor.example.com"),
-        ("internal", "https://203.0.113.7"),
-    ] {
+    for (tls, site) in [("acme", "monitor.example.com"), ("internal", "203.0.113.7")] {
         for admin in ["auth", "tunnel", "open"] {
             let env = [
-                ("SITE_ADDRESS", site.to_string()),
+                ("SITE_ADDRESS", format!("https://{site}")),
+                ("SITE_HOST", site.to_string()),
                 ("TLS_MODE", tls.to_string()),
                 ("ADMIN_ACCESS", admin.to_string()),
                 ("ADMIN_BASIC_AUTH_FILE", auth.display().to_string()),
@@ -141,10 +140,15 @@ impl Drop for Front {
     }
 }
 
+/// The VPS's public address in these tests: a documentation IP (TEST-NET-3), reached by
+/// curl's --connect-to on 127.0.0.1, so that the client sends no SNI, as for a real IP site.
+const SITE_IP: &str = "203.0.113.7";
+
 fn start_front(dir: &Path, admin: &str, auth: &Path, grafana: u16) -> Result<Front> {
     let (https, http, health) = (free_port()?, free_port()?, free_port()?);
     let env = [
-        ("SITE_ADDRESS", format!("https://localhost:{https}")),
+        ("SITE_ADDRESS", format!("https://{SITE_IP}:{https}")),
+        ("SITE_HOST", SITE_IP.to_string()),
         ("TLS_MODE", "internal".to_string()),
         ("ADMIN_ACCESS", admin.to_string()),
         ("ADMIN_BASIC_AUTH_FILE", auth.display().to_string()),
@@ -184,7 +188,7 @@ fn start_front(dir: &Path, admin: &str, auth: &Path, grafana: u16) -> Result<Fro
         }
         ensure!(
             start.elapsed() < Duration::from_secs(60),
-            "caddy did not serve https://localhost:{https}/ in 60 s"
+            "caddy did not serve https://{SITE_IP}:{https}/ in 60 s"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -196,7 +200,9 @@ impl Front {
         let mut args = vec![
             "--cacert".to_string(),
             self.root_crt.display().to_string(),
-            format!("https://localhost:{}{path}", self.https),
+            "--connect-to".to_string(),
+            format!("{SITE_IP}:{}:127.0.0.1:{}", self.https, self.https),
+            format!("https://{SITE_IP}:{}{path}", self.https),
         ];
         if let Some(user) = user {
             args.extend(["-u".to_string(), user.to_string()]);
@@ -239,7 +245,11 @@ fn https_basic_auth_and_the_tunnel_choice_in_front_of_the_live_stack() -> Result
 
     let front = start_front(&dir, "auth", &auth, grafana)?;
     // TLS: verified against Caddy's root; without it, curl refuses the certificate.
-    let untrusted = curl(&[format!("https://localhost:{}/", front.https)])?;
+    let untrusted = curl(&[
+        "--connect-to".to_string(),
+        format!("{SITE_IP}:{}:127.0.0.1:{}", front.https, front.https),
+        format!("https://{SITE_IP}:{}/", front.https),
+    ])?;
     ensure!(
         untrusted.status.code() == Some(60),
         "without Caddy's root the certificate must not verify: {untrusted:?}"
@@ -282,11 +292,13 @@ fn https_basic_auth_and_the_tunnel_choice_in_front_of_the_live_stack() -> Result
         "/dev/null",
         "-w",
         "%{http_code} %{redirect_url}",
-        &format!("http://localhost:{}/prometheus/", front.http),
+        "--connect-to",
+        &format!("{SITE_IP}:{}:127.0.0.1:{}", front.http, front.http),
+        &format!("http://{SITE_IP}:{}/prometheus/", front.http),
     ])?;
     let redirect = String::from_utf8_lossy(&redirect.stdout).to_string();
     ensure!(
-        redirect.starts_with("308 https://localhost"),
+        redirect.starts_with(&format!("308 https://{SITE_IP}")),
         "plain HTTP must redirect to HTTPS: {redirect}"
     );
     let mut head = front.https_args("/api/health", None);
