@@ -32,7 +32,7 @@ COMPOSE_FILES = -f docker-compose.yml \
   $(if $(filter sim,$(BINANCE)),-f deploy/offline/sim.yml)
 COMPOSE = docker compose $(COMPOSE_FILES)
 
-.PHONY: help up down status install test unit check-config compose-check shellcheck rule-test e2e bench drill soak deploy deploy-files deploy-test-alert vps-secrets secrets fuzz no-engine
+.PHONY: help up down status install test lint unit check-config compose-check shellcheck rule-test e2e bench drill soak deploy deploy-files deploy-test-alert vps-secrets secrets fuzz no-engine
 
 help:
 	@echo "make up      start the stack (Docker Compose if an engine answers; NATIVE=1: native processes)"
@@ -93,7 +93,12 @@ install:
 
 # ---- tests ------------------------------------------------------------------------------
 
-test: install shellcheck unit check-config rule-test e2e
+test: lint install shellcheck unit check-config rule-test e2e
+
+# First, before anything slow: formatting (rustfmt.toml) and every clippy warning an error.
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 unit:
 	cargo test --workspace

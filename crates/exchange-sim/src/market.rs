@@ -258,8 +258,9 @@ impl Market {
         diff
     }
 
-    /// A book snapshot of `limit` levels a side (synthetic around the last price).
-    pub fn depth_snapshot(&mut self, limit: usize) -> (u64, Vec<(i64, i64)>, Vec<(i64, i64)>) {
+    /// A book snapshot of `limit` levels a side (synthetic around the last price):
+    /// (lastUpdateId, bids, asks), each level (price, quantity) in ticks and lots.
+    pub fn depth_snapshot(&mut self, limit: usize) -> (u64, Levels, Levels) {
         let levels = i64::try_from(limit).unwrap_or(BOOK_LEVELS);
         let mut level = |side: i64, i: i64| {
             (
@@ -280,6 +281,9 @@ impl Market {
         self.klines.len()
     }
 }
+
+/// Book levels, (price, quantity) in ticks and lots.
+pub type Levels = Vec<(i64, i64)>;
 
 #[cfg(test)]
 mod tests {

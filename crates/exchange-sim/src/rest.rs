@@ -14,7 +14,7 @@ use std::net::IpAddr;
 /// `(intervalNum, interval, letter)` of a weight window, as exchangeInfo and the
 /// `X-MBX-USED-WEIGHT-(intervalNum)(intervalLetter)` header name it.
 pub fn window_name(window_secs: u64) -> (u64, &'static str, char) {
-    if window_secs % 60 == 0 {
+    if window_secs.is_multiple_of(60) {
         (window_secs / 60, "MINUTE", 'm')
     } else {
         (window_secs, "SECOND", 's')

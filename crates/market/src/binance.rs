@@ -333,7 +333,7 @@ mod tests {
         assert!(matches!(parse_frame("{nope", 0), Err(CodecError::Json(_))));
         let no_price = AGG.replace(r#""p":"0.001","#, "");
         assert!(parse_frame(&no_price, 0)
-            .unwrap_err()
+            .expect_err("no price")
             .to_string()
             .contains("aggTrade event"));
         let bad_price = AGG.replace(r#""p":"0.001""#, r#""p":"-1""#);
