@@ -150,10 +150,9 @@ impl Backfiller {
         };
         let failed =
             |err: RestError| tracing::warn!(error = %err, "back-fill request failed; retrying");
-        match kit::shutdown::retry(
+        match kit::retry::retry(
             &self.shutdown,
-            Duration::from_millis(200),
-            Duration::from_secs(10),
+            kit::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
             attempt,
             failed,
         )

@@ -8,7 +8,6 @@
 #![forbid(unsafe_code)]
 
 pub mod backfill;
-pub mod backoff;
 pub mod ban;
 pub mod governor;
 pub mod heads;
@@ -295,10 +294,9 @@ async fn load_limits(
     let mut known = None;
     loop {
         let load = || rest.load_limits();
-        let Some(window) = kit::shutdown::retry(
+        let Some(window) = kit::retry::retry(
             &shutdown,
-            Duration::from_secs(1),
-            Duration::from_secs(60),
+            kit::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
             load,
             |e| telemetry.error("exchange_info", &e),
         )

@@ -11,11 +11,11 @@
 //! [`crate::publish`]), and the successor's connect runs beside the reads (polled in the
 //! same `select!`), retried with the back-off when it fails, so pongs keep flowing.
 
-use crate::backoff::Backoff;
 use crate::metrics::CollectorMetrics;
 use crate::publish::Publisher;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
+use kit::retry::Backoff;
 use kit::time::now_ms;
 use kit::Telemetry;
 use market::binance::{parse_frame, Frame};
@@ -65,7 +65,7 @@ impl StreamConfig {
     }
 
     fn backoff(&self) -> Backoff {
-        Backoff::new(self.backoff_min, self.backoff_max)
+        Backoff::new(self.backoff_min, self.backoff_max).with_jitter()
     }
 }
 

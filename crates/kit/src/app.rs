@@ -234,10 +234,9 @@ impl Service {
         let shutdown = self.shutdown.clone();
         self.spawn_job("kafka_topics", async move {
             let create = || kafka::ensure_topics(&brokers, 1);
-            crate::shutdown::retry(
+            crate::retry::retry(
                 &shutdown,
-                Duration::from_millis(500),
-                Duration::from_secs(10),
+                crate::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
                 create,
                 |e| telemetry.error("kafka_topics", &e),
             )

@@ -263,10 +263,9 @@ pub async fn partition_counts(
         };
         let waiting =
             |e: String| tracing::debug!(topic, error = %e, "waiting for the topic's partitions");
-        match crate::shutdown::retry(
+        match crate::retry::retry(
             shutdown,
-            Duration::from_millis(200),
-            Duration::from_secs(5),
+            crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
             fetch,
             waiting,
         )
@@ -330,10 +329,9 @@ pub async fn dead_letter<M: Message>(
         producer.send(record, Duration::from_secs(5))
     };
     let failed = |(err, _): (KafkaError, _)| tracing::warn!(topic = %dlq, error = %err, "dead-letter write failed; retrying");
-    crate::shutdown::retry(
+    crate::retry::retry(
         shutdown,
-        Duration::from_millis(200),
-        Duration::from_secs(5),
+        crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
         write,
         failed,
     )

@@ -15,6 +15,7 @@ pub mod heartbeat;
 pub mod http;
 pub mod kafka;
 pub mod restarts;
+pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

@@ -595,8 +595,13 @@ pub async fn run(lag: Lag, shutdown: CancellationToken) -> Result<(), kit::KitEr
             }
         };
         let failed = |err: LagError| telemetry.error(kinds::METADATA, &err);
-        let measured =
-            kit::shutdown::retry(&shutdown, Duration::from_secs(1), interval, round, failed).await;
+        let measured = kit::retry::retry(
+            &shutdown,
+            kit::retry::Backoff::new(Duration::from_secs(1), interval),
+            round,
+            failed,
+        )
+        .await;
         if measured.is_none() {
             break;
         }

@@ -163,10 +163,9 @@ pub async fn migrate_until_done(
     shutdown: &CancellationToken,
 ) -> bool {
     let migrate = || sqlx::migrate!("./migrations").run(pool);
-    let done = kit::shutdown::retry(
+    let done = kit::retry::retry(
         shutdown,
-        Duration::from_millis(500),
-        Duration::from_secs(10),
+        kit::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
         migrate,
         |e| telemetry.error("db_migrate", &e),
     )

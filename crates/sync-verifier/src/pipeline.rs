@@ -10,6 +10,7 @@ use crate::verifier::{parse_stream, step_of, Input, Outcome, Verifier};
 use crate::{store, validate, Config};
 use kit::contract::topics;
 use kit::kafka::{self, KafkaContext};
+use kit::retry::Backoff;
 use kit::time::now_ms;
 use kit::Telemetry;
 use market::{AggTrade, BackfillRequest, Head, Kline, Stream, SCHEMA_VERSION};
@@ -32,7 +33,8 @@ pub struct Pipeline {
     shutdown: CancellationToken,
     verifier: Mutex<Verifier>,
     /// Per open gap: when to re-send its request, and the current back-off.
-    retries: Mutex<HashMap<i64, (Instant, Duration)>>,
+    /// Per open gap: when its back-fill request is due again, and the back-off after that.
+    retries: Mutex<HashMap<i64, (Instant, Backoff)>>,
 }
 
 /// Decodes one message of `topic`, or says why it cannot (see [`decode_at`]).
@@ -241,10 +243,9 @@ impl Pipeline {
                 store::load_open_gaps(&self.pool, |s| parse_stream(s).map_or(1, step_of)).await?;
             Ok::<_, sqlx::Error>(Verifier::resume(states, gaps))
         };
-        let resumed = kit::shutdown::retry(
+        let resumed = kit::retry::retry(
             &self.shutdown,
-            Duration::from_millis(500),
-            Duration::from_secs(10),
+            kit::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
             load,
             |e| self.telemetry.error("db_resume", &e),
         )
@@ -324,10 +325,9 @@ impl Pipeline {
                 },
             }
         };
-        kit::shutdown::retry(
+        kit::retry::retry(
             &self.shutdown,
-            Duration::from_millis(200),
-            Duration::from_secs(5),
+            kit::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
             write,
             |e| self.telemetry.error("db_write", &e),
         )
@@ -369,15 +369,19 @@ impl Pipeline {
                 .inc();
             m.heal_seconds.observe(*secs);
         }
-        let first = Duration::from_secs(self.config.backfill_retry_secs);
         for (id, request) in &outcome.requests {
             self.send(request).await;
-            self.retries
-                .lock()
-                .await
-                .insert(*id, (Instant::now() + first, first));
+            let mut backoff = self.gap_backoff();
+            let due = Instant::now() + backoff.next_delay();
+            self.retries.lock().await.insert(*id, (due, backoff));
         }
         self.refresh().await;
+    }
+
+    /// An unhealed gap's request goes again after BACKFILL_RETRY_SECS, doubling to 5 min.
+    fn gap_backoff(&self) -> Backoff {
+        let first = Duration::from_secs(self.config.backfill_retry_secs);
+        Backoff::new(first, Duration::from_secs(300))
     }
 
     async fn send(&self, request: &BackfillRequest) {
@@ -398,7 +402,6 @@ impl Pipeline {
     pub async fn resend_loop(self: std::sync::Arc<Self>) -> Result<(), kit::KitError> {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        let first = Duration::from_secs(self.config.backfill_retry_secs);
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
@@ -410,12 +413,12 @@ impl Pipeline {
                 let mut retries = self.retries.lock().await;
                 retries.retain(|id, _| open.contains(id));
                 for id in &open {
-                    let (at, delay) = retries
-                        .entry(*id)
-                        .or_insert((Instant::now() + first, first));
+                    let (at, backoff) = retries.entry(*id).or_insert_with(|| {
+                        let mut backoff = self.gap_backoff();
+                        (Instant::now() + backoff.next_delay(), backoff)
+                    });
                     if Instant::now() >= *at {
-                        *delay = (*delay * 2).min(Duration::from_secs(300));
-                        *at = Instant::now() + *delay;
+                        *at = Instant::now() + backoff.next_delay();
                         due.push(*id);
                     }
                 }
