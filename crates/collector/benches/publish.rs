@@ -46,7 +46,7 @@ async fn create_topic(brokers: &str) -> anyhow::Result<()> {
 
 /// Counts deliveries that failed, so a rate of failures is never reported as speed.
 fn delivered(telemetry: &kit::Telemetry) -> u64 {
-    telemetry.error_count("kafka_publish")
+    telemetry.error_count(kit::contract::ErrorKind::KafkaPublish)
 }
 
 #[tokio::main]

@@ -191,7 +191,7 @@ pub async fn consume(
         let msg = match msg {
             Ok(m) => m,
             Err(err) => {
-                telemetry.error("kafka_consume", &err);
+                telemetry.error(kit::contract::ErrorKind::KafkaConsume, &err);
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
@@ -217,7 +217,7 @@ async fn handle_message(
     let req = match parse_request(msg.payload()) {
         Ok(req) => req,
         Err(reason) => {
-            telemetry.error("backfill_bad_request", &reason);
+            telemetry.error(kit::contract::ErrorKind::BackfillBadRequest, &reason);
             return kafka::dead_letter(producer, msg, &reason, &b.shutdown).await;
         }
     };
@@ -228,11 +228,11 @@ async fn handle_message(
         }
         Err(BackfillError::Stopped) => false,
         Err(err @ BackfillError::Invalid(_)) => {
-            telemetry.error("backfill_bad_request", &err);
+            telemetry.error(kit::contract::ErrorKind::BackfillBadRequest, &err);
             kafka::dead_letter(producer, msg, &err.to_string(), &b.shutdown).await
         }
         Err(err) => {
-            telemetry.error("backfill_failed", &err);
+            telemetry.error(kit::contract::ErrorKind::BackfillFailed, &err);
             kafka::dead_letter(producer, msg, &err.to_string(), &b.shutdown).await
         }
     }

@@ -11,8 +11,6 @@ use kit::Telemetry;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// The error kind under which state-file failures are counted.
-pub const ERROR_KIND: &str = "ban_state";
 const FILE: &str = "binance-ban.json";
 
 /// A remembered ban: REST stays paused until `banned_until_ms` (Unix ms, wall clock).
@@ -103,7 +101,7 @@ impl BanStore {
 
     fn error(&self, err: &BanStateError) {
         match &self.telemetry {
-            Some(t) => t.error(ERROR_KIND, err),
+            Some(t) => t.error(kit::contract::ErrorKind::BanState, err),
             None => tracing::warn!(error = %err, "ban memory"),
         }
     }
@@ -195,7 +193,7 @@ mod tests {
         let telemetry = Telemetry::new("collector", "test").expect("telemetry");
         let store = BanStore::new(&dir, Some(telemetry.clone()));
         assert_eq!(store.load(), None);
-        assert_eq!(telemetry.error_count(ERROR_KIND), 1);
+        assert_eq!(telemetry.error_count(kit::contract::ErrorKind::BanState), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -211,7 +209,7 @@ mod tests {
         });
         assert_eq!(store.load(), None);
         assert!(
-            telemetry.error_count(ERROR_KIND) >= 2,
+            telemetry.error_count(kit::contract::ErrorKind::BanState) >= 2,
             "creating the dir and writing both failed"
         );
         let _ = std::fs::remove_file(&dir);

@@ -78,7 +78,7 @@ pub async fn run(
                 Ok(head) => {
                     publisher.enqueue(topics::HEADS, symbol, &head);
                 }
-                Err(err) => telemetry.error("heads", &err),
+                Err(err) => telemetry.error(kit::contract::ErrorKind::Heads, &err),
             }
         }
     }

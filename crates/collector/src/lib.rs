@@ -278,7 +278,7 @@ async fn probe_used_weight(
             _ = ticker.tick() => {}
         }
         if let Some(Err(err)) = rest.probe_used_weight().await {
-            telemetry.error("weight_probe", &err);
+            telemetry.error(kit::contract::ErrorKind::WeightProbe, &err);
         }
     }
 }
@@ -298,7 +298,7 @@ async fn load_limits(
             &shutdown,
             kit::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
             load,
-            |e| telemetry.error("exchange_info", &e),
+            |e| telemetry.error(kit::contract::ErrorKind::ExchangeInfo, &e),
         )
         .await
         else {

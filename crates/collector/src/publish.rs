@@ -184,7 +184,8 @@ impl Publisher {
                 Err(DropReason::QueueFull)
             }
             Err((err, _)) => {
-                self.telemetry.error("kafka_publish", &err);
+                self.telemetry
+                    .error(kit::contract::ErrorKind::KafkaPublish, &err);
                 Err(DropReason::ProduceError)
             }
         }
@@ -231,7 +232,8 @@ impl Publisher {
                     tokio::time::sleep(Duration::from_millis(5)).await
                 }
                 Err((err, _)) => {
-                    self.telemetry.error("kafka_publish", &err);
+                    self.telemetry
+                        .error(kit::contract::ErrorKind::KafkaPublish, &err);
                     return None;
                 }
             }
@@ -240,7 +242,10 @@ impl Publisher {
 
     fn payload<T: Serialize>(&self, record: &T) -> Option<Vec<u8>> {
         serde_json::to_vec(record)
-            .map_err(|err| self.telemetry.error("serialize", &err))
+            .map_err(|err| {
+                self.telemetry
+                    .error(kit::contract::ErrorKind::Serialize, &err)
+            })
             .ok()
     }
 
@@ -334,11 +339,11 @@ async fn watch_deliveries(
         match future.await {
             Ok(Ok(_)) => metrics.published.with_label_values(&[topic]).inc(),
             Ok(Err((err, _))) => {
-                telemetry.error("kafka_publish", &err);
+                telemetry.error(kit::contract::ErrorKind::KafkaPublish, &err);
                 drops.note(DropReason::DeliveryFailed);
             }
             Err(_) => {
-                telemetry.error("kafka_publish", &"delivery canceled");
+                telemetry.error(kit::contract::ErrorKind::KafkaPublish, &"delivery canceled");
                 drops.note(DropReason::DeliveryFailed);
             }
         }

@@ -72,9 +72,6 @@ pub const KLINES: Endpoint = Endpoint {
     weight: 2,
 };
 
-/// The error kind of a 403 from Binance's WAF (our IP is blocked, not rate limited).
-pub const WAF_FORBIDDEN: &str = "binance_waf_forbidden";
-
 pub struct BinanceRest {
     http: reqwest::Client,
     base: String,
@@ -209,7 +206,8 @@ impl BinanceRest {
                     retry_after,
                     body,
                 };
-                self.telemetry.error(WAF_FORBIDDEN, &err);
+                self.telemetry
+                    .error(kit::contract::ErrorKind::BinanceWafForbidden, &err);
                 Err(err)
             }
             500..=599 => Err(RestError::Transient {
@@ -522,7 +520,10 @@ mod tests {
             }
             other => panic!("expected a WAF 403, got {other:?}"),
         }
-        assert_eq!(telemetry.error_count(WAF_FORBIDDEN), 1);
+        assert_eq!(
+            telemetry.error_count(kit::contract::ErrorKind::BinanceWafForbidden),
+            1
+        );
         assert!(rest
             .governor()
             .blocked_for()

@@ -116,7 +116,8 @@ impl Streams {
                     reason
                 }
                 Err(err) => {
-                    self.telemetry.error("ws_connect", &err);
+                    self.telemetry
+                        .error(kit::contract::ErrorKind::WsConnect, &err);
                     "connect_failed"
                 }
             };
@@ -198,7 +199,7 @@ impl Streams {
         match msg {
             None => Err("closed"),
             Some(Err(err)) => {
-                self.telemetry.error("ws_read", &err);
+                self.telemetry.error(kit::contract::ErrorKind::WsRead, &err);
                 Err("error")
             }
             Some(Ok(Message::Text(text))) => {
@@ -234,8 +235,10 @@ impl Streams {
             Ok(Frame::Reply) => {}
             Err(err) => {
                 let sample: String = text.chars().take(200).collect();
-                self.telemetry
-                    .error("ws_malformed", &format!("{err}; frame: {sample}"));
+                self.telemetry.error(
+                    kit::contract::ErrorKind::WsMalformed,
+                    &format!("{err}; frame: {sample}"),
+                );
             }
         }
         false
@@ -291,7 +294,7 @@ impl Successor {
         match result {
             Ok(conn) => self.conn = Some(conn),
             Err(err) => {
-                telemetry.error("ws_connect", &err);
+                telemetry.error(kit::contract::ErrorKind::WsConnect, &err);
                 self.retry_later();
             }
         }

@@ -404,3 +404,71 @@ fn every_dashboard_query_uses_contract_metrics() -> Result<()> {
     }
     Ok(())
 }
+
+/// Every `kind="..."` / `kind=~"..."` matcher in `text` (quotes possibly JSON-escaped).
+fn kind_matchers(text: &str) -> Vec<(bool, String)> {
+    let text = text.replace("\\\"", "\"");
+    let mut out = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("kind") {
+        let after = &rest[i + 4..];
+        rest = after;
+        let (regex, after) = match (after.strip_prefix("=~\""), after.strip_prefix("=\"")) {
+            (Some(a), _) => (true, a),
+            (None, Some(a)) => (false, a),
+            _ => continue,
+        };
+        if let Some(end) = after.find('"') {
+            out.push((regex, after[..end].to_string()));
+        }
+    }
+    out
+}
+
+/// Whether a kind matcher names only kinds that exist: an exact value must be one; each
+/// alternative of a regex (a name, or a prefix followed by `.*`) must match at least one.
+fn names_known_kinds(regex: bool, value: &str) -> bool {
+    let kinds: Vec<&str> = kit::contract::ErrorKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    if !regex {
+        return kinds.contains(&value);
+    }
+    value.split('|').all(|alt| match alt.strip_suffix(".*") {
+        Some(prefix) => kinds.iter().any(|k| k.starts_with(prefix)),
+        None => kinds.contains(&alt),
+    })
+}
+
+#[test]
+fn every_error_kind_in_rules_dashboards_and_the_drill_is_a_contract_kind() -> Result<()> {
+    let mut files = Vec::new();
+    for dir in ["prometheus/rules", "prometheus/tests", "grafana/dashboards"] {
+        for entry in std::fs::read_dir(e2e::root().join(dir))? {
+            files.push(format!("{dir}/{}", entry?.file_name().to_string_lossy()));
+        }
+    }
+    files.push("crates/e2e/src/bin/drill.rs".to_string());
+    let mut checked = 0;
+    for f in &files {
+        for (regex, value) in kind_matchers(&read(f)?) {
+            assert!(
+                names_known_kinds(regex, &value),
+                "{f}: kind{}\"{value}\" names an error kind that kit::contract::ErrorKind lacks",
+                if regex { "=~" } else { "=" }
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 3,
+        "too few kind matchers found ({checked}): is the scan broken?"
+    );
+    assert!(!names_known_kinds(false, "ws_malformd"), "a typo must fail");
+    assert!(
+        !names_known_kinds(true, "bad_.*|no_such_kind"),
+        "each alternative counts"
+    );
+    Ok(())
+}

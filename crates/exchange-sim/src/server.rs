@@ -36,7 +36,7 @@ pub async fn serve(
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
-                Err(err) => { telemetry.error("accept", &err); continue; }
+                Err(err) => { telemetry.error(kit::contract::ErrorKind::Accept, &err); continue; }
             },
         };
         let (app, telemetry) = (app.clone(), telemetry.clone());

@@ -136,7 +136,8 @@ impl Service {
         // After a failure the process must end fast (so it is restarted): a short drain.
         let (grace, flush) = match &failure {
             Some(err) => {
-                self.telemetry.error("task_failed", err);
+                self.telemetry
+                    .error(crate::contract::ErrorKind::TaskFailed, err);
                 token.cancel();
                 (
                     FAILED_GRACE.min(self.config.shutdown_grace()),
@@ -212,7 +213,7 @@ impl Service {
                 }) = ended
                 {
                     telemetry.error(
-                        "task_failed",
+                        crate::contract::ErrorKind::TaskFailed,
                         &format!("task {name} failed during shutdown: {reason}"),
                     );
                 }
@@ -238,7 +239,7 @@ impl Service {
                 &shutdown,
                 crate::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
                 create,
-                |e| telemetry.error("kafka_topics", &e),
+                |e| telemetry.error(crate::contract::ErrorKind::KafkaTopics, &e),
             )
             .await;
             Ok(())

@@ -151,6 +151,110 @@ pub mod metrics {
     ];
 }
 
+/// Every error kind a service counts (`nghenhan_errors_total{kind}`) and logs, in one
+/// place: [`crate::Telemetry::error`] takes nothing else, so a typo cannot start a new
+/// series, and rules and dashboards can rely on the set (crates/e2e's config test checks
+/// that every `kind` they name is one of these).
+macro_rules! error_kinds {
+    ($($(#[doc = $doc:literal])+ $variant:ident => $name:literal,)+) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum ErrorKind {
+            $($(#[doc = $doc])+ $variant,)+
+        }
+
+        impl ErrorKind {
+            /// All kinds, in declaration order.
+            pub const ALL: &'static [ErrorKind] = &[$(ErrorKind::$variant,)+];
+
+            /// The `kind` label value.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorKind::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+error_kinds! {
+    /// kit: the ops HTTP server could not accept a connection.
+    HttpAccept => "http_accept",
+    /// kit: the registry could not be encoded for /metrics.
+    MetricsEncode => "metrics_encode",
+    /// kit: a task failed while the service shut down.
+    TaskFailed => "task_failed",
+    /// kit: a librdkafka client error (broker down, metadata, ...).
+    Kafka => "kafka",
+    /// kit: a record could not be published (after librdkafka's own retries).
+    KafkaPublish => "kafka_publish",
+    /// kit: a consumer could not read.
+    KafkaConsume => "kafka_consume",
+    /// kit: the topics could not be created or read at start.
+    KafkaTopics => "kafka_topics",
+    /// kit: an offset could not be stored (a partition revoked meanwhile: never fatal).
+    KafkaOffsetStore => "kafka_offset_store",
+    /// kit: a heartbeat could not be published.
+    HeartbeatPublish => "heartbeat_publish",
+    /// A record could not be serialized.
+    Serialize => "serialize",
+    /// collector: a WebSocket connection could not be opened.
+    WsConnect => "ws_connect",
+    /// collector: a WebSocket connection broke while reading.
+    WsRead => "ws_read",
+    /// collector: a WebSocket frame that is not a valid Binance event (counted, skipped).
+    WsMalformed => "ws_malformed",
+    /// collector: the exchange heads (latest trade and kline) could not be read.
+    Heads => "heads",
+    /// collector: exchangeInfo (the rate limits) could not be read.
+    ExchangeInfo => "exchange_info",
+    /// collector: the used-weight probe failed.
+    WeightProbe => "weight_probe",
+    /// collector: Binance's WAF answered 403 (a request it took for an attack).
+    BinanceWafForbidden => "binance_waf_forbidden",
+    /// collector: the 418 ban memory could not be read or written.
+    BanState => "ban_state",
+    /// collector: a back-fill request that cannot be served (dead-lettered).
+    BackfillBadRequest => "backfill_bad_request",
+    /// collector: a back-fill request failed (retried by the verifier).
+    BackfillFailed => "backfill_failed",
+    /// sync-verifier: a market record that cannot be decoded or validated (dead-lettered).
+    BadRecord => "bad_record",
+    /// sync-verifier: a write to PostgreSQL failed (retried with back-off).
+    DbWrite => "db_write",
+    /// sync-verifier: PostgreSQL refused a record for good (dead-lettered).
+    DbRefusedRecord => "db_refused_record",
+    /// sync-verifier: the stored state could not be read at start (retried).
+    DbResume => "db_resume",
+    /// sync-verifier: the migrations could not be applied (retried).
+    DbMigrate => "db_migrate",
+    /// sync-verifier: the database's health, sizes or pool could not be read.
+    DbStats => "db_stats",
+    /// sync-verifier: a back-fill request could not be sent (the re-send loop tries again).
+    BackfillRequest => "backfill_request",
+    /// restart-watcher: a heartbeat that cannot be decoded.
+    BadHeartbeat => "bad_heartbeat",
+    /// restart-watcher: a restart could not be published.
+    RestartPublish => "restart_publish",
+    /// restart-watcher: the Docker Engine event stream failed or ended (reconnected).
+    DockerEvents => "docker_events",
+    /// restart-watcher: the topics' metadata could not be read (the lag round measured nothing).
+    KafkaLagMetadata => "kafka_lag_metadata",
+    /// restart-watcher: the brokers' group list could not be read.
+    KafkaLagGroups => "kafka_lag_groups",
+    /// restart-watcher: a group's committed offsets could not be read.
+    KafkaLagOffsets => "kafka_lag_offsets",
+    /// restart-watcher: partitions' log start or end offsets could not be read.
+    KafkaLagWatermarks => "kafka_lag_watermarks",
+    /// exchange-sim: a connection could not be accepted.
+    Accept => "accept",
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +269,17 @@ mod tests {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
             assert!(ok, "metric name {name} is not snake_case");
+        }
+    }
+
+    #[test]
+    fn error_kinds_are_unique_snake_case_labels() {
+        let mut seen = HashSet::new();
+        for kind in ErrorKind::ALL {
+            let name = kind.as_str();
+            assert!(seen.insert(name), "duplicate error kind {name}");
+            let ok = name.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+            assert!(ok, "error kind {name} is not snake_case");
         }
     }
 

@@ -108,7 +108,7 @@ pub async fn run<C: ClientContext + 'static>(
         };
         match delivered {
             Ok(_) => sent.inc(),
-            Err((err, _)) => telemetry.error("heartbeat_publish", &err),
+            Err((err, _)) => telemetry.error(crate::contract::ErrorKind::HeartbeatPublish, &err),
         }
         seq += 1;
     }

@@ -92,7 +92,7 @@ pub async fn serve(listener: TcpListener, app: OpsApp, shutdown: CancellationTok
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
-                Err(err) => { app.telemetry.error("http_accept", &err); continue; }
+                Err(err) => { app.telemetry.error(crate::contract::ErrorKind::HttpAccept, &err); continue; }
             },
         };
         let app = app.clone();
@@ -133,7 +133,8 @@ fn metrics(app: &OpsApp) -> Response<Full<Bytes>> {
             .body(Full::new(Bytes::from(body)))
             .unwrap_or_default(),
         Err(err) => {
-            app.telemetry.error("metrics_encode", &err);
+            app.telemetry
+                .error(crate::contract::ErrorKind::MetricsEncode, &err);
             text(StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n"))
         }
     }

@@ -76,7 +76,10 @@ impl ClientContext for KafkaContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        self.telemetry.error("kafka", &format!("{error}: {reason}"));
+        self.telemetry.error(
+            crate::contract::ErrorKind::Kafka,
+            &format!("{error}: {reason}"),
+        );
     }
 }
 
@@ -171,7 +174,7 @@ pub fn store_offset(
             msg.partition(),
             msg.offset()
         );
-        telemetry.error("kafka_offset_store", &what);
+        telemetry.error(crate::contract::ErrorKind::KafkaOffsetStore, &what);
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`Telemetry::error`] logs and counts in one call, so no failure is logged but uncounted.
 
 use crate::contract::metrics as names;
+use crate::contract::ErrorKind;
 use crate::KitError;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use std::fmt::Display;
@@ -69,14 +70,17 @@ impl Telemetry {
     }
 
     /// Logs `err` at warn level and counts it under `kind`, in one call.
-    pub fn error(&self, kind: &str, err: &dyn Display) {
+    pub fn error(&self, kind: ErrorKind, err: &dyn Display) {
+        let kind = kind.as_str();
         tracing::warn!(service = self.service, kind, error = %err, "error");
         self.errors.with_label_values(&[self.service, kind]).inc();
     }
 
     /// How many errors of `kind` were counted (for tests and health summaries).
-    pub fn error_count(&self, kind: &str) -> u64 {
-        self.errors.with_label_values(&[self.service, kind]).get()
+    pub fn error_count(&self, kind: ErrorKind) -> u64 {
+        self.errors
+            .with_label_values(&[self.service, kind.as_str()])
+            .get()
     }
 
     /// The registry in the Prometheus text exposition format.
@@ -92,12 +96,12 @@ mod tests {
     #[test]
     fn exposition_has_build_info_errors_and_process_metrics() {
         let t = Telemetry::new("collector", "1.2.3").expect("registry");
-        t.error("kafka", &"broker down");
+        t.error(crate::contract::ErrorKind::Kafka, &"broker down");
         let text = t.encode().expect("encodes");
         assert!(text.contains(r#"nghenhan_build_info{service="collector",version="1.2.3"} 1"#));
         assert!(text.contains(r#"nghenhan_errors_total{kind="kafka",service="collector"} 1"#));
         #[cfg(target_os = "linux")]
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
-        assert_eq!(t.error_count("kafka"), 1);
+        assert_eq!(t.error_count(crate::contract::ErrorKind::Kafka), 1);
     }
 }

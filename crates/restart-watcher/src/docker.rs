@@ -425,8 +425,11 @@ pub async fn watch(
     loop {
         match follow(&endpoint, &project, &mut interpreter, &out, &shutdown).await {
             Ok(()) if shutdown.is_cancelled() => return,
-            Ok(()) => telemetry.error("docker_events", &"event stream ended"),
-            Err(err) => telemetry.error("docker_events", &err),
+            Ok(()) => telemetry.error(
+                kit::contract::ErrorKind::DockerEvents,
+                &"event stream ended",
+            ),
+            Err(err) => telemetry.error(kit::contract::ErrorKind::DockerEvents, &err),
         }
         let _ = out.send(Seen::Connected(false)).await;
         tokio::select! {

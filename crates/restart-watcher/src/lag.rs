@@ -31,7 +31,7 @@
 //!   answer (a deleted topic) loses its series at once.
 //! - A failed read (brokers away, a coordinator moving, the round's time budget spent) keeps
 //!   the last values, is logged and counted in `nghenhan_errors_total` under one of
-//!   [`kinds`], and never stops the service.
+//!   `ErrorKind::KafkaLag*`, and never stops the service.
 //!
 //! rust-rdkafka 0.38 has no admin call for a group's offsets (ListConsumerGroupOffsets), so
 //! each group is read through a consumer client of that `group.id` that never subscribes
@@ -41,6 +41,7 @@
 //! round at once (it then ends within that budget on its own).
 
 use kit::contract::metrics as names;
+use kit::contract::ErrorKind;
 use kit::kafka::KafkaContext;
 use kit::Telemetry;
 use prometheus::{IntGaugeVec, Opts, Registry};
@@ -61,19 +62,6 @@ pub const DEFAULT_GROUPS: [&str; 3] = ["sync-verifier", "collector-backfill", "r
 
 /// In `LAG_GROUPS`: also every group the brokers list.
 pub const EVERY_GROUP: &str = "*";
-
-/// The `kind` label of `nghenhan_errors_total` for each failure of the measurement.
-pub mod kinds {
-    /// The topics' metadata could not be read: the round measured nothing (retried with
-    /// back-off).
-    pub const METADATA: &str = "kafka_lag_metadata";
-    /// The brokers' group list could not be read (`LAG_GROUPS` has `*`).
-    pub const GROUPS: &str = "kafka_lag_groups";
-    /// A group's committed offsets could not be read; its series keep their last values.
-    pub const OFFSETS: &str = "kafka_lag_offsets";
-    /// Partitions' log start or end could not be read; their series keep their last values.
-    pub const WATERMARKS: &str = "kafka_lag_watermarks";
-}
 
 /// How the lag is measured, from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -398,7 +386,7 @@ impl Lag {
                 }
                 Err(err) => self
                     .telemetry
-                    .error(kinds::OFFSETS, &format!("group {group}: {err}")),
+                    .error(ErrorKind::KafkaLagOffsets, &format!("group {group}: {err}")),
             }
         }
         let marks = self.watermarks(&committed, &topics, &budget);
@@ -433,7 +421,7 @@ impl Lag {
                         .map(|g| g.name().to_string())
                         .filter(|g| !g.is_empty()),
                 ),
-                Err(err) => self.telemetry.error(kinds::GROUPS, &err),
+                Err(err) => self.telemetry.error(ErrorKind::KafkaLagGroups, &err),
             }
         }
         groups
@@ -550,7 +538,7 @@ impl Lag {
         }
         if let Some(first) = first {
             let what = format!("{failed} partition(s) unread, the first {first}");
-            self.telemetry.error(kinds::WATERMARKS, &what);
+            self.telemetry.error(ErrorKind::KafkaLagWatermarks, &what);
         }
         marks
     }
@@ -594,7 +582,7 @@ pub async fn run(lag: Lag, shutdown: CancellationToken) -> Result<(), kit::KitEr
                     .unwrap_or_else(|e| Err(LagError::Join(e.to_string())))
             }
         };
-        let failed = |err: LagError| telemetry.error(kinds::METADATA, &err);
+        let failed = |err: LagError| telemetry.error(ErrorKind::KafkaLagMetadata, &err);
         let measured = kit::retry::retry(
             &shutdown,
             kit::retry::Backoff::new(Duration::from_secs(1), interval),

@@ -199,7 +199,7 @@ async fn publish(
         .key(&event.service)
         .payload(&payload);
     if let Err((err, _)) = producer.send(record, Duration::from_secs(5)).await {
-        telemetry.error("restart_publish", &err);
+        telemetry.error(kit::contract::ErrorKind::RestartPublish, &err);
     }
 }
 
@@ -238,7 +238,8 @@ impl Watcher {
             match received {
                 Ok(msg) => self.handle(&msg).await?,
                 Err(err) => {
-                    self.telemetry.error("kafka_consume", &err);
+                    self.telemetry
+                        .error(kit::contract::ErrorKind::KafkaConsume, &err);
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -254,7 +255,8 @@ impl Watcher {
                 }
             }
             Err(reason) => {
-                self.telemetry.error("bad_heartbeat", &reason);
+                self.telemetry
+                    .error(kit::contract::ErrorKind::BadHeartbeat, &reason);
                 if !kafka::dead_letter(&self.producer, msg, &reason, &self.shutdown).await {
                     return Ok(()); // shutting down: leave the offset unstored, it is read again
                 }

@@ -274,7 +274,7 @@ async fn watch_the_script(endpoint: Endpoint, server: &Server) {
         requests[1]
     );
     assert!(
-        telemetry.error_count("docker_events") >= 1,
+        telemetry.error_count(kit::contract::ErrorKind::DockerEvents) >= 1,
         "the break is counted"
     );
 }

@@ -9,7 +9,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use restart_watcher::lag::{kinds, Lag, LagSettings};
+use restart_watcher::lag::{Lag, LagSettings};
 use std::time::Duration;
 
 const TOPIC: &str = "market.aggtrades.v1";
@@ -83,7 +83,10 @@ fn committed_offsets_against_log_ends_through_the_real_client() {
     produce(&brokers, &[(0, 1)]);
     lag.measure(3_000)
         .expect("the round goes on without the group");
-    assert!(telemetry.error_count(kinds::OFFSETS) >= 1, "counted");
+    assert!(
+        telemetry.error_count(kit::contract::ErrorKind::KafkaLagOffsets) >= 1,
+        "counted"
+    );
     assert_eq!(value(&lag, 0), Some(4), "the last value is kept");
     mock.clear_request_errors(RDKafkaApiKey::OffsetFetch);
     lag.measure(4_000).expect("a round");

@@ -118,7 +118,7 @@ pub async fn run(
             }
             Err(err) => {
                 m.up.set(0);
-                telemetry.error("db_stats", &err);
+                telemetry.error(kit::contract::ErrorKind::DbStats, &err);
             }
         }
         m.pool

@@ -167,7 +167,7 @@ pub async fn migrate_until_done(
         shutdown,
         kit::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
         migrate,
-        |e| telemetry.error("db_migrate", &e),
+        |e| telemetry.error(kit::contract::ErrorKind::DbMigrate, &e),
     )
     .await;
     if done.is_some() {

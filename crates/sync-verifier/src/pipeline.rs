@@ -193,8 +193,10 @@ impl Pipeline {
             write_splitting(inputs.len(), |run| self.persist_retrying(&inputs[run])).await?;
         for (i, reason) in refused {
             let msg = &batch[index[i]].0;
-            self.telemetry
-                .error("db_refused_record", &format!("{}: {reason}", msg.topic()));
+            self.telemetry.error(
+                kit::contract::ErrorKind::DbRefusedRecord,
+                &format!("{}: {reason}", msg.topic()),
+            );
             if !kafka::dead_letter(&self.producer, msg, &reason, &self.shutdown).await {
                 return None;
             }
@@ -225,8 +227,10 @@ impl Pipeline {
                     inputs.push(input.clone());
                 }
                 (Some(_), Some(reason)) => {
-                    self.telemetry
-                        .error("bad_record", &format!("{}: {reason}", msg.topic()));
+                    self.telemetry.error(
+                        kit::contract::ErrorKind::BadRecord,
+                        &format!("{}: {reason}", msg.topic()),
+                    );
                     if !kafka::dead_letter(&self.producer, msg, &reason, &self.shutdown).await {
                         return None;
                     }
@@ -247,7 +251,7 @@ impl Pipeline {
             &self.shutdown,
             kit::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
             load,
-            |e| self.telemetry.error("db_resume", &e),
+            |e| self.telemetry.error(kit::contract::ErrorKind::DbResume, &e),
         )
         .await;
         if let Some(v) = resumed {
@@ -283,7 +287,8 @@ impl Pipeline {
             match received {
                 None => break,
                 Some(Err(err)) => {
-                    self.telemetry.error("kafka_consume", &err);
+                    self.telemetry
+                        .error(kit::contract::ErrorKind::KafkaConsume, &err);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Some(Ok(msg)) => {
@@ -305,8 +310,10 @@ impl Pipeline {
         match decode(msg.topic(), msg.payload()) {
             Ok(input) => Some(input),
             Err(reason) => {
-                self.telemetry
-                    .error("bad_record", &format!("{}: {reason}", msg.topic()));
+                self.telemetry.error(
+                    kit::contract::ErrorKind::BadRecord,
+                    &format!("{}: {reason}", msg.topic()),
+                );
                 kafka::dead_letter(&self.producer, msg, &reason, &self.shutdown).await;
                 None
             }
@@ -329,7 +336,7 @@ impl Pipeline {
             &self.shutdown,
             kit::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
             write,
-            |e| self.telemetry.error("db_write", &e),
+            |e| self.telemetry.error(kit::contract::ErrorKind::DbWrite, &e),
         )
         .await
     }
@@ -387,13 +394,18 @@ impl Pipeline {
     async fn send(&self, request: &BackfillRequest) {
         let payload = match serde_json::to_vec(request) {
             Ok(p) => p,
-            Err(err) => return self.telemetry.error("serialize", &err),
+            Err(err) => {
+                return self
+                    .telemetry
+                    .error(kit::contract::ErrorKind::Serialize, &err)
+            }
         };
         let record = FutureRecord::to(topics::BACKFILL)
             .key(&request.symbol)
             .payload(&payload);
         if let Err((err, _)) = self.producer.send(record, Duration::from_secs(5)).await {
-            self.telemetry.error("backfill_request", &err); // the re-send loop tries again
+            self.telemetry
+                .error(kit::contract::ErrorKind::BackfillRequest, &err); // the re-send loop tries again
         }
     }
 
@@ -429,7 +441,8 @@ impl Pipeline {
                     self.send(r).await;
                 }
                 if let Err(err) = store::count_request(&self.pool, id).await {
-                    self.telemetry.error("db_write", &err);
+                    self.telemetry
+                        .error(kit::contract::ErrorKind::DbWrite, &err);
                 }
             }
         }

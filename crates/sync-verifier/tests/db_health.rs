@@ -45,7 +45,7 @@ async fn an_unreachable_database_reads_down_and_counts_errors() {
     let (m, telemetry, stop) = start("postgres://nghenhan:x@127.0.0.1:1/nghenhan");
     assert_eq!(m.up.get(), 0, "down until a read succeeds");
     until("two failed reads counted", || {
-        telemetry.error_count("db_stats") >= 2
+        telemetry.error_count(kit::contract::ErrorKind::DbStats) >= 2
     })
     .await;
     assert_eq!(m.up.get(), 0);
@@ -91,7 +91,7 @@ async fn the_stacks_database_reads_up_with_its_sizes() {
             && m.database_size.get() > filler
     })
     .await;
-    assert_eq!(telemetry.error_count("db_stats"), 0);
+    assert_eq!(telemetry.error_count(kit::contract::ErrorKind::DbStats), 0);
     stop.cancel();
     own.close().await;
     sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
