@@ -472,3 +472,40 @@ fn every_error_kind_in_rules_dashboards_and_the_drill_is_a_contract_kind() -> Re
     );
     Ok(())
 }
+
+/// Every task of the three services runs under kit's supervisor (`Service::spawn`, which
+/// stops the service when a task fails): no bare `tokio::spawn` in their code outside tests.
+#[test]
+fn the_services_spawn_no_task_outside_the_supervisor() -> Result<()> {
+    let mut checked = 0;
+    for krate in ["collector", "sync-verifier", "restart-watcher"] {
+        for path in rust_files(&e2e::root().join("crates").join(krate).join("src"))? {
+            let text = std::fs::read_to_string(&path)?;
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            assert!(
+                !code.contains("tokio::spawn(") && !code.contains("task::spawn("),
+                "{}: a task outside kit's supervisor",
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 10,
+        "only {checked} files read: is the path right?"
+    );
+    Ok(())
+}
+
+fn rust_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(rust_files(&path)?);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}

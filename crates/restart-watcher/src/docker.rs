@@ -8,14 +8,32 @@
 //! Numbers in events are not trusted: times, exit codes, durations and restart counts that
 //! are missing, negative or out of range are clamped or dropped (and logged), never
 //! overflowed; a bad `time` never moves the reconnect point (`since`) backwards.
+//!
+//! The set of handled events only keeps what a reconnect can replay (events from a minute
+//! before the reconnect point on), so it stays bounded however long the stream runs. The
+//! reconnect back-off (kit::retry, 0.5 s doubling to 30 s) starts over after a healthy
+//! connection (its stream delivered an event, or stayed open 10 s). Each request's connection is driven beside it, in the
+//! same task: nothing is spawned here.
+//!
+//! Why not `bollard` (measured, bollard 0.21.1): its event stream decodes with
+//! tokio-util's FramedRead and a JSON-lines decoder, and FramedRead ends the stream at the
+//! first decode error. Four events with a line that is not JSON after the second gave two
+//! events and the end of the stream; the two after the garbage were lost to that
+//! connection (a reconnect from `since` would replay them, and the garbage with them if a
+//! proxy keeps sending it). It also buffers an unterminated line without a bound, and its
+//! `EventMessage` drops the top-level `id` this code keys events on. The splitter here
+//! skips a bad line, keeps the events after it, and caps an event at [`MAX_EVENT_BYTES`]
+//! (tests: `a_line_that_is_not_json_does_not_hold_back_the_events_after_it`, the
+//! scripted Engine API in tests/docker_api.rs, the `docker_events` fuzz target).
 
 use crate::metrics::reasons;
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use kit::retry::Backoff;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -102,38 +120,48 @@ impl Docker {
         &self.prefix
     }
 
-    async fn send(&self, path: &str) -> Result<http::Response<hyper::body::Incoming>, DockerError> {
+    /// GET `path` on a new connection, and `read` the response, driving the connection
+    /// beside it in this task (hyper's connection future must be polled while the response
+    /// is read; it ends with the request).
+    async fn request<T, F, Fut>(&self, path: &str, read: F) -> Result<T, DockerError>
+    where
+        F: FnOnce(http::Response<hyper::body::Incoming>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, DockerError>>,
+    {
         let io: Box<dyn Io> = match &self.endpoint {
             Endpoint::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await?),
             Endpoint::Tcp(a) => Box::new(tokio::net::TcpStream::connect(a).await?),
         };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         let uri = format!("{}{path}", self.prefix);
         let req = http::Request::get(&uri)
             .header(http::header::HOST, "docker")
             .body(Empty::<Bytes>::new())?;
-        let response = sender.send_request(req).await?;
-        if !response.status().is_success() {
-            return Err(DockerError::Status {
-                path: uri,
-                status: response.status().as_u16(),
-            });
+        let exchange = async move {
+            let response = sender.send_request(req).await?;
+            if !response.status().is_success() {
+                return Err(DockerError::Status {
+                    path: uri,
+                    status: response.status().as_u16(),
+                });
+            }
+            read(response).await
+        };
+        tokio::pin!(conn, exchange);
+        tokio::select! {
+            result = &mut exchange => result,
+            Err(err) = &mut conn => Err(err.into()),
+            // the connection closed cleanly first: the response decides
+            else => exchange.await,
         }
-        Ok(response)
     }
 
     pub async fn get_json(&self, path: &str) -> Result<Value, DockerError> {
-        let body = self
-            .send(path)
-            .await?
-            .into_body()
-            .collect()
-            .await?
-            .to_bytes();
-        Ok(serde_json::from_slice(&body)?)
+        self.request(path, |response| async move {
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok(serde_json::from_slice(&body)?)
+        })
+        .await
     }
 
     /// Containers of the compose `project` (all states).
@@ -162,21 +190,21 @@ impl Docker {
             r#"{{"type":["container"],"event":["die","start","oom","health_status"],"label":["com.docker.compose.project={project}"]}}"#
         ));
         let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
-        let mut body = self
-            .send(&format!("/events?filters={filters}{since}"))
-            .await?
-            .into_body()
-            .into_data_stream();
-        let mut buffer = Vec::new();
-        while let Some(chunk) = body.next().await {
-            buffer.extend_from_slice(&chunk?);
-            for event in split_objects(&mut buffer) {
-                if tx.send(event).await.is_err() {
-                    return Ok(());
+        let path = format!("/events?filters={filters}{since}");
+        self.request(&path, |response| async move {
+            let mut body = response.into_body().into_data_stream();
+            let mut buffer = Vec::new();
+            while let Some(chunk) = body.next().await {
+                buffer.extend_from_slice(&chunk?);
+                for event in split_objects(&mut buffer) {
+                    if tx.send(event).await.is_err() {
+                        return Ok(());
+                    }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -266,9 +294,14 @@ pub struct Interpreter {
     pending_die: HashMap<String, (Option<i64>, Option<i64>)>,
     oom: HashSet<String>,
     unhealthy: HashSet<String>,
-    handled: HashSet<String>,
+    /// Events handled, by (time in ms, key): only those a reconnect can replay are kept.
+    handled: BTreeSet<(i64, String)>,
     pub last_time: Option<i64>,
 }
+
+/// How far before the reconnect point (`since`, whole seconds) handled events are kept:
+/// a reconnect replays from `since`, never earlier, so older ones cannot come again.
+pub const REPLAY_MARGIN_MS: i64 = 60_000;
 
 fn service_of(event: &Value) -> Option<String> {
     event["Actor"]["Attributes"]["com.docker.compose.service"]
@@ -339,15 +372,30 @@ pub fn reason(oom: bool, unhealthy: bool, exit_code: Option<i64>) -> &'static st
 }
 
 impl Interpreter {
+    /// Drops handled events older than a reconnect could replay.
+    fn forget_unreplayable(&mut self) {
+        let Some(since) = self.last_time else { return };
+        let cutoff = since.saturating_mul(1000).saturating_sub(REPLAY_MARGIN_MS);
+        if self.handled.first().is_some_and(|(ms, _)| *ms < cutoff) {
+            self.handled = self.handled.split_off(&(cutoff, String::new()));
+        }
+    }
+
+    /// How many handled events are remembered (bounded by [`REPLAY_MARGIN_MS`]).
+    pub fn remembered(&self) -> usize {
+        self.handled.len()
+    }
+
     /// Handles one event; `inspect` is the container's inspection when it was taken.
     pub fn event(&mut self, event: &Value, inspect: Option<&Value>) -> Vec<Seen> {
         let key = format!("{}/{}/{}", event["timeNano"], event["id"], event["Action"]);
-        if !self.handled.insert(key) {
+        if !self.handled.insert((event_ms(event), key)) {
             return Vec::new(); // replayed after a reconnect
         }
         if let Some(t) = since_secs(event) {
             self.last_time = Some(self.last_time.map_or(t, |last| last.max(t)));
         }
+        self.forget_unreplayable();
         let Some(service) = service_of(event) else {
             return Vec::new();
         };
@@ -421,9 +469,17 @@ pub async fn watch(
     shutdown: CancellationToken,
 ) {
     let mut interpreter = Interpreter::default();
-    let mut delay = Duration::from_millis(500);
+    let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_CAP);
     loop {
-        match follow(&endpoint, &project, &mut interpreter, &out, &shutdown).await {
+        let followed = follow(
+            &endpoint,
+            &project,
+            &mut interpreter,
+            &out,
+            &shutdown,
+            &mut backoff,
+        );
+        match followed.await {
             Ok(()) if shutdown.is_cancelled() => return,
             Ok(()) => telemetry.error(
                 kit::contract::ErrorKind::DockerEvents,
@@ -432,13 +488,18 @@ pub async fn watch(
             Err(err) => telemetry.error(kit::contract::ErrorKind::DockerEvents, &err),
         }
         let _ = out.send(Seen::Connected(false)).await;
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+        if !kit::retry::sleep(&shutdown, backoff.next_delay()).await {
+            return;
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
+
+/// The reconnect back-off: from 0.5 s, doubling to 30 s; back to 0.5 s after a healthy
+/// connection (its stream delivered an event, or stayed open [`HEALTHY_AFTER`]), as
+/// Docker's restart policy resets after 10 s up.
+pub const RECONNECT_FIRST: Duration = Duration::from_millis(500);
+pub const RECONNECT_CAP: Duration = Duration::from_secs(30);
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 
 async fn follow(
     endpoint: &Endpoint,
@@ -446,6 +507,7 @@ async fn follow(
     it: &mut Interpreter,
     out: &mpsc::Sender<Seen>,
     shutdown: &CancellationToken,
+    backoff: &mut Backoff,
 ) -> Result<(), DockerError> {
     let docker = Docker::negotiate(endpoint.clone()).await?;
     for c in docker.containers(project).await? {
@@ -463,19 +525,30 @@ async fn follow(
     }
     let _ = out.send(Seen::Connected(true)).await;
     let (tx, mut rx) = mpsc::channel(256);
+    let opened = tokio::time::Instant::now();
     let since = it.last_time;
     let stream = docker.events(project, since, &tx);
     tokio::pin!(stream);
+    let mut delivered = false;
     let ended = loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             ended = &mut stream => break ended,
-            Some(event) = rx.recv() => handle(&docker, it, &event, out).await,
+            Some(event) = rx.recv() => {
+                delivered = true;
+                handle(&docker, it, &event, out).await;
+            }
         }
     };
     // The stream is gone; events it delivered before that are still queued.
     while let Ok(event) = rx.try_recv() {
+        delivered = true;
         handle(&docker, it, &event, out).await;
+    }
+    // A healthy connection (it delivered, or it stayed open): the next failure waits the
+    // first delay again.
+    if delivered || opened.elapsed() >= HEALTHY_AFTER {
+        backoff.reset();
     }
     ended
 }
@@ -516,6 +589,42 @@ mod tests {
         assert!(Endpoint::parse("ftp://x").is_err());
         assert_eq!(min_version("1.51", MAX_API), MAX_API);
         assert_eq!(min_version("1.41", MAX_API), "1.41");
+    }
+
+    #[test]
+    fn the_handled_set_stays_bounded_over_a_long_stream_and_still_skips_replays() {
+        let mut it = Interpreter::default();
+        let step = 100_000_000; // an event every 0.1 s, for three hours
+        let events: Vec<Value> = (0..108_000)
+            .map(|i| {
+                ev(
+                    "health_status: healthy",
+                    "collector",
+                    1_700_000_000_000_000_000 + i * step,
+                    json!({}),
+                )
+            })
+            .collect();
+        let mut most = 0;
+        for e in &events {
+            it.event(e, None);
+            most = most.max(it.remembered());
+        }
+        let window = usize::try_from((REPLAY_MARGIN_MS + 1_000) * 1_000_000 / step).expect("small");
+        assert!(
+            most <= window + 1,
+            "remembered {most} events, more than a replay can need ({window})"
+        );
+        // a reconnect replays from `since` (whole seconds): those are still recognised
+        let replay = &events[events.len() - 25..];
+        let again: usize = replay
+            .iter()
+            .map(|e| {
+                it.event(e, Some(&json!({"State": {"Restarting": false}})))
+                    .len()
+            })
+            .sum();
+        assert_eq!(again, 0, "a replayed event was handled twice");
     }
 
     #[test]

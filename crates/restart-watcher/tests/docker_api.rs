@@ -128,8 +128,17 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Result<Response<
             } else {
                 second_stream()
             };
-            // one object per line, split mid-object across frames as a real stream may be
-            let text: String = events.iter().map(|e| e.to_string() + "\n").collect();
+            // one object per line, split mid-object across frames as a real stream may be;
+            // the first stream has a line that is not JSON in the middle (a proxy's noise):
+            // the events after it must still arrive on this connection
+            let mut lines: Vec<String> = events.iter().map(|e| e.to_string() + "\n").collect();
+            if n == 1 {
+                lines.insert(
+                    lines.len() / 2,
+                    "<html>502 Bad Gateway</html>\n".to_string(),
+                );
+            }
+            let text: String = lines.concat();
             let (a, b) = text.split_at(text.len() / 2 + 7);
             let frames = vec![
                 Ok(Frame::data(Bytes::from(a.to_string()))),
@@ -276,6 +285,120 @@ async fn watch_the_script(endpoint: Endpoint, server: &Server) {
     assert!(
         telemetry.error_count(kit::contract::ErrorKind::DockerEvents) >= 1,
         "the break is counted"
+    );
+}
+
+/// An Engine whose event stream either delivers one event and ends (a healthy connection
+/// that breaks) or answers 500: the times of the watcher's `/events` requests.
+#[derive(Default)]
+struct Reconnects {
+    fail_events: bool,
+    at: Mutex<Vec<std::time::Instant>>,
+}
+
+async fn reconnects(
+    server: Arc<Reconnects>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    use http_body_util::BodyExt;
+    let body = |status: u16, text: String| {
+        Ok(Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from(text)).boxed_unsync())
+            .expect("response"))
+    };
+    match req.uri().path() {
+        "/version" => body(200, json!({"ApiVersion": "1.47"}).to_string()),
+        "/v1.47/containers/json" => body(200, "[]".into()),
+        "/v1.47/events" => {
+            let n = {
+                let mut at = server.at.lock().expect("lock");
+                at.push(std::time::Instant::now());
+                at.len()
+            };
+            if server.fail_events {
+                return body(500, "{}".into());
+            }
+            let secs = 1_700_000_000 + i64::try_from(n).expect("small");
+            body(
+                200,
+                event("health_status: healthy", "collector", secs, json!({})).to_string() + "\n",
+            )
+        }
+        p if p.starts_with("/v1.47/containers/") => {
+            body(200, json!({"State": {"Restarting": false}}).to_string())
+        }
+        _ => body(404, "{}".into()),
+    }
+}
+
+/// The gaps between the watcher's first `count` event-stream requests.
+async fn reconnect_gaps(fail_events: bool, count: usize) -> Vec<Duration> {
+    let dir = std::env::temp_dir().join(format!(
+        "docker-reconnects-{fail_events}-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let socket = dir.join("docker.sock");
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).expect("bind");
+    let server = Arc::new(Reconnects {
+        fail_events,
+        ..Default::default()
+    });
+    let s = server.clone();
+    let accept = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let s = s.clone();
+            let svc = hyper::service::service_fn(move |req| reconnects(s.clone(), req));
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc),
+            );
+        }
+    });
+    let (tx, mut rx) = mpsc::channel(1024);
+    let token = CancellationToken::new();
+    let telemetry = kit::Telemetry::new("restart-watcher", "test").expect("telemetry");
+    let endpoint = Endpoint::Unix(socket.to_string_lossy().to_string());
+    tokio::spawn(docker::watch(
+        endpoint,
+        "nghenhan".into(),
+        tx,
+        telemetry,
+        token.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while server.at.lock().expect("lock").len() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watcher stopped reconnecting"
+        );
+        tokio::select! {
+            _ = rx.recv() => {}
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    token.cancel();
+    accept.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+    let at = server.at.lock().expect("lock").clone();
+    at.windows(2).map(|w| w[1] - w[0]).take(count - 1).collect()
+}
+
+#[tokio::test]
+async fn the_reconnect_delay_starts_over_after_a_healthy_stream_and_grows_while_it_fails() {
+    let healthy = reconnect_gaps(false, 6).await;
+    assert!(
+        healthy
+            .iter()
+            .all(|gap| *gap < docker::RECONNECT_FIRST * 2 - Duration::from_millis(100)),
+        "each stream delivered an event, so each reconnect waits the first delay: {healthy:?}"
+    );
+    let failing = reconnect_gaps(true, 4).await;
+    assert!(
+        failing[2] >= docker::RECONNECT_FIRST * 4 - Duration::from_millis(100),
+        "a failing stream backs off, 0.5 s doubling: {failing:?}"
     );
 }
 
