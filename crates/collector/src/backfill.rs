@@ -11,6 +11,7 @@ use kit::kafka::{self, KafkaContext};
 use kit::time::now_ms;
 use kit::Telemetry;
 use market::binance::{parse_agg_rows, parse_kline_rows};
+use market::rest::{KLINE_INTERVAL, KLINE_MS};
 use market::{BackfillRange, BackfillRequest, Stream};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -20,7 +21,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const PAGE: usize = 1000;
-const KLINE_MS: i64 = 60_000;
 
 /// Why a request could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -97,13 +97,13 @@ impl Backfiller {
         while next <= end {
             let query = [
                 ("symbol", symbol.to_string()),
-                ("interval", "1m".to_string()),
+                ("interval", KLINE_INTERVAL.to_string()),
                 ("startTime", next.to_string()),
                 ("endTime", end.to_string()),
                 ("limit", PAGE.to_string()),
             ];
             let body = self.get_retrying(KLINES, &query).await?;
-            let page = parse_kline_rows(symbol, "1m", &body, exchange_now)?;
+            let page = parse_kline_rows(symbol, KLINE_INTERVAL, &body, exchange_now)?;
             let Some(last) = page.last().map(|k| k.open_time_ms) else {
                 break;
             };
@@ -131,7 +131,7 @@ impl Backfiller {
 
     async fn server_time_retrying(&self) -> Result<i64, BackfillError> {
         let body = self.get_retrying(crate::rest::TIME, &[]).await?;
-        crate::rest::parse_server_time(&body)
+        market::rest::parse_server_time(&body)
             .ok_or_else(|| BackfillError::Invalid(format!("no serverTime in {body}")))
     }
 

@@ -23,32 +23,14 @@ pub const MAX_BLOCK: Duration = Duration::from_secs(3600);
 /// The first pause after a 403 (Binance's WAF); it doubles with each 403 in a row, up to
 /// [`MAX_BLOCK`], and starts again after a success.
 pub const WAF_FIRST_BLOCK: Duration = Duration::from_secs(300);
-/// Longest window accepted from exchangeInfo (REQUEST_WEIGHT is per minute today).
-pub const MAX_WINDOW_MS: u64 = 86_400_000;
 /// Probes of the used weight ([`Governor::try_probe`]) stop short of this share of the
 /// limit, so they never cause a 429 themselves.
 pub const PROBE_CEILING: f64 = 0.98;
 /// The component `/readyz` lists as degraded while REST is paused.
 pub const COMPONENT: &str = "binance_rest";
 
-/// The REQUEST_WEIGHT limit and its window, from exchangeInfo.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Window {
-    pub limit: u32,
-    pub window_ms: u64,
-    /// Label and header suffix, e.g. `1m`.
-    pub label: String,
-}
-
-impl Default for Window {
-    fn default() -> Self {
-        Self {
-            limit: 6000,
-            window_ms: 60_000,
-            label: "1m".into(),
-        }
-    }
-}
+/// The REQUEST_WEIGHT limit and its window (market::rest parses it from exchangeInfo).
+pub use market::rest::WeightWindow as Window;
 
 #[derive(Debug)]
 struct State {

@@ -8,6 +8,7 @@ use kit::contract::topics;
 use kit::time::now_ms;
 use kit::Telemetry;
 use market::binance::{parse_agg_rows, parse_kline_rows};
+use market::rest::KLINE_INTERVAL;
 use market::{Head, SCHEMA_VERSION};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,7 @@ pub async fn sample(rest: &BinanceRest, symbol: &str) -> Result<Head, String> {
             KLINES,
             &[
                 ("symbol", s.clone()),
-                ("interval", "1m".into()),
+                ("interval", KLINE_INTERVAL.into()),
                 ("limit", "2".into()),
             ],
         )
@@ -37,7 +38,7 @@ pub async fn sample(rest: &BinanceRest, symbol: &str) -> Result<Head, String> {
     let last_agg = parse_agg_rows(symbol, &aggs, now)
         .map_err(|e| e.to_string())?
         .pop();
-    let last_closed = parse_kline_rows(symbol, "1m", &klines, exchange_now)
+    let last_closed = parse_kline_rows(symbol, KLINE_INTERVAL, &klines, exchange_now)
         .map_err(|e| e.to_string())?
         .last()
         .map(|k| k.open_time_ms);
@@ -47,7 +48,7 @@ pub async fn sample(rest: &BinanceRest, symbol: &str) -> Result<Head, String> {
         last_agg_id: last_agg.as_ref().map(|t| t.agg_id),
         last_agg_time_ms: last_agg.map(|t| t.trade_time_ms),
         last_closed_kline_open_ms: last_closed,
-        interval: "1m".into(),
+        interval: KLINE_INTERVAL.into(),
         observed_at_ms: now,
     })
 }

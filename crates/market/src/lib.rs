@@ -9,6 +9,7 @@
 pub mod binance;
 pub mod decimal;
 pub mod records;
+pub mod rest;
 
 pub use records::{
     AggTrade, BackfillRange, BackfillRequest, Head, Kline, Source, Stream, SCHEMA_VERSION,

@@ -79,7 +79,7 @@ pub fn agg(a: &AggTrade, now_ms: i64) -> Result<(), String> {
 /// A closed 1m kline the tables accept.
 pub fn kline(k: &Kline, now_ms: i64) -> Result<(), String> {
     symbol(&k.symbol)?;
-    if k.interval != "1m" {
+    if k.interval != market::rest::KLINE_INTERVAL {
         return Err(format!(
             "interval {:?} is not collected (1m only)",
             truncate(&k.interval)

@@ -10,7 +10,8 @@ use market::{AggTrade, BackfillRange, BackfillRequest, Head, Kline, Stream};
 use sqlx::PgConnection;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-pub const KLINE_STEP_MS: i64 = 60_000;
+/// One kline's length (market::rest::KLINE_MS: the one place it is defined).
+pub const KLINE_STEP_MS: i64 = market::rest::KLINE_MS;
 
 /// How far a streamed trade id may run past the exchange's last sampled id (heads come
 /// every few seconds; even the busiest pair trades far fewer ids in that time). A record
