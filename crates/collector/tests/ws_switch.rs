@@ -129,17 +129,6 @@ fn frames_read(telemetry: &kit::Telemetry) -> u64 {
         .unwrap_or(0)
 }
 
-async fn until(what: &str, limit: Duration, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Starts the streams, waits until the successor's first connect began, then says how
 /// many frames and pongs the live socket carried over the next `window`.
 async fn reads_while_the_successor_connects(
@@ -155,10 +144,10 @@ async fn reads_while_the_successor_connects(
     let (streams, telemetry) = streams(&s.url, planned_after);
     let token = CancellationToken::new();
     let task = tokio::spawn(streams.run(token.clone()));
-    until(
+    kit::testing::until(
         "a successor connect started",
         Duration::from_secs(10),
-        || s.accepted.load(Ordering::SeqCst) >= 2,
+        async || s.accepted.load(Ordering::SeqCst) >= 2,
     )
     .await;
     let (frames, pongs) = (frames_read(&telemetry), s.pongs.load(Ordering::SeqCst));

@@ -167,8 +167,5 @@ pub async fn watcher_metric(client: &reqwest::Client, series: &str) -> Result<f6
         .error_for_status()?
         .text()
         .await?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0))
+    Ok(kit::testing::sample(&text, series).unwrap_or(0.0))
 }

@@ -18,6 +18,8 @@ pub mod restarts;
 pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
 
 pub use error::KitError;

@@ -7,18 +7,10 @@ use std::time::Duration;
 use sync_verifier::dbstats::{self, DbMetrics};
 use tokio_util::sync::CancellationToken;
 
-const ADMIN_URL: &str = "postgres://nghenhan:nghenhan@127.0.0.1:5432/nghenhan";
+use kit::testing::until;
 
-async fn until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+const SEC: Duration = Duration::from_secs(1);
+const ADMIN_URL: &str = "postgres://nghenhan:nghenhan@127.0.0.1:5432/nghenhan";
 
 fn start(url: &str) -> (DbMetrics, kit::Telemetry, CancellationToken) {
     let telemetry = kit::Telemetry::new("sync-verifier", "test").expect("telemetry");
@@ -44,7 +36,7 @@ async fn an_unreachable_database_reads_down_and_counts_errors() {
     // Nothing listens on port 1.
     let (m, telemetry, stop) = start("postgres://nghenhan:x@127.0.0.1:1/nghenhan");
     assert_eq!(m.up.get(), 0, "down until a read succeeds");
-    until("two failed reads counted", || {
+    until("two failed reads counted", 30 * SEC, async || {
         telemetry.error_count(kit::contract::ErrorKind::DbStats) >= 2
     })
     .await;
@@ -73,7 +65,7 @@ async fn the_stacks_database_reads_up_with_its_sizes() {
         .await
         .expect("filler");
     let (m, telemetry, stop) = start(&url);
-    until("the database reads up", || m.up.get() == 1).await;
+    until("the database reads up", 30 * SEC, async || m.up.get() == 1).await;
     let reading = dbstats::read(&own).await.expect("read");
     let filler = reading
         .tables
@@ -86,7 +78,7 @@ async fn the_stacks_database_reads_up_with_its_sizes() {
         "5 000 rows of 200 bytes: {filler} bytes"
     );
     assert!(reading.database_bytes > filler);
-    until("the gauges show the sizes", || {
+    until("the gauges show the sizes", 30 * SEC, async || {
         m.table_size.with_label_values(&["filler"]).get() == filler
             && m.database_size.get() > filler
     })

@@ -5,6 +5,7 @@
 //! database's own refusal of a bad value is sorted as a data error (SQLSTATE 22), not a
 //! reason to retry.
 
+use kit::testing::until;
 use market::{AggTrade, Kline, Source};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -77,25 +78,9 @@ async fn send<T: serde::Serialize>(producer: &FutureProducer, topic: &str, key: 
         .expect("delivered");
 }
 
+/// One series of a /metrics page; 0 while absent or unanswered.
 async fn metric(url: &str, series: &str) -> f64 {
-    let Ok(r) = reqwest::get(url).await else {
-        return -1.0;
-    };
-    let text = r.text().await.unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    kit::testing::metric(url, series).await.unwrap_or(0.0)
 }
 
 /// The dead-letter topic's end offset (messages after it are this test's).

@@ -20,39 +20,12 @@ const SEC: Duration = Duration::from_secs(1);
 const ADMIN_URL: &str = "postgres://nghenhan:nghenhan@127.0.0.1:5432/nghenhan";
 
 fn stack(args: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/native/stack.sh");
-    let status = std::process::Command::new(script)
-        .args(args)
-        .status()
-        .expect("stack.sh");
-    assert!(status.success(), "stack.sh {args:?}");
+    e2e::stack(args).expect("stack.sh");
 }
 
-async fn metric(url: &str, line_prefix: &str) -> f64 {
-    let Ok(r) = reqwest::get(url).await else {
-        return -1.0;
-    };
-    let text = r.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(line_prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn wait(what: &str, limit: Duration, check: impl AsyncFnMut() -> bool) {
-    assert!(waited(limit, check).await, "{what}: not within {limit:?}");
-}
-
-/// Polls `check` until it holds (true) or `limit` passes (false).
-async fn waited(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    true
+/// The sum of a /metrics page's series starting with `prefix`; -1 while it does not answer.
+async fn metric(url: &str, prefix: &str) -> f64 {
+    kit::testing::metric_sum(url, prefix).await.unwrap_or(-1.0)
 }
 
 /// What the simulator, the verifier and the collector say of the symbol, for a failure
@@ -201,13 +174,13 @@ async fn survives(p: &Parts, what: &str, opens_gap: bool, fault: impl AsyncFnOnc
     let (before, newest) = (detected(p).await, newest_id(p).await);
     fault().await;
     let marked = async || detected(p).await > before || backfilled_after(p, newest).await > 0;
-    if opens_gap && !waited(60 * SEC, marked).await {
+    if opens_gap && !kit::testing::within(60 * SEC, marked).await {
         panic!(
             "{what}: no gap detected and nothing back-filled after id {newest} within 60 s\n{}",
             state(p).await
         );
     }
-    if !waited(120 * SEC, async || all_healed(p).await).await {
+    if !kit::testing::within(120 * SEC, async || all_healed(p).await).await {
         panic!("{what}: gaps not healed within 120 s\n{}", state(p).await);
     }
     eprintln!(
@@ -258,12 +231,12 @@ async fn the_database_equals_the_truth_after_drops_kills_and_restarts() {
     // The drop below must fall inside what this verifier reads of this symbol: wait until
     // it has stored the symbol's live trades (the stack's own collector feeds the topics
     // too, so a count over every symbol would not say that this one flows).
-    wait("the symbol's trades are verified", 60 * SEC, async || {
+    kit::testing::until("the symbol's trades are verified", 60 * SEC, async || {
         last_event(&p).await > 0.0
     })
     .await;
     let started = last_event(&p).await;
-    wait("the symbol's trades keep flowing", 30 * SEC, async || {
+    kit::testing::until("the symbol's trades keep flowing", 30 * SEC, async || {
         last_event(&p).await > started
     })
     .await;
@@ -307,12 +280,12 @@ async fn the_database_equals_the_truth_after_drops_kills_and_restarts() {
     let _ = verifier.await; // gone, its consumer closed
     (verifier, p.verifier_metrics) = start_verifier(&db_url, &group).await;
     // It resumes from the database (the gauge shows the stored newest trade), then reads on.
-    wait("the restarted verifier resumed", 60 * SEC, async || {
+    kit::testing::until("the restarted verifier resumed", 60 * SEC, async || {
         last_event(&p).await > 0.0
     })
     .await;
     let resumed = last_event(&p).await;
-    wait(
+    kit::testing::until(
         "the restarted verifier reads new trades",
         60 * SEC,
         async || last_event(&p).await > resumed,
