@@ -630,13 +630,17 @@ async fn main() -> Result<()> {
     )
     .await?;
     let garbage = async {
+        // Only this fault's message counts: an earlier drill's HighErrorRate may still be
+        // in the sink (it stopped the garbage after one burst, and the row never fired).
+        let since = now_ms();
         for _ in 0..120 {
             sim(c, "garbage", json!({})).await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let fired = sink_messages(c).await?.iter().any(|m| {
-                m.body["embeds"][0]["title"]
-                    .as_str()
-                    .is_some_and(|t| t.contains("FIRING") && t.contains("] HighErrorRate"))
+                m.received_at_ms >= since
+                    && m.body["embeds"][0]["title"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("FIRING") && t.contains("] HighErrorRate"))
             });
             if fired {
                 return Ok(());
