@@ -16,6 +16,21 @@ pub mod publish;
 pub mod rest;
 pub mod ws;
 
+/// Why the collector could not start or stopped: a kit component's failure, or its own.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kit(#[from] KitError),
+    #[error("the Binance REST client could not be built: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+impl From<prometheus::Error> for Error {
+    fn from(err: prometheus::Error) -> Self {
+        Error::Kit(err.into())
+    }
+}
+
 use clap::Parser;
 use kit::app::Service;
 use kit::config::KitConfig;
@@ -120,7 +135,7 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> Result<(), KitError> {
+) -> Result<(), Error> {
     let mut service = Service::start(
         services::COLLECTOR,
         env!("CARGO_PKG_VERSION"),
@@ -139,8 +154,7 @@ pub async fn run(
         governor,
         metrics.clone(),
         service.telemetry.clone(),
-    )
-    .map_err(|e| KitError::Io(std::io::Error::other(e)))?;
+    )?;
     let rest = Arc::new(rest);
     let publisher = spawn_publisher(&mut service, &config, metrics.clone())?;
     service.spawn(
@@ -194,7 +208,7 @@ pub async fn run(
     );
     spawn_backfill(&mut service, &config, rest, publisher, metrics)?;
     let app = service.ops_app();
-    service.run(listener, app).await
+    Ok(service.run(listener, app).await?)
 }
 
 /// The publisher and its delivery watcher. With `KAFKA_QUEUE_MAX_MESSAGES` set, records go

@@ -281,7 +281,7 @@ pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, KitError> {
 /// The end of a service's `main`: success exits 0; a failure is the last log line (with
 /// the failed task and its error) and exits 1 at once, without waiting for clients that
 /// may block on a broker that is away.
-pub fn exit(service: &str, result: Result<(), KitError>) -> std::process::ExitCode {
+pub fn exit<E: std::fmt::Display>(service: &str, result: Result<(), E>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

@@ -21,6 +21,22 @@ pub mod metrics;
 pub mod tracker;
 pub mod watch;
 
+/// Why restart-watcher could not start or stopped: a kit component's failure, or a bad
+/// DOCKER_HOST.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kit(#[from] kit::KitError),
+    #[error(transparent)]
+    DockerHost(#[from] docker::DockerError),
+}
+
+impl From<prometheus::Error> for Error {
+    fn from(err: prometheus::Error) -> Self {
+        Error::Kit(err.into())
+    }
+}
+
 use clap::Parser;
 use kit::app::Service;
 use kit::config::KitConfig;
@@ -101,7 +117,7 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> Result<(), kit::KitError> {
+) -> Result<(), Error> {
     let mut service = Service::start(
         services::RESTART_WATCHER,
         env!("CARGO_PKG_VERSION"),
@@ -134,8 +150,7 @@ pub async fn run(
         shutdown: service.shutdown.clone(),
     };
     if let Some(host) = &config.docker_host {
-        let endpoint = docker::Endpoint::parse(host)
-            .map_err(|e| kit::KitError::Io(std::io::Error::other(e.to_string())))?;
+        let endpoint = docker::Endpoint::parse(host)?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let source = docker::watch(
             endpoint,
@@ -177,7 +192,7 @@ pub async fn run(
     service.spawn("heartbeat_consume", watcher.consume());
     service.spawn("metrics_refresh", refresh(watch, service.shutdown.clone()));
     let app = service.ops_app();
-    service.run(listener, app).await
+    Ok(service.run(listener, app).await?)
 }
 
 type Shared = Arc<Mutex<Watch>>;

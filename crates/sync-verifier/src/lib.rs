@@ -17,6 +17,29 @@ pub mod store;
 pub mod validate;
 pub mod verifier;
 
+/// Why sync-verifier could not start or stopped: a kit component's failure, or its
+/// database settings. Never carries the password.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kit(#[from] kit::KitError),
+    #[error("DATABASE_URL: {0}")]
+    DatabaseUrl(sqlx::Error),
+    #[error("DATABASE_PASSWORD_FILE {path}: {source}")]
+    PasswordFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("DATABASE_PASSWORD_FILE {path}: empty")]
+    EmptyPasswordFile { path: std::path::PathBuf },
+}
+
+impl From<prometheus::Error> for Error {
+    fn from(err: prometheus::Error) -> Self {
+        Error::Kit(err.into())
+    }
+}
+
 use clap::Parser;
 use kit::app::Service;
 use kit::config::KitConfig;
@@ -83,7 +106,7 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> Result<(), kit::KitError> {
+) -> Result<(), Error> {
     let mut service = Service::start(
         services::SYNC_VERIFIER,
         env!("CARGO_PKG_VERSION"),
@@ -129,28 +152,25 @@ pub async fn run(
         ),
     );
     let app = service.ops_app().probe("postgres", pg_probe(pool));
-    service.run(listener, app).await
+    Ok(service.run(listener, app).await?)
 }
 
 /// The connection settings: DATABASE_URL, with the password from DATABASE_PASSWORD_FILE
 /// when one is given (its last line break dropped). Errors name the setting and the file,
 /// never the password.
-pub fn connect_options(config: &Config) -> Result<PgConnectOptions, kit::KitError> {
-    let bad = |what: String| kit::KitError::Io(std::io::Error::other(what));
-    let options = PgConnectOptions::from_str(&config.database_url)
-        .map_err(|e| bad(format!("DATABASE_URL: {e}")))?;
+pub fn connect_options(config: &Config) -> Result<PgConnectOptions, Error> {
+    let options = PgConnectOptions::from_str(&config.database_url).map_err(Error::DatabaseUrl)?;
     let Some(path) = &config.database_password_file else {
         return Ok(options);
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| bad(format!("DATABASE_PASSWORD_FILE {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::PasswordFile {
+        path: path.clone(),
+        source,
+    })?;
     let password = text.strip_suffix('\n').unwrap_or(&text);
     let password = password.strip_suffix('\r').unwrap_or(password);
     if password.is_empty() {
-        return Err(bad(format!(
-            "DATABASE_PASSWORD_FILE {}: empty",
-            path.display()
-        )));
+        return Err(Error::EmptyPasswordFile { path: path.clone() });
     }
     Ok(options.password(password))
 }
