@@ -93,7 +93,10 @@ install:
 
 # ---- tests ------------------------------------------------------------------------------
 
-test: lint install shellcheck unit check-config rule-test e2e
+test: lint install shellcheck check-config rule-test e2e
+# The test stack's PostgreSQL: with DATABASE_URL set when it builds, sync-verifier's
+# database tests (tests/store.rs, a fresh database each) run instead of being ignored.
+test e2e: export DATABASE_URL := postgres://nghenhan:nghenhan@127.0.0.1:5432/nghenhan
 
 # First, before anything slow: formatting (rustfmt.toml) and every clippy warning an error.
 lint:
@@ -145,8 +148,9 @@ compose-check: secrets
 	$(VPS_ENV) $(COMPOSE_CHECK) -f deploy/vps/compose.yml config --quiet
 	$(VPS_ENV) $(COMPOSE_CHECK) -f deploy/vps/compose.yml -f deploy/vps/admin-auth.yml config --quiet
 
-# Tests that need the real Kafka/PostgreSQL/Prometheus/Alertmanager are #[ignore]d in
-# plain `cargo test`; here they run against a native stack of their own (state in
+# Unit tests (with the database tests: DATABASE_URL above), then the tests that need the
+# real Kafka/PostgreSQL/Prometheus/Alertmanager (#[ignore]d in plain `cargo test`), all
+# against a native stack of their own (state in
 # .cache/test-run, wiped first, so neither run sees the other's symbols, gaps or restarts),
 # started with the collector pointed at exchange-sim and always stopped. Both stacks use the
 # same ports: the one of `make up` must be down.
@@ -155,7 +159,7 @@ e2e:
 	@if $(STACK) status 2>/dev/null | grep -qE ' (healthy|unhealthy) '; then \
 	  echo "make test: the stack of 'make up' is running and holds the ports the tests need; 'make down' first"; exit 1; fi
 	@export BINANCE=sim NGH_RUN=$(TEST_RUN); rm -rf $(TEST_RUN); trap '$(STACK) down' EXIT; \
-	  $(STACK) up && cargo test --workspace --no-fail-fast -- --ignored
+	  $(STACK) up && cargo test --workspace --no-fail-fast && cargo test --workspace --no-fail-fast -- --ignored
 
 # Speed and memory goals: each bench prints ratios against a baseline measured in the same run.
 bench:

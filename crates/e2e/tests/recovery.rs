@@ -64,7 +64,10 @@ struct Parts {
 async fn start_verifier(
     db_url: &str,
     group: &str,
-) -> (tokio::task::JoinHandle<Result<(), sync_verifier::Error>>, String) {
+) -> (
+    tokio::task::JoinHandle<Result<(), sync_verifier::Error>>,
+    String,
+) {
     // `latest`: the topics hold every earlier test's records; this test's symbol starts
     // after the verifier (and the comparison covers what was stored, min to max id).
     let vars: HashMap<&str, &str> = HashMap::from([
@@ -90,7 +93,10 @@ async fn start_verifier(
 /// A collector of the symbol, and where its metrics are.
 async fn start_collector(
     p: &Parts,
-) -> (tokio::task::JoinHandle<Result<(), collector::Error>>, String) {
+) -> (
+    tokio::task::JoinHandle<Result<(), collector::Error>>,
+    String,
+) {
     let group = format!("backfill-{}", p.symbol);
     let ws = p.sim.replace("http://", "ws://");
     // Its own state folder: a ban remembered by another test must not reach this one.

@@ -392,12 +392,13 @@ async fn the_reconnect_delay_starts_over_after_a_healthy_stream_and_grows_while_
     assert!(
         healthy
             .iter()
-            .all(|gap| *gap < docker::RECONNECT_FIRST * 2 - Duration::from_millis(100)),
+            // without the reset: 0.5, 1, 2, 4 and 8 s; 1.5 s leaves a loaded machine room
+            .all(|gap| *gap < docker::RECONNECT_FIRST * 3),
         "each stream delivered an event, so each reconnect waits the first delay: {healthy:?}"
     );
     let failing = reconnect_gaps(true, 4).await;
     assert!(
-        failing[2] >= docker::RECONNECT_FIRST * 4 - Duration::from_millis(100),
+        failing[2] >= docker::RECONNECT_FIRST * 4 - Duration::from_millis(50),
         "a failing stream backs off, 0.5 s doubling: {failing:?}"
     );
 }
