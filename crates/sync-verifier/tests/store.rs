@@ -20,7 +20,7 @@ fn agg(id: u64, price: &str) -> AggTrade {
         first_trade_id: id * 2,
         last_trade_id: id * 2 + 1,
         trade_time_ms: NOW - 60_000 + i64::try_from(id).expect("small"),
-        buyer_is_maker: id % 2 == 0,
+        buyer_is_maker: id.is_multiple_of(2),
         event_time_ms: None,
         received_at_ms: NOW,
         source: Source::Ws,
