@@ -28,6 +28,17 @@ async fn metric(url: &str, prefix: &str) -> f64 {
     kit::testing::metric_sum(url, prefix).await.unwrap_or(-1.0)
 }
 
+/// Has the simulator drop the symbol's next `count` trades from its streams.
+async fn drop_trades(client: &reqwest::Client, sim: &str, symbol: &str, count: u32) {
+    let body = json!({"symbol": symbol, "stream": "aggTrade", "count": count});
+    client
+        .post(format!("{sim}/sim/drop"))
+        .json(&body)
+        .send()
+        .await
+        .expect("drop");
+}
+
 /// What the simulator, the verifier and the collector say of the symbol, for a failure
 /// message.
 async fn state(p: &Parts) -> String {
@@ -249,13 +260,7 @@ async fn the_database_equals_the_truth_after_drops_kills_and_restarts() {
 
     let client = reqwest::Client::new();
     survives(&p, "dropped window", true, async || {
-        let body = json!({"symbol": symbol, "stream": "aggTrade", "count": 30});
-        client
-            .post(format!("{sim}/sim/drop"))
-            .json(&body)
-            .send()
-            .await
-            .expect("drop");
+        drop_trades(&client, &sim, &symbol, 30).await;
     })
     .await;
 
@@ -298,13 +303,7 @@ async fn the_database_equals_the_truth_after_drops_kills_and_restarts() {
     )
     .await;
     survives(&p, "verifier restarted, then a drop", true, async || {
-        let body = json!({"symbol": symbol, "stream": "aggTrade", "count": 20});
-        client
-            .post(format!("{sim}/sim/drop"))
-            .json(&body)
-            .send()
-            .await
-            .expect("drop");
+        drop_trades(&client, &sim, &symbol, 20).await;
     })
     .await;
     verifier.abort();

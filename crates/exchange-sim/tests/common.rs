@@ -5,7 +5,6 @@ use exchange_sim::Config;
 use futures::StreamExt;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
@@ -84,24 +83,8 @@ impl Sim {
     }
 }
 
-/// Polls `check` every 20 ms until it gives `Some`; panics naming `what` after `within`.
-pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// Polls `check` until it gives `Some`; panics naming `what` after `within`.
+pub use kit::testing::until_some as wait_for;
 
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
