@@ -220,7 +220,7 @@ fn spawn_publisher(
 ) -> Result<Arc<publish::Publisher>, KitError> {
     let own = match config.kafka_queue_max_messages {
         Some(max) => {
-            let client_id = format!("collector-publish-{}", &service.identity.instance_id[..8]);
+            let client_id = service.identity.client_id("collector-publish");
             Some(kit::kafka::producer_with_queue(
                 &config.kit.kafka_brokers,
                 &client_id,
@@ -251,7 +251,7 @@ fn spawn_backfill(
     publisher: Arc<publish::Publisher>,
     metrics: metrics::CollectorMetrics,
 ) -> Result<(), KitError> {
-    let client_id = format!("collector-backfill-{}", &service.identity.instance_id[..8]);
+    let client_id = service.identity.client_id("collector-backfill");
     let consumer = kit::kafka::consumer(
         &config.kit.kafka_brokers,
         &client_id,

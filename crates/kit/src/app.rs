@@ -61,7 +61,7 @@ impl Service {
         let kafka = KafkaContext::new(&telemetry)?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let identity = Identity::new(service, crate::heartbeat::replica_name(port));
-        let client_id = format!("{service}-{}", &identity.instance_id[..8]);
+        let client_id = identity.client_id(service);
         let producer = kafka::producer(&config.kafka_brokers, &client_id, kafka.clone())?;
         let degraded = Degraded::default();
         let mut started = Self {

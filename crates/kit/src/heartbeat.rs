@@ -40,6 +40,13 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// A Kafka client id for one of this process's clients: `<role>-<first 8 of the
+    /// instance id>`, so the brokers' logs and metrics tell instances and roles apart.
+    pub fn client_id(&self, role: &str) -> String {
+        let short = self.instance_id.get(..8).unwrap_or(&self.instance_id);
+        format!("{role}-{short}")
+    }
+
     /// A fresh identity for this process, in `replica` (see [`replica_name`]).
     pub fn new(service: &'static str, replica: String) -> Self {
         Self {
@@ -117,6 +124,15 @@ pub async fn run<C: ClientContext + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_ids_name_the_role_and_the_instance_without_panicking_on_a_short_id() {
+        let mut id = Identity::new("collector", "collector".into());
+        id.instance_id = "0123456789abcdef".into();
+        assert_eq!(id.client_id("collector-backfill"), "collector-backfill-01234567");
+        id.instance_id = "abc".into();
+        assert_eq!(id.client_id("x"), "x-abc");
+    }
 
     #[test]
     fn beats_share_the_instance_and_count_up() {

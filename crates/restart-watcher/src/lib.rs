@@ -134,7 +134,7 @@ pub async fn run(
         config.backoff_reset_secs,
     );
     let watch = Arc::new(Mutex::new(Watch::new(tracker, rules, metrics)));
-    let client_id = format!("restart-watcher-{}", &service.identity.instance_id[..8]);
+    let client_id = service.identity.client_id("restart-watcher");
     let consumer = kafka::consumer(
         &config.kit.kafka_brokers,
         &client_id,

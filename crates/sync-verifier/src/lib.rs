@@ -120,7 +120,7 @@ pub async fn run(
         .connect_lazy_with(connect_options(&config)?);
     let metrics = metrics::SyncMetrics::register(service.telemetry.registry())?;
     let db_metrics = dbstats::DbMetrics::register(service.telemetry.registry())?;
-    let client_id = format!("sync-verifier-{}", &service.identity.instance_id[..8]);
+    let client_id = service.identity.client_id("sync-verifier");
     let consumer = kit::kafka::consumer(
         &config.kit.kafka_brokers,
         &client_id,
