@@ -92,7 +92,7 @@ impl Publisher {
         let (tx, rx) = mpsc::channel(WATCH_CAPACITY);
         let drops = DropLog::new(metrics.clone());
         let watcher = watch_deliveries(rx, telemetry.clone(), metrics.clone(), drops.clone());
-        let me = Self {
+        let publisher = Self {
             producer,
             telemetry,
             metrics,
@@ -102,7 +102,7 @@ impl Publisher {
             drops,
             partitions: Default::default(),
         };
-        (me, watcher)
+        (publisher, watcher)
     }
 
     /// Adopts the topics' partition counts; records are then sent to `partition_of(key)`.

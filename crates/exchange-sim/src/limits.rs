@@ -2,7 +2,8 @@
 //! default, aligned like Binance's): a request that would cross the limit gets 429 with
 //! `Retry-After` until the window ends; a client that keeps sending after 429s
 //! (`ban_after` more in the same window) is banned with 418 for `ban`.
-//! Time is passed in (milliseconds of a monotonic clock), so tests drive it.
+//! Time is passed in (wall-clock milliseconds, so windows align to the minute as
+//! Binance's do), so tests drive it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -129,7 +129,10 @@ mod tests {
     fn client_ids_name_the_role_and_the_instance_without_panicking_on_a_short_id() {
         let mut id = Identity::new("collector", "collector".into());
         id.instance_id = "0123456789abcdef".into();
-        assert_eq!(id.client_id("collector-backfill"), "collector-backfill-01234567");
+        assert_eq!(
+            id.client_id("collector-backfill"),
+            "collector-backfill-01234567"
+        );
         id.instance_id = "abc".into();
         assert_eq!(id.client_id("x"), "x-abc");
     }

@@ -71,14 +71,14 @@ pub enum Effect {
 
 /// Continuity state of one (symbol, stream).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stream {
+pub struct Continuity {
     pub step: i64,
     /// The newest key seen.
     pub max_seen: Option<i64>,
     pub gaps: Vec<Gap>,
 }
 
-impl Stream {
+impl Continuity {
     pub fn new(step: i64) -> Self {
         Self {
             step,
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn contiguous_records_advance_the_watermark() {
-        let mut s = Stream::new(1);
+        let mut s = Continuity::new(1);
         assert_eq!(s.observe(10), Effect::Started);
         assert_eq!(s.observe(11), Effect::Advanced);
         assert_eq!(s.watermark(), Some(11));
@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn a_hole_opens_a_gap_that_heals_out_of_order() {
-        let mut s = Stream::new(1);
+        let mut s = Continuity::new(1);
         s.observe(10);
         assert_eq!(s.observe(15), Effect::GapOpened(Gap::new(11, 14)));
         assert_eq!(s.watermark(), Some(10));
@@ -201,7 +201,7 @@ mod tests {
 
     #[test]
     fn kline_open_times_step_by_the_interval() {
-        let mut s = Stream::new(60_000);
+        let mut s = Continuity::new(60_000);
         s.observe(0);
         assert_eq!(s.observe(60_000), Effect::Advanced);
         assert_eq!(
@@ -214,12 +214,12 @@ mod tests {
 
     #[test]
     fn keys_at_the_edge_of_i64_never_overflow() {
-        let mut s = Stream::new(1);
+        let mut s = Continuity::new(1);
         s.observe(i64::MAX - 1);
         assert_eq!(s.observe(i64::MAX), Effect::Advanced);
         assert_eq!(s.observe(i64::MAX), Effect::Duplicate);
         assert_eq!(s.missing_to(Some(i64::MAX)), 0);
-        let mut k = Stream::new(60_000);
+        let mut k = Continuity::new(60_000);
         k.observe(0);
         assert!(matches!(k.observe(i64::MAX - 7), Effect::GapOpened(_)));
         assert!(
@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn two_gaps_heal_independently_and_the_watermark_follows_the_oldest() {
-        let mut s = Stream::new(1);
+        let mut s = Continuity::new(1);
         s.observe(1);
         s.observe(5); // gap 2..4
         s.observe(9); // gap 6..8

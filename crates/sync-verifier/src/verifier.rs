@@ -3,7 +3,7 @@
 //! (back-fill requests to send, metrics to move). State changes are made on a copy that
 //! replaces the live state only after the commit, so a failed transaction changes nothing.
 
-use crate::continuity::{Effect, Gap, Stream as Continuity};
+use crate::continuity::{Continuity, Effect, Gap};
 use crate::store::{self, SymbolKey};
 use kit::restarts::RestartEvent;
 use market::{AggTrade, BackfillRange, BackfillRequest, Head, Kline, Stream};
