@@ -3,6 +3,10 @@
 //! with Binance's connection rules, a deterministic market per symbol whose REST, stream
 //! and `/sim/truth` views agree exactly, and fault injection over `/sim/`.
 //!
+//! HTTP is axum's (routing, body limits, WebSocket upgrades; `server`), query strings are
+//! decoded by `form_urlencoded`; the Binance rules, the market and the faults are this
+//! crate's own, since no crate models them.
+//!
 //! It must never be mistaken for Binance: the services' default configuration talks to the
 //! real exchange; the simulator is chosen explicitly by URL.
 #![forbid(unsafe_code)]

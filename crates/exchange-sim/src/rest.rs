@@ -48,16 +48,11 @@ fn bad(code: i64, msg: impl Into<String>) -> ApiError {
 
 type Params = HashMap<String, String>;
 
-/// Splits a query string (values here never need percent-decoding beyond `%2F`-free ASCII).
+/// A query string's parameters, percent- and plus-decoded as browsers and Binance's
+/// connectors encode them (`symbols=%5B%22A%22%2C%22B%22%5D`).
 pub fn parse_query(query: Option<&str>) -> Params {
-    query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k.to_string(), v.replace("%22", "\"").replace("%2C", ","))
-        })
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
         .collect()
 }
 
@@ -279,4 +274,26 @@ fn exchange_info(app: &App) -> Value {
         "exchangeFilters": [],
         "symbols": symbols
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_fully_percent_and_plus_decoded() {
+        let p = parse_query(Some(
+            "symbols=%5B%22BTCUSDT%22%2C%22ETHUSDT%22%5D&x=a+b&y=%2F%25&flag",
+        ));
+        assert_eq!(p["symbols"], r#"["BTCUSDT","ETHUSDT"]"#);
+        assert_eq!(p["x"], "a b");
+        assert_eq!(p["y"], "/%");
+        assert_eq!(p["flag"], "");
+        assert!(parse_query(None).is_empty());
+        assert_eq!(
+            parse_query(Some("bad=%zz%"))["bad"],
+            "%zz%",
+            "a broken escape stays as sent"
+        );
+    }
 }

@@ -8,17 +8,13 @@
 //! connection).
 
 use crate::app::{App, Event, SessionCmd};
+use axum::extract::ws::{close_code, CloseCode, CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast::error::RecvError;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
 /// What `POST /sim/garbage` sends to every socket: three frames a client must reject.
 pub const MALFORMED: &[&str] = &[
@@ -70,14 +66,7 @@ struct Session {
 }
 
 /// Serves one connection until it ends; counts it in the simulator's metrics.
-pub async fn serve<S>(
-    ws: WebSocketStream<S>,
-    streams: BTreeSet<String>,
-    combined: bool,
-    app: Arc<App>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+pub async fn serve(ws: WebSocket, streams: BTreeSet<String>, combined: bool, app: Arc<App>) {
     app.metrics.ws_connections.inc();
     let max = app.config.ws_max_client_msgs_per_sec;
     let inbound = InboundLimit {
@@ -102,10 +91,7 @@ pub async fn serve<S>(
 }
 
 impl Session {
-    async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        mut ws: WebSocketStream<S>,
-    ) -> &'static str {
+    async fn drive(&mut self, mut ws: WebSocket) -> &'static str {
         let mut events = self.app.events.subscribe();
         let mut commands = self.app.commands.subscribe();
         let mut ping = tokio::time::interval_at(
@@ -117,7 +103,7 @@ impl Session {
         let pong_timeout = Duration::from_secs(self.app.config.ws_pong_timeout_secs);
         loop {
             let outcome = tokio::select! {
-                _ = &mut lifetime => Err(close(&mut ws, CloseCode::Normal, "connection lifetime reached", "lifetime").await),
+                _ = &mut lifetime => Err(close(&mut ws, close_code::NORMAL, "connection lifetime reached", "lifetime").await),
                 cmd = commands.recv() => self.command(&mut ws, cmd).await,
                 _ = ping.tick() => self.ping(&mut ws, pong_timeout).await,
                 event = events.recv() => self.forward(&mut ws, event, &mut events).await,
@@ -133,9 +119,9 @@ impl Session {
         self.app.faults().stalled(self.app.real_ms())
     }
 
-    async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn command(
         &self,
-        ws: &mut WebSocketStream<S>,
+        ws: &mut WebSocket,
         cmd: Result<SessionCmd, RecvError>,
     ) -> Result<(), &'static str> {
         match cmd {
@@ -159,18 +145,14 @@ impl Session {
         }
     }
 
-    async fn ping<S: AsyncRead + AsyncWrite + Unpin>(
-        &self,
-        ws: &mut WebSocketStream<S>,
-        pong_timeout: Duration,
-    ) -> Result<(), &'static str> {
+    async fn ping(&self, ws: &mut WebSocket, pong_timeout: Duration) -> Result<(), &'static str> {
         if self.stalled() {
             return Ok(());
         }
         if self.last_pong.elapsed() > pong_timeout {
             return Err(close(
                 ws,
-                CloseCode::Policy,
+                close_code::POLICY,
                 "no pong within the timeout",
                 "pong_timeout",
             )
@@ -182,9 +164,9 @@ impl Session {
             .map_err(|_| "write_failed")
     }
 
-    async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn forward(
         &self,
-        ws: &mut WebSocketStream<S>,
+        ws: &mut WebSocket,
         first: Result<Arc<Event>, RecvError>,
         events: &mut tokio::sync::broadcast::Receiver<Arc<Event>>,
     ) -> Result<(), &'static str> {
@@ -196,7 +178,7 @@ impl Session {
                 Err(RecvError::Lagged(_)) => {
                     return Err(close(
                         ws,
-                        CloseCode::Policy,
+                        close_code::POLICY,
                         "client too slow for the stream",
                         "slow_consumer",
                     )
@@ -216,11 +198,7 @@ impl Session {
     }
 
     /// Feeds one event if this session wants it; returns how many messages were written.
-    async fn write_event<S: AsyncRead + AsyncWrite + Unpin>(
-        &self,
-        ws: &mut WebSocketStream<S>,
-        event: &Event,
-    ) -> Result<usize, &'static str> {
+    async fn write_event(&self, ws: &mut WebSocket, event: &Event) -> Result<usize, &'static str> {
         if !self.streams.contains(&event.stream) || self.stalled() {
             return Ok(0);
         }
@@ -242,10 +220,10 @@ impl Session {
         Ok(1)
     }
 
-    async fn incoming<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn incoming(
         &mut self,
-        ws: &mut WebSocketStream<S>,
-        msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+        ws: &mut WebSocket,
+        msg: Option<Result<Message, axum::Error>>,
     ) -> Result<(), &'static str> {
         let msg = match msg {
             None | Some(Err(_)) => return Err("client_gone"),
@@ -254,7 +232,7 @@ impl Session {
         if !self.inbound.allow() {
             return Err(close(
                 ws,
-                CloseCode::Policy,
+                close_code::POLICY,
                 "too many messages",
                 "client_message_rate",
             )
@@ -262,7 +240,7 @@ impl Session {
         }
         match msg {
             Message::Pong(_) => self.last_pong = Instant::now(),
-            Message::Ping(_) => ws.flush().await.map_err(|_| "write_failed")?, // pong queued by tungstenite
+            Message::Ping(_) => ws.flush().await.map_err(|_| "write_failed")?, // pong queued by tungstenite (under axum)
             Message::Text(text) => {
                 let reply = self.method(text.as_str());
                 ws.send(Message::text(reply.to_string()))
@@ -305,8 +283,8 @@ impl Session {
     }
 }
 
-async fn close<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<S>,
+async fn close(
+    ws: &mut WebSocket,
     code: CloseCode,
     why: &str,
     reason: &'static str,
