@@ -64,10 +64,20 @@ fn share(s: &str) -> Result<f64, String> {
 #[command(name = "collector", version)]
 pub struct Config {
     /// Address of the ops server (/metrics, /healthz, /readyz).
-    #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::COLLECTOR)))]
+    #[arg(
+        long,
+        env = "LISTEN_ADDR",
+        default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::COLLECTOR))
+    )]
     pub listen: SocketAddr,
     /// Symbols to collect, comma separated.
-    #[arg(long, env = "SYMBOLS", value_delimiter = ',', default_value = "BTCUSDT,ETHUSDT,BNBUSDT", value_parser = symbol)]
+    #[arg(
+        long,
+        env = "SYMBOLS",
+        value_delimiter = ',',
+        default_value = "BTCUSDT,ETHUSDT,BNBUSDT",
+        value_parser = symbol
+    )]
     pub symbols: Vec<String>,
     /// Binance REST base URL (exchange-sim: http://127.0.0.1:9180).
     #[arg(
@@ -87,21 +97,51 @@ pub struct Config {
     #[arg(long, env = "RATE_LIMIT_SHARE", default_value = "0.8", value_parser = share)]
     pub rate_limit_share: f64,
     /// Reconnect a WebSocket silent for this many seconds (klines arrive every 2 s).
-    #[arg(long, env = "WS_WATCHDOG_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    #[arg(
+        long,
+        env = "WS_WATCHDOG_SECS",
+        default_value_t = 15,
+        value_parser = clap::value_parser!(u64).range(1..=3_600)
+    )]
     pub ws_watchdog_secs: u64,
     /// Planned reconnect after this many seconds (Binance cuts connections at 24 h).
-    #[arg(long, env = "WS_PLANNED_RECONNECT_SECS", default_value_t = 82_800, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(
+        long,
+        env = "WS_PLANNED_RECONNECT_SECS",
+        default_value_t = 82_800,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
     pub ws_planned_reconnect_secs: u64,
-    #[arg(long, env = "WS_BACKOFF_MIN_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(
+        long,
+        env = "WS_BACKOFF_MIN_MS",
+        default_value_t = 500,
+        value_parser = clap::value_parser!(u64).range(1..=600_000)
+    )]
     pub ws_backoff_min_ms: u64,
-    #[arg(long, env = "WS_BACKOFF_MAX_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(
+        long,
+        env = "WS_BACKOFF_MAX_MS",
+        default_value_t = 30_000,
+        value_parser = clap::value_parser!(u64).range(1..=600_000)
+    )]
     pub ws_backoff_max_ms: u64,
     /// Seconds between samples of the exchange's heads.
-    #[arg(long, env = "HEADS_INTERVAL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    #[arg(
+        long,
+        env = "HEADS_INTERVAL_SECS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=3_600)
+    )]
     pub heads_interval_secs: u64,
     /// Seconds between reads of exchangeInfo's REQUEST_WEIGHT limit (Binance changes it
     /// without notice; each read costs weight 20).
-    #[arg(long, env = "EXCHANGE_INFO_INTERVAL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    #[arg(
+        long,
+        env = "EXCHANGE_INFO_INTERVAL_SECS",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u64).range(10..=86_400)
+    )]
     pub exchange_info_interval_secs: u64,
     /// Kafka consumer group of the back-fill consumer.
     #[arg(long, env = "BACKFILL_GROUP", default_value = "collector-backfill")]
@@ -111,7 +151,11 @@ pub struct Config {
     pub state_dir: std::path::PathBuf,
     /// Records the stream producer may queue before new stream records are dropped
     /// (librdkafka `queue.buffering.max.messages`; unset: librdkafka's default, 100 000).
-    #[arg(long, env = "KAFKA_QUEUE_MAX_MESSAGES", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(
+        long,
+        env = "KAFKA_QUEUE_MAX_MESSAGES",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub kafka_queue_max_messages: Option<u32>,
     #[command(flatten)]
     pub kit: KitConfig,

@@ -16,7 +16,11 @@ use tokio::sync::broadcast;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "exchange-sim", version)]
 pub struct Config {
-    #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::EXCHANGE_SIM)))]
+    #[arg(
+        long,
+        env = "LISTEN_ADDR",
+        default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::EXCHANGE_SIM))
+    )]
     pub listen: SocketAddr,
     /// Symbols traded, comma separated.
     #[arg(

@@ -19,7 +19,12 @@ pub struct KitConfig {
     pub heartbeat_interval_ms: u64,
 
     /// Seconds to finish in-flight work after SIGTERM/SIGINT before exiting anyway.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    #[arg(
+        long,
+        env = "SHUTDOWN_GRACE_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(0..=3_600)
+    )]
     pub shutdown_grace_secs: u64,
 
     /// Log format: `json` (default, for machines) or `text` (for a terminal).

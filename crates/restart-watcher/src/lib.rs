@@ -64,11 +64,20 @@ use watch::Watch;
 #[command(name = "restart-watcher", version)]
 pub struct Config {
     /// Address of the ops server (/metrics, /healthz, /readyz).
-    #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::RESTART_WATCHER)))]
+    #[arg(
+        long,
+        env = "LISTEN_ADDR",
+        default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::RESTART_WATCHER))
+    )]
     pub listen: SocketAddr,
 
     /// Services reported down if they never send a heartbeat, comma separated.
-    #[arg(long, env = "EXPECTED_SERVICES", value_delimiter = ',', default_values_t = services::ALL.map(String::from))]
+    #[arg(
+        long,
+        env = "EXPECTED_SERVICES",
+        value_delimiter = ',',
+        default_values_t = services::ALL.map(String::from)
+    )]
     pub expected_services: Vec<String>,
 
     /// Kafka consumer group.
@@ -85,27 +94,62 @@ pub struct Config {
     pub compose_project: String,
 
     /// Restarts after short runs, within the window, that make a back-off loop.
-    #[arg(long, env = "BACKOFF_THRESHOLD", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(
+        long,
+        env = "BACKOFF_THRESHOLD",
+        default_value_t = 3,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     pub backoff_threshold: u64,
-    #[arg(long, env = "BACKOFF_WINDOW_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(
+        long,
+        env = "BACKOFF_WINDOW_SECS",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
     pub backoff_window_secs: u64,
     /// A run shorter than this is short; staying up longer ends a loop (Docker: 10 s).
-    #[arg(long, env = "BACKOFF_RESET_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(
+        long,
+        env = "BACKOFF_RESET_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
     pub backoff_reset_secs: u64,
 
     /// Consumer groups whose lag is measured from outside (comma separated); `*` adds every
     /// group the brokers list; empty turns the measurement off. See `lag`.
-    #[arg(long, env = "LAG_GROUPS", value_delimiter = ',', default_values_t = lag::DEFAULT_GROUPS.map(String::from))]
+    #[arg(
+        long,
+        env = "LAG_GROUPS",
+        value_delimiter = ',',
+        default_values_t = lag::DEFAULT_GROUPS.map(String::from)
+    )]
     pub lag_groups: Vec<String>,
     /// Seconds between lag measurements.
-    #[arg(long, env = "LAG_INTERVAL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    #[arg(
+        long,
+        env = "LAG_INTERVAL_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3_600)
+    )]
     pub lag_interval_secs: u64,
     /// The longest one measurement may take, all broker calls in it together.
-    #[arg(long, env = "LAG_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    #[arg(
+        long,
+        env = "LAG_TIMEOUT_SECS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=300)
+    )]
     pub lag_timeout_secs: u64,
     /// Seconds a group must have had nothing committed (deleted, or its offsets expired)
     /// before its lag series are removed.
-    #[arg(long, env = "LAG_FORGET_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    #[arg(
+        long,
+        env = "LAG_FORGET_SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(0..=604_800)
+    )]
     pub lag_forget_secs: u64,
 
     #[command(flatten)]

@@ -58,7 +58,11 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "sync-verifier", version)]
 pub struct Config {
     /// Address of the ops server (/metrics, /healthz, /readyz).
-    #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::SYNC_VERIFIER)))]
+    #[arg(
+        long,
+        env = "LISTEN_ADDR",
+        default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::SYNC_VERIFIER))
+    )]
     pub listen: SocketAddr,
     /// PostgreSQL connection URL. Put no password in it where others can read the
     /// environment: give DATABASE_PASSWORD_FILE instead.
@@ -76,26 +80,61 @@ pub struct Config {
     #[arg(long, env = "CONSUMER_GROUP", default_value = "sync-verifier")]
     pub consumer_group: String,
     /// Where a new consumer group starts: `earliest` (everything retained) or `latest`.
-    #[arg(long, env = "CONSUMER_OFFSET_RESET", default_value = "earliest", value_parser = ["earliest", "latest"])]
+    #[arg(
+        long,
+        env = "CONSUMER_OFFSET_RESET",
+        default_value = "earliest",
+        value_parser = ["earliest", "latest"]
+    )]
     pub offset_reset: String,
     /// Most records written in one transaction.
-    #[arg(long, env = "BATCH_MAX", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(
+        long,
+        env = "BATCH_MAX",
+        default_value_t = 2000,
+        value_parser = clap::value_parser!(u64).range(1..=100_000)
+    )]
     pub batch_max: u64,
     /// Longest wait to fill a batch, in milliseconds.
-    #[arg(long, env = "BATCH_WAIT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    #[arg(
+        long,
+        env = "BATCH_WAIT_MS",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u64).range(1..=60_000)
+    )]
     pub batch_wait_ms: u64,
     /// A stream lagging more than this (seconds; klines: plus their interval) is not in sync.
-    #[arg(long, env = "SYNC_MAX_LAG_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(
+        long,
+        env = "SYNC_MAX_LAG_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
     pub max_lag_secs: u64,
     /// First re-send of an unhealed gap's back-fill request, in seconds (then doubling, capped at 5 min).
-    #[arg(long, env = "BACKFILL_RETRY_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    #[arg(
+        long,
+        env = "BACKFILL_RETRY_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=300)
+    )]
     pub backfill_retry_secs: u64,
     /// Seconds without a record or head of a symbol, while heads of other symbols arrive,
     /// after which it leaves the sync metrics (delisted, or no longer collected).
-    #[arg(long, env = "SYMBOL_RETIRE_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(60..=604_800))]
+    #[arg(
+        long,
+        env = "SYMBOL_RETIRE_SECS",
+        default_value_t = 900,
+        value_parser = clap::value_parser!(u64).range(60..=604_800)
+    )]
     pub symbol_retire_secs: u64,
     /// Seconds between reads of the database's health, sizes and pool use.
-    #[arg(long, env = "DB_STATS_INTERVAL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    #[arg(
+        long,
+        env = "DB_STATS_INTERVAL_SECS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=3_600)
+    )]
     pub db_stats_interval_secs: u64,
     #[command(flatten)]
     pub kit: KitConfig,
