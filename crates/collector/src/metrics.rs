@@ -2,6 +2,7 @@
 
 use crate::publish::DropReason;
 use kit::contract::metrics as names;
+use kit::telemetry::registered;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 #[derive(Clone)]
@@ -22,30 +23,75 @@ pub struct CollectorMetrics {
 impl CollectorMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let buckets = vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-        let m = Self {
-            rate_limit_used: IntGaugeVec::new(Opts::new(names::BINANCE_RATE_LIMIT_USED, "Request weight used in the current window (Binance's header, or our count)."), &["limit", "interval"])?,
-            rate_limit_max: IntGaugeVec::new(Opts::new(names::BINANCE_RATE_LIMIT_MAX, "The exchange's limit, from exchangeInfo."), &["limit", "interval"])?,
-            requests: IntCounterVec::new(Opts::new(names::BINANCE_REQUESTS_TOTAL, "REST requests sent to Binance, by endpoint and HTTP status (or `error`)."), &["endpoint", "status"])?,
-            request_duration: HistogramVec::new(HistogramOpts::new(names::BINANCE_REQUEST_DURATION_SECONDS, "REST request latency.").buckets(buckets), &["endpoint"])?,
-            rate_limited: IntCounterVec::new(Opts::new(names::BINANCE_RATE_LIMITED_TOTAL, "429 and 418 answers received."), &["status"])?,
-            ws_connected: IntGaugeVec::new(Opts::new(names::BINANCE_WS_CONNECTED, "1 while the stream's WebSocket is connected."), &["stream"])?,
-            ws_reconnects: IntCounterVec::new(Opts::new(names::BINANCE_WS_RECONNECTS_TOTAL, "WebSocket reconnects, by reason."), &["reason"])?,
-            ws_messages: IntCounterVec::new(Opts::new(names::BINANCE_WS_MESSAGES_TOTAL, "Stream messages received."), &["stream"])?,
-            published: IntCounterVec::new(Opts::new(names::COLLECTOR_PUBLISHED_TOTAL, "Records delivered to Kafka."), &["topic"])?,
-            backfill_records: IntCounterVec::new(Opts::new(names::COLLECTOR_BACKFILL_RECORDS_TOTAL, "Records fetched by back-fill."), &["symbol", "stream"])?,
-            records_dropped: IntCounterVec::new(Opts::new(names::COLLECTOR_RECORDS_DROPPED_TOTAL, "Stream records not published (e.g. the producer queue was full); back-fill heals the gap."), &["reason"])?,
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            registered(registry, IntGaugeVec::new(Opts::new(name, help), labels)?)
         };
-        registry.register(Box::new(m.rate_limit_used.clone()))?;
-        registry.register(Box::new(m.rate_limit_max.clone()))?;
-        registry.register(Box::new(m.requests.clone()))?;
-        registry.register(Box::new(m.request_duration.clone()))?;
-        registry.register(Box::new(m.rate_limited.clone()))?;
-        registry.register(Box::new(m.ws_connected.clone()))?;
-        registry.register(Box::new(m.ws_reconnects.clone()))?;
-        registry.register(Box::new(m.ws_messages.clone()))?;
-        registry.register(Box::new(m.published.clone()))?;
-        registry.register(Box::new(m.backfill_records.clone()))?;
-        registry.register(Box::new(m.records_dropped.clone()))?;
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            registered(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
+        };
+        let latency = HistogramOpts::new(
+            names::BINANCE_REQUEST_DURATION_SECONDS,
+            "REST request latency.",
+        );
+        let m = Self {
+            rate_limit_used: gauge(
+                names::BINANCE_RATE_LIMIT_USED,
+                "Request weight used in the current window (Binance's header, or our count).",
+                &["limit", "interval"],
+            )?,
+            rate_limit_max: gauge(
+                names::BINANCE_RATE_LIMIT_MAX,
+                "The exchange's limit, from exchangeInfo.",
+                &["limit", "interval"],
+            )?,
+            requests: counter(
+                names::BINANCE_REQUESTS_TOTAL,
+                "REST requests sent to Binance, by endpoint and HTTP status (or `error`).",
+                &["endpoint", "status"],
+            )?,
+            request_duration: registered(
+                registry,
+                HistogramVec::new(latency.buckets(buckets), &["endpoint"])?,
+            )?,
+            rate_limited: counter(
+                names::BINANCE_RATE_LIMITED_TOTAL,
+                "429 and 418 answers received.",
+                &["status"],
+            )?,
+            ws_connected: gauge(
+                names::BINANCE_WS_CONNECTED,
+                "1 while the stream's WebSocket is connected.",
+                &["stream"],
+            )?,
+            ws_reconnects: counter(
+                names::BINANCE_WS_RECONNECTS_TOTAL,
+                "WebSocket reconnects, by reason.",
+                &["reason"],
+            )?,
+            ws_messages: counter(
+                names::BINANCE_WS_MESSAGES_TOTAL,
+                "Stream messages received.",
+                &["stream"],
+            )?,
+            published: counter(
+                names::COLLECTOR_PUBLISHED_TOTAL,
+                "Records delivered to Kafka.",
+                &["topic"],
+            )?,
+            backfill_records: counter(
+                names::COLLECTOR_BACKFILL_RECORDS_TOTAL,
+                "Records fetched by back-fill.",
+                &["symbol", "stream"],
+            )?,
+            records_dropped: counter(
+                names::COLLECTOR_RECORDS_DROPPED_TOTAL,
+                concat!(
+                    "Stream records not published (e.g. the producer queue was full); ",
+                    "back-fill heals the gap."
+                ),
+                &["reason"],
+            )?,
+        };
         for status in ["429", "418"] {
             m.rate_limited.with_label_values(&[status]);
         }

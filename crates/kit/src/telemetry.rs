@@ -89,6 +89,16 @@ impl Telemetry {
     }
 }
 
+/// Registers `metric` in `registry` and hands it back: a family is created and registered
+/// in one expression.
+pub fn registered<M>(registry: &Registry, metric: M) -> Result<M, prometheus::Error>
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
