@@ -323,7 +323,11 @@ impl DropLog {
         let mut s = self.since_log.lock().unwrap_or_else(|p| p.into_inner());
         s.1 += 1;
         if s.0.is_none_or(|at| at.elapsed() >= DROP_LOG_EVERY) {
-            tracing::warn!(reason = reason.label(), dropped = s.1, "stream records dropped rather than block the WebSocket read; back-fill heals the gap");
+            tracing::warn!(
+                reason = reason.label(),
+                dropped = s.1,
+                "stream records dropped rather than block the WebSocket read; back-fill heals the gap"
+            );
             *s = (Some(Instant::now()), 0);
         }
     }

@@ -127,7 +127,10 @@ pub fn handle(app: &App, ip: IpAddr, path: &str, params: &Params) -> Reply {
 }
 
 fn limited(used: u32, retry_after: u64, limit: u32) -> Reply {
-    let msg = format!("Too much request weight used; current limit is {limit} request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.");
+    let msg = format!(
+        "Too much request weight used; current limit is {limit} request weight per 1 MINUTE. \
+         Please use WebSocket Streams for live updates to avoid polling the API."
+    );
     Reply {
         status: StatusCode::TOO_MANY_REQUESTS,
         body: json!({"code": -1003, "msg": msg}),
@@ -139,7 +142,10 @@ fn limited(used: u32, retry_after: u64, limit: u32) -> Reply {
 fn banned(used: u32, retry_after: u64) -> Reply {
     let until = kit::time::now_ms()
         .saturating_add(i64::try_from(retry_after.saturating_mul(1000)).unwrap_or(i64::MAX));
-    let msg = format!("Way too much request weight used; IP banned until {until}. Please use WebSocket Streams for live updates to avoid bans.");
+    let msg = format!(
+        "Way too much request weight used; IP banned until {until}. \
+         Please use WebSocket Streams for live updates to avoid bans."
+    );
     Reply {
         status: StatusCode::IM_A_TEAPOT,
         body: json!({"code": -1003, "msg": msg}),

@@ -32,7 +32,8 @@ pub async fn insert_aggs(tx: &mut PgConnection, rows: &[AggTrade]) -> sqlx::Resu
     sqlx::query_as(
         "INSERT INTO aggtrades (symbol, agg_id, price, qty, first_trade_id, last_trade_id, trade_time_ms, buyer_is_maker, source, received_at_ms)
          SELECT s, a, p::numeric, q::numeric, f, l, t, m, src, r
-         FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bool[], $9::text[], $10::bigint[])
+         FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
+                     $6::bigint[], $7::bigint[], $8::bool[], $9::text[], $10::bigint[])
               AS x(s, a, p, q, f, l, t, m, src, r)
          ON CONFLICT (symbol, agg_id) DO NOTHING
          RETURNING symbol, agg_id",
