@@ -37,37 +37,68 @@ pub struct Pipeline {
     retries: Mutex<HashMap<i64, (Instant, Backoff)>>,
 }
 
+/// Why a message cannot become an [`Input`]; it is dead-lettered with this as the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejected {
+    #[error("empty payload")]
+    Empty,
+    #[error("not a {what} record: {source}")]
+    NotJson {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("{what} schema v{version} is not supported")]
+    Schema { what: &'static str, version: u32 },
+    #[error(transparent)]
+    Invalid(#[from] validate::Invalid),
+    #[error("unexpected topic {0}")]
+    Topic(String),
+}
+
 /// Decodes one message of `topic`, or says why it cannot (see [`decode_at`]).
-pub fn decode(topic: &str, payload: Option<&[u8]>) -> Result<Input, String> {
+pub fn decode(topic: &str, payload: Option<&[u8]>) -> Result<Input, Rejected> {
     decode_at(topic, payload, now_ms())
 }
 
 /// Decodes one message of `topic` and checks every field the database will cast, with
 /// `now_ms` as the clock.
-pub fn decode_at(topic: &str, payload: Option<&[u8]>, now_ms: i64) -> Result<Input, String> {
-    let payload = payload.ok_or("empty payload")?;
+pub fn decode_at(topic: &str, payload: Option<&[u8]>, now_ms: i64) -> Result<Input, Rejected> {
+    let payload = payload.ok_or(Rejected::Empty)?;
     fn v1<T: serde::de::DeserializeOwned>(
         p: &[u8],
-        what: &str,
+        what: &'static str,
         v: impl Fn(&T) -> u32,
-    ) -> Result<T, String> {
-        let r: T = serde_json::from_slice(p).map_err(|e| format!("not a {what} record: {e}"))?;
-        if v(&r) != SCHEMA_VERSION {
-            return Err(format!("{what} schema v{} is not supported", v(&r)));
+    ) -> Result<T, Rejected> {
+        let r: T =
+            serde_json::from_slice(p).map_err(|source| Rejected::NotJson { what, source })?;
+        match v(&r) {
+            SCHEMA_VERSION => Ok(r),
+            version => Err(Rejected::Schema { what, version }),
         }
-        Ok(r)
     }
-    match topic {
-        topics::AGGTRADES => v1::<AggTrade>(payload, "aggTrade", |r| r.v)
-            .and_then(|a| validate::agg(&a, now_ms).map(|()| Input::Agg(a))),
-        topics::KLINES => v1::<Kline>(payload, "kline", |r| r.v)
-            .and_then(|k| validate::kline(&k, now_ms).map(|()| Input::Kline(k))),
-        topics::HEADS => v1::<Head>(payload, "head", |r| r.v)
-            .and_then(|h| validate::head(&h, now_ms).map(|()| Input::Head(h))),
-        topics::RESTARTS => v1::<kit::restarts::RestartEvent>(payload, "restart", |r| r.v)
-            .and_then(|r| validate::restart(&r, now_ms).map(|()| Input::Restart(r))),
-        other => Err(format!("unexpected topic {other}")),
-    }
+    Ok(match topic {
+        topics::AGGTRADES => {
+            let a = v1::<AggTrade>(payload, "aggTrade", |r| r.v)?;
+            validate::agg(&a, now_ms)?;
+            Input::Agg(a)
+        }
+        topics::KLINES => {
+            let k = v1::<Kline>(payload, "kline", |r| r.v)?;
+            validate::kline(&k, now_ms)?;
+            Input::Kline(k)
+        }
+        topics::HEADS => {
+            let h = v1::<Head>(payload, "head", |r| r.v)?;
+            validate::head(&h, now_ms)?;
+            Input::Head(h)
+        }
+        topics::RESTARTS => {
+            let r = v1::<kit::restarts::RestartEvent>(payload, "restart", |r| r.v)?;
+            validate::restart(&r, now_ms)?;
+            Input::Restart(r)
+        }
+        other => return Err(Rejected::Topic(other.to_string())),
+    })
 }
 
 /// What a failed write means.
@@ -314,7 +345,7 @@ impl Pipeline {
                     kit::contract::ErrorKind::BadRecord,
                     &format!("{}: {reason}", msg.topic()),
                 );
-                kafka::dead_letter(&self.producer, msg, &reason, &self.shutdown).await;
+                kafka::dead_letter(&self.producer, msg, &reason.to_string(), &self.shutdown).await;
                 None
             }
         }
@@ -524,6 +555,7 @@ mod tests {
         assert!(matches!(decode(topics::AGGTRADES, Some(agg)), Ok(Input::Agg(a)) if a.agg_id == 5));
         assert!(decode(topics::AGGTRADES, Some(b"{oops"))
             .expect_err("garbage")
+            .to_string()
             .contains("not a aggTrade record"));
         assert!(
             decode(topics::KLINES, Some(agg)).is_err(),
@@ -532,6 +564,7 @@ mod tests {
         let v2 = String::from_utf8_lossy(agg).replace("\"v\":1", "\"v\":2");
         assert!(decode(topics::AGGTRADES, Some(v2.as_bytes()))
             .expect_err("v2")
+            .to_string()
             .contains("v2"));
         assert!(decode(topics::AGGTRADES, None).is_err());
     }
@@ -564,7 +597,7 @@ mod tests {
         ];
         for (payload, why) in poison {
             let err = decode_at(topics::AGGTRADES, Some(payload.as_bytes()), now).expect_err(why);
-            assert!(err.contains(why), "{err}");
+            assert!(err.to_string().contains(why), "{err}");
         }
         let kline = format!(
             r#"{{"v":1,"symbol":"ETHUSDT","interval":"1m","open_time_ms":{o},"close_time_ms":{c},"open":"1","high":"1","low":"1","close":"1","volume":"1","quote_volume":"1","trades":1,"taker_buy_base":"1","taker_buy_quote":"1","first_trade_id":null,"last_trade_id":null,"event_time_ms":null,"received_at_ms":1,"source":"ws"}}"#,
@@ -573,6 +606,7 @@ mod tests {
         );
         assert!(decode_at(topics::KLINES, Some(kline.as_bytes()), now)
             .expect_err("future kline")
+            .to_string()
             .contains("ahead"));
     }
 

@@ -15,88 +15,108 @@ use market::{AggTrade, Head, Kline};
 pub const MAX_AHEAD_MS: i64 = 24 * 3_600_000;
 const SYMBOL_MAX_LEN: usize = 20;
 
+/// Why a record cannot be stored: each says which field and why (values shown truncated).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("symbol {0:?} is not a Binance symbol")]
+    Symbol(String),
+    #[error("{field} {value} does not fit a BIGINT")]
+    TooBig { field: &'static str, value: u64 },
+    #[error("{field} {ms} is before 1970")]
+    BeforeEpoch { field: &'static str, ms: i64 },
+    #[error("{field} {ms} is more than a day ahead of now ({now_ms})")]
+    TooFarAhead {
+        field: &'static str,
+        ms: i64,
+        now_ms: i64,
+    },
+    #[error(transparent)]
+    Decimal(market::decimal::DecimalError),
+    #[error("first_trade_id {first} is after last_trade_id {last}")]
+    TradeIdsReversed { first: u64, last: u64 },
+    #[error("interval {0:?} is not collected (1m only)")]
+    Interval(String),
+    #[error("open_time_ms {0} is not aligned to the minute")]
+    Unaligned(i64),
+    #[error("close_time_ms {close} does not close the minute opened at {open}")]
+    BadClose { close: i64, open: i64 },
+    #[error("restart service {0:?} is not a service name")]
+    RestartService(String),
+}
+
 /// A Binance symbol: 2 to 20 upper-case ASCII letters and digits.
-pub fn symbol(s: &str) -> Result<(), String> {
+pub fn symbol(s: &str) -> Result<(), Invalid> {
     let ok = (2..=SYMBOL_MAX_LEN).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
     if ok {
         Ok(())
     } else {
-        Err(format!("symbol {:?} is not a Binance symbol", truncate(s)))
+        Err(Invalid::Symbol(truncate(s)))
     }
 }
 
-fn id(field: &str, value: u64) -> Result<(), String> {
+fn id(field: &'static str, value: u64) -> Result<(), Invalid> {
     if i64::try_from(value).is_ok() {
         Ok(())
     } else {
-        Err(format!("{field} {value} does not fit a BIGINT"))
+        Err(Invalid::TooBig { field, value })
     }
 }
 
-fn time(field: &str, ms: i64, now_ms: i64) -> Result<(), String> {
+fn time(field: &'static str, ms: i64, now_ms: i64) -> Result<(), Invalid> {
     if ms < 0 {
-        return Err(format!("{field} {ms} is before 1970"));
+        return Err(Invalid::BeforeEpoch { field, ms });
     }
     if ms > now_ms.saturating_add(MAX_AHEAD_MS) {
-        return Err(format!(
-            "{field} {ms} is more than a day ahead of now ({now_ms})"
-        ));
+        return Err(Invalid::TooFarAhead { field, ms, now_ms });
     }
     Ok(())
 }
 
-fn decimals(fields: &[(&'static str, &str)]) -> Result<(), String> {
+fn decimals(fields: &[(&'static str, &str)]) -> Result<(), Invalid> {
     for (field, value) in fields {
         market::decimal::check(field, value).map_err(|e| {
-            let shown = market::decimal::DecimalError {
+            Invalid::Decimal(market::decimal::DecimalError {
                 field: e.field,
                 value: truncate(&e.value),
-            };
-            shown.to_string()
+            })
         })?;
     }
     Ok(())
 }
 
 /// An aggregate trade the tables accept.
-pub fn agg(a: &AggTrade, now_ms: i64) -> Result<(), String> {
+pub fn agg(a: &AggTrade, now_ms: i64) -> Result<(), Invalid> {
     symbol(&a.symbol)?;
     id("agg_id", a.agg_id)?;
     id("first_trade_id", a.first_trade_id)?;
     id("last_trade_id", a.last_trade_id)?;
     if a.first_trade_id > a.last_trade_id {
-        return Err(format!(
-            "first_trade_id {} is after last_trade_id {}",
-            a.first_trade_id, a.last_trade_id
-        ));
+        return Err(Invalid::TradeIdsReversed {
+            first: a.first_trade_id,
+            last: a.last_trade_id,
+        });
     }
     time("trade_time_ms", a.trade_time_ms, now_ms)?;
     decimals(&[("price", &a.price), ("qty", &a.qty)])
 }
 
 /// A closed 1m kline the tables accept.
-pub fn kline(k: &Kline, now_ms: i64) -> Result<(), String> {
+pub fn kline(k: &Kline, now_ms: i64) -> Result<(), Invalid> {
     symbol(&k.symbol)?;
     if k.interval != market::rest::KLINE_INTERVAL {
-        return Err(format!(
-            "interval {:?} is not collected (1m only)",
-            truncate(&k.interval)
-        ));
+        return Err(Invalid::Interval(truncate(&k.interval)));
     }
     time("open_time_ms", k.open_time_ms, now_ms)?;
     if k.open_time_ms % KLINE_STEP_MS != 0 {
-        return Err(format!(
-            "open_time_ms {} is not aligned to the minute",
-            k.open_time_ms
-        ));
+        return Err(Invalid::Unaligned(k.open_time_ms));
     }
     if k.close_time_ms < k.open_time_ms || k.close_time_ms - k.open_time_ms >= KLINE_STEP_MS {
-        return Err(format!(
-            "close_time_ms {} does not close the minute opened at {}",
-            k.close_time_ms, k.open_time_ms
-        ));
+        return Err(Invalid::BadClose {
+            close: k.close_time_ms,
+            open: k.open_time_ms,
+        });
     }
     id("trades", k.trades)?;
     decimals(&[
@@ -112,7 +132,7 @@ pub fn kline(k: &Kline, now_ms: i64) -> Result<(), String> {
 }
 
 /// A head the verifier can compare with.
-pub fn head(h: &Head, now_ms: i64) -> Result<(), String> {
+pub fn head(h: &Head, now_ms: i64) -> Result<(), Invalid> {
     symbol(&h.symbol)?;
     if let Some(id_) = h.last_agg_id {
         id("last_agg_id", id_)?;
@@ -127,12 +147,9 @@ pub fn head(h: &Head, now_ms: i64) -> Result<(), String> {
 }
 
 /// A restart event the verifier can link gaps to.
-pub fn restart(r: &kit::restarts::RestartEvent, now_ms: i64) -> Result<(), String> {
+pub fn restart(r: &kit::restarts::RestartEvent, now_ms: i64) -> Result<(), Invalid> {
     if r.service.is_empty() || r.service.len() > 64 {
-        return Err(format!(
-            "restart service {:?} is not a service name",
-            truncate(&r.service)
-        ));
+        return Err(Invalid::RestartService(truncate(&r.service)));
     }
     time("at_ms", r.at_ms, now_ms)
 }
@@ -270,7 +287,7 @@ mod tests {
         ];
         for (record, field) in cases {
             let err = agg(&record, NOW).expect_err(field);
-            assert!(err.contains(field), "{err} should name {field}");
+            assert!(err.to_string().contains(field), "{err} should name {field}");
         }
         let future = Kline {
             open_time_ms: NOW + 2 * MAX_AHEAD_MS - (NOW + 2 * MAX_AHEAD_MS) % 60_000,
@@ -284,6 +301,7 @@ mod tests {
             NOW
         )
         .expect_err("future")
+        .to_string()
         .contains("ahead"));
         assert!(kline(
             &Kline {
@@ -293,6 +311,7 @@ mod tests {
             NOW
         )
         .expect_err("unaligned")
+        .to_string()
         .contains("aligned"));
         assert!(kline(
             &Kline {
@@ -302,6 +321,7 @@ mod tests {
             NOW
         )
         .expect_err("close")
+        .to_string()
         .contains("close"));
         assert!(kline(
             &Kline {
@@ -311,6 +331,7 @@ mod tests {
             NOW
         )
         .expect_err("interval")
+        .to_string()
         .contains("interval"));
         assert!(kline(
             &Kline {
@@ -320,6 +341,7 @@ mod tests {
             NOW
         )
         .expect_err("trades")
+        .to_string()
         .contains("trades"));
         let long = "9".repeat(10_000);
         assert!(
@@ -331,6 +353,7 @@ mod tests {
                 NOW
             )
             .expect_err("long")
+            .to_string()
             .len()
                 < 200,
             "reasons stay short"
