@@ -1,6 +1,7 @@
 //! sync-verifier's metrics (names from `kit::contract::metrics`).
 
 use kit::contract::metrics as names;
+use kit::telemetry::registered;
 use prometheus::{
     GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
@@ -27,96 +28,89 @@ impl SyncMetrics {
         let ss = &["symbol", "stream"];
         let heal_buckets = vec![1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
         let m = Self {
-            last_event: GaugeVec::new(
+            last_event: registered(registry, GaugeVec::new(
                 Opts::new(
                     names::SYNC_LAST_EVENT_TIMESTAMP_SECONDS,
                     "Exchange time of the newest stored record.",
                 ),
                 ss,
-            )?,
-            lag: GaugeVec::new(
+            )?)?,
+            lag: registered(registry, GaugeVec::new(
                 Opts::new(
                     names::SYNC_LAG_SECONDS,
                     "Now minus the exchange time of the newest stored record.",
                 ),
                 ss,
-            )?,
-            missing: IntGaugeVec::new(
+            )?)?,
+            missing: registered(registry, IntGaugeVec::new(
                 Opts::new(
                     names::SYNC_MISSING_RECORDS,
                     "Records between the contiguous watermark and the exchange head, not stored.",
                 ),
                 ss,
-            )?,
-            gaps_open: IntGaugeVec::new(
+            )?)?,
+            gaps_open: registered(registry, IntGaugeVec::new(
                 Opts::new(names::SYNC_GAPS_OPEN, "Gaps not yet healed."),
                 ss,
-            )?,
-            gaps_detected: IntCounterVec::new(
+            )?)?,
+            gaps_detected: registered(registry, IntCounterVec::new(
                 Opts::new(names::SYNC_GAPS_DETECTED_TOTAL, "Gaps opened."),
                 ss,
-            )?,
-            gaps_healed: IntCounterVec::new(
+            )?)?,
+            gaps_healed: registered(registry, IntCounterVec::new(
                 Opts::new(names::SYNC_GAPS_HEALED_TOTAL, "Gaps healed."),
                 ss,
-            )?,
-            heal_seconds: Histogram::with_opts(
+            )?)?,
+            heal_seconds: registered(registry, Histogram::with_opts(
                 HistogramOpts::new(
                     names::SYNC_GAP_HEAL_SECONDS,
                     "Time from a gap's detection to its healing.",
                 )
                 .buckets(heal_buckets),
-            )?,
-            persisted: IntCounterVec::new(
+            )?)?,
+            persisted: registered(registry, IntCounterVec::new(
                 Opts::new(names::SYNC_RECORDS_PERSISTED_TOTAL, "Records newly stored."),
                 &["stream"],
-            )?,
-            duplicates: IntCounterVec::new(
+            )?)?,
+            duplicates: registered(registry, IntCounterVec::new(
                 Opts::new(
                     names::SYNC_DUPLICATES_TOTAL,
                     "Records received again (already stored).",
                 ),
                 &["stream"],
-            )?,
-            mismatches: IntCounterVec::new(
+            )?)?,
+            mismatches: registered(registry, IntCounterVec::new(
                 Opts::new(
                     names::SYNC_MISMATCHES_TOTAL,
                     "Records received again with different data.",
                 ),
                 &["stream"],
-            )?,
-            in_sync: IntGaugeVec::new(
+            )?)?,
+            in_sync: registered(registry, IntGaugeVec::new(
                 Opts::new(
                     names::SYNC_IN_SYNC,
                     "1 when the stream has no open gap, nothing missing and a small lag.",
                 ),
                 ss,
-            )?,
-            head_time: GaugeVec::new(
+            )?)?,
+            head_time: registered(registry, GaugeVec::new(
                 Opts::new(
                     names::SYNC_EXCHANGE_HEAD_TIMESTAMP_SECONDS,
-                    "Exchange time of the exchange's newest record (newest trade; newest closed kline's close), from the heads.",
+                    concat!(
+                        "Exchange time of the exchange's newest record (newest trade; ",
+                        "newest closed kline's close), from the heads."
+                    ),
                 ),
                 ss,
-            )?,
-            retired: IntCounter::new(
+            )?)?,
+            retired: registered(registry, IntCounter::new(
                 names::SYNC_SYMBOLS_RETIRED_TOTAL,
-                "Symbols dropped from the sync metrics after nothing named them for SYMBOL_RETIRE_SECS.",
-            )?,
+                concat!(
+                    "Symbols dropped from the sync metrics after nothing named them ",
+                    "for SYMBOL_RETIRE_SECS."
+                ),
+            )?)?,
         };
-        registry.register(Box::new(m.last_event.clone()))?;
-        registry.register(Box::new(m.lag.clone()))?;
-        registry.register(Box::new(m.missing.clone()))?;
-        registry.register(Box::new(m.gaps_open.clone()))?;
-        registry.register(Box::new(m.gaps_detected.clone()))?;
-        registry.register(Box::new(m.gaps_healed.clone()))?;
-        registry.register(Box::new(m.heal_seconds.clone()))?;
-        registry.register(Box::new(m.persisted.clone()))?;
-        registry.register(Box::new(m.duplicates.clone()))?;
-        registry.register(Box::new(m.mismatches.clone()))?;
-        registry.register(Box::new(m.in_sync.clone()))?;
-        registry.register(Box::new(m.head_time.clone()))?;
-        registry.register(Box::new(m.retired.clone()))?;
         for stream in ["aggTrade", "kline"] {
             for c in [&m.persisted, &m.duplicates, &m.mismatches] {
                 c.with_label_values(&[stream]);
