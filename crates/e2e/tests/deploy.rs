@@ -334,8 +334,10 @@ fn deploy_ships_secrets_with_owners_and_stops_clearly_at_a_missing_engine() -> R
     );
     eprintln!("make deploy:\n{out}");
     no_secret_in(&out, &values)?;
-    for dir in [secrets, vps.dir.join("unused")] {
+    for tag in ["a", "b", "c"] {
+        let dir = std::env::temp_dir().join(format!("deploy-secrets-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(dir);
     }
+    drop(secrets);
     Ok(())
 }
