@@ -38,6 +38,7 @@ fn router(app: Arc<App>, telemetry: Telemetry) -> Router {
     Router::new()
         .route("/api/{*path}", any(api))
         .route("/ws", any(upgrade))
+        .route("/ws/", any(upgrade)) // the wildcard below needs a non-empty tail
         .route("/ws/{*stream}", any(upgrade))
         .route("/stream", any(upgrade))
         .route("/sim/{*command}", any(sim_control))
@@ -49,7 +50,8 @@ fn router(app: Arc<App>, telemetry: Telemetry) -> Router {
         .with_state(Shared { app, telemetry })
 }
 
-/// Serves until `shutdown` (open WebSocket sessions end with the market engine).
+/// Serves until `shutdown`. Open WebSocket sessions are not closed by it: they end when
+/// their client leaves or their lifetime does (as before axum).
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,

@@ -285,7 +285,8 @@ async fn more_than_five_client_messages_a_second_disconnects() {
 #[tokio::test]
 async fn five_client_messages_a_second_are_allowed() {
     let sim = sim(&[]).await;
-    let mut ws = connect(&format!("{}/ws", sim.ws)).await;
+    // `/ws/` (empty stream list, as `/ws`) opens a session to subscribe in
+    let mut ws = connect(&format!("{}/ws/", sim.ws)).await;
     let subscribe =
         json!({"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 1}).to_string();
     ws.send(Message::text(subscribe)).await.expect("send");

@@ -245,8 +245,6 @@ error_kinds! {
     KafkaLagOffsets => "kafka_lag_offsets",
     /// restart-watcher: partitions' log start or end offsets could not be read.
     KafkaLagWatermarks => "kafka_lag_watermarks",
-    /// exchange-sim: a connection could not be accepted.
-    Accept => "accept",
 }
 
 impl std::fmt::Display for ErrorKind {

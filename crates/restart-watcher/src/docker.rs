@@ -148,11 +148,12 @@ impl Docker {
             read(response).await
         };
         tokio::pin!(conn, exchange);
+        // The exchange first: a connection that breaks after a complete response must not
+        // turn it into an error. Once the connection has ended, the exchange ends by itself.
         tokio::select! {
+            biased;
             result = &mut exchange => result,
-            Err(err) = &mut conn => Err(err.into()),
-            // the connection closed cleanly first: the response decides
-            else => exchange.await,
+            _ = &mut conn => exchange.await,
         }
     }
 
@@ -303,6 +304,12 @@ pub struct Interpreter {
 /// a reconnect replays from `since`, never earlier, so older ones cannot come again.
 pub const REPLAY_MARGIN_MS: i64 = 60_000;
 
+/// An event's identity among those handled: its time, container and action.
+fn handled_key(event: &Value) -> (i64, String) {
+    let key = format!("{}/{}/{}", event["timeNano"], event["id"], event["Action"]);
+    (event_ms(event), key)
+}
+
 fn service_of(event: &Value) -> Option<String> {
     event["Actor"]["Attributes"]["com.docker.compose.service"]
         .as_str()
@@ -381,6 +388,11 @@ impl Interpreter {
         }
     }
 
+    /// Whether `event` was handled already (a reconnect's replay).
+    pub fn is_replay(&self, event: &Value) -> bool {
+        self.handled.contains(&handled_key(event))
+    }
+
     /// How many handled events are remembered (bounded by [`REPLAY_MARGIN_MS`]).
     pub fn remembered(&self) -> usize {
         self.handled.len()
@@ -388,8 +400,7 @@ impl Interpreter {
 
     /// Handles one event; `inspect` is the container's inspection when it was taken.
     pub fn event(&mut self, event: &Value, inspect: Option<&Value>) -> Vec<Seen> {
-        let key = format!("{}/{}/{}", event["timeNano"], event["id"], event["Action"]);
-        if !self.handled.insert((event_ms(event), key)) {
+        if !self.handled.insert(handled_key(event)) {
             return Vec::new(); // replayed after a reconnect
         }
         if let Some(t) = since_secs(event) {
@@ -534,26 +545,33 @@ async fn follow(
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             ended = &mut stream => break ended,
-            Some(event) = rx.recv() => {
-                delivered = true;
-                handle(&docker, it, &event, out).await;
-            }
+            Some(event) = rx.recv() => delivered |= handle(&docker, it, &event, out).await,
         }
     };
     // The stream is gone; events it delivered before that are still queued.
     while let Ok(event) = rx.try_recv() {
-        delivered = true;
-        handle(&docker, it, &event, out).await;
+        delivered |= handle(&docker, it, &event, out).await;
     }
-    // A healthy connection (it delivered, or it stayed open): the next failure waits the
-    // first delay again.
+    // A healthy connection (it delivered a new event, or it stayed open): the next failure
+    // waits the first delay again. Replays do not count: a reconnect always replays the
+    // events of its `since` second, so a stream that dies right after them would otherwise
+    // be reconnected every 0.5 s forever.
     if delivered || opened.elapsed() >= HEALTHY_AFTER {
         backoff.reset();
     }
     ended
 }
 
-async fn handle(docker: &Docker, it: &mut Interpreter, event: &Value, out: &mpsc::Sender<Seen>) {
+/// Handles one event; false if it was a replay of one already handled (nothing done).
+async fn handle(
+    docker: &Docker,
+    it: &mut Interpreter,
+    event: &Value,
+    out: &mpsc::Sender<Seen>,
+) -> bool {
+    if it.is_replay(event) {
+        return false;
+    }
     let inspect = match event["id"].as_str() {
         Some(id) => docker.inspect(id).await.ok(),
         None => None,
@@ -561,6 +579,7 @@ async fn handle(docker: &Docker, it: &mut Interpreter, event: &Value, out: &mpsc
     for seen in it.event(event, inspect.as_ref()) {
         let _ = out.send(seen).await;
     }
+    true
 }
 
 #[cfg(test)]

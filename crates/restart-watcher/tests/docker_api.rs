@@ -293,6 +293,8 @@ async fn watch_the_script(endpoint: Endpoint, server: &Server) {
 #[derive(Default)]
 struct Reconnects {
     fail_events: bool,
+    /// Every stream replays the same event (as `since` does) and ends: nothing new.
+    same_event: bool,
     at: Mutex<Vec<std::time::Instant>>,
 }
 
@@ -319,6 +321,7 @@ async fn reconnects(
             if server.fail_events {
                 return body(500, "{}".into());
             }
+            let n = if server.same_event { 1 } else { n };
             let secs = 1_700_000_000 + i64::try_from(n).expect("small");
             body(
                 200,
@@ -333,9 +336,9 @@ async fn reconnects(
 }
 
 /// The gaps between the watcher's first `count` event-stream requests.
-async fn reconnect_gaps(fail_events: bool, count: usize) -> Vec<Duration> {
+async fn reconnect_gaps(fail_events: bool, same_event: bool, count: usize) -> Vec<Duration> {
     let dir = std::env::temp_dir().join(format!(
-        "docker-reconnects-{fail_events}-{}",
+        "docker-reconnects-{fail_events}-{same_event}-{}",
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -344,6 +347,7 @@ async fn reconnect_gaps(fail_events: bool, count: usize) -> Vec<Duration> {
     let listener = UnixListener::bind(&socket).expect("bind");
     let server = Arc::new(Reconnects {
         fail_events,
+        same_event,
         ..Default::default()
     });
     let s = server.clone();
@@ -388,7 +392,7 @@ async fn reconnect_gaps(fail_events: bool, count: usize) -> Vec<Duration> {
 
 #[tokio::test]
 async fn the_reconnect_delay_starts_over_after_a_healthy_stream_and_grows_while_it_fails() {
-    let healthy = reconnect_gaps(false, 6).await;
+    let healthy = reconnect_gaps(false, false, 6).await;
     assert!(
         healthy
             .iter()
@@ -396,10 +400,15 @@ async fn the_reconnect_delay_starts_over_after_a_healthy_stream_and_grows_while_
             .all(|gap| *gap < docker::RECONNECT_FIRST * 3),
         "each stream delivered an event, so each reconnect waits the first delay: {healthy:?}"
     );
-    let failing = reconnect_gaps(true, 4).await;
+    let failing = reconnect_gaps(true, false, 4).await;
     assert!(
         failing[2] >= docker::RECONNECT_FIRST * 4 - Duration::from_millis(50),
         "a failing stream backs off, 0.5 s doubling: {failing:?}"
+    );
+    let replaying = reconnect_gaps(false, true, 4).await;
+    assert!(
+        replaying[2] >= docker::RECONNECT_FIRST * 4 - Duration::from_millis(50),
+        "a stream that only replays what was handled is no healthy stream: {replaying:?}"
     );
 }
 
