@@ -165,11 +165,21 @@ impl Backfiller {
 }
 
 /// Reads a back-fill request, or says why it cannot.
-pub fn parse_request(payload: Option<&[u8]>) -> Result<BackfillRequest, String> {
-    let req: BackfillRequest = serde_json::from_slice(payload.ok_or("empty payload")?)
-        .map_err(|e| format!("not a back-fill request v1: {e}"))?;
+/// Why a back-fill request cannot be served; it is dead-lettered with this as the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum BadRequest {
+    #[error("empty payload")]
+    Empty,
+    #[error("not a back-fill request v1: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("schema v{0} is not supported")]
+    Schema(u32),
+}
+
+pub fn parse_request(payload: Option<&[u8]>) -> Result<BackfillRequest, BadRequest> {
+    let req: BackfillRequest = serde_json::from_slice(payload.ok_or(BadRequest::Empty)?)?;
     if req.v != market::SCHEMA_VERSION {
-        return Err(format!("schema v{} is not supported", req.v));
+        return Err(BadRequest::Schema(req.v));
     }
     Ok(req)
 }
@@ -218,7 +228,7 @@ async fn handle_message(
         Ok(req) => req,
         Err(reason) => {
             telemetry.error(kit::contract::ErrorKind::BackfillBadRequest, &reason);
-            return kafka::dead_letter(producer, msg, &reason, &b.shutdown).await;
+            return kafka::dead_letter(producer, msg, &reason.to_string(), &b.shutdown).await;
         }
     };
     match b.handle(&req).await {

@@ -316,7 +316,9 @@ impl Watcher {
             Err(reason) => {
                 self.telemetry
                     .error(kit::contract::ErrorKind::BadHeartbeat, &reason);
-                if !kafka::dead_letter(&self.producer, msg, &reason, &self.shutdown).await {
+                if !kafka::dead_letter(&self.producer, msg, &reason.to_string(), &self.shutdown)
+                    .await
+                {
                     return Ok(()); // shutting down: leave the offset unstored, it is read again
                 }
             }
@@ -326,16 +328,22 @@ impl Watcher {
     }
 }
 
+/// Why a heartbeat message cannot be read; it is dead-lettered with this as the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum BadHeartbeat {
+    #[error("empty heartbeat payload")]
+    Empty,
+    #[error("heartbeat is not valid JSON of schema v1: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("heartbeat schema v{0} is not supported (expected v{HEARTBEAT_VERSION})")]
+    Schema(u32),
+}
+
 /// Reads a heartbeat, or says why it cannot.
-pub fn parse(payload: Option<&[u8]>) -> Result<Heartbeat, String> {
-    let payload = payload.ok_or("empty heartbeat payload")?;
-    let hb: Heartbeat = serde_json::from_slice(payload)
-        .map_err(|e| format!("heartbeat is not valid JSON of schema v1: {e}"))?;
+pub fn parse(payload: Option<&[u8]>) -> Result<Heartbeat, BadHeartbeat> {
+    let hb: Heartbeat = serde_json::from_slice(payload.ok_or(BadHeartbeat::Empty)?)?;
     if hb.v != HEARTBEAT_VERSION {
-        return Err(format!(
-            "heartbeat schema v{} is not supported (expected v{HEARTBEAT_VERSION})",
-            hb.v
-        ));
+        return Err(BadHeartbeat::Schema(hb.v));
     }
     Ok(hb)
 }
@@ -392,13 +400,18 @@ mod tests {
 
     #[test]
     fn parse_rejects_garbage_and_other_versions_with_reasons() {
-        assert!(parse(None).expect_err("no payload").contains("empty"));
+        assert!(parse(None)
+            .expect_err("no payload")
+            .to_string()
+            .contains("empty"));
         assert!(parse(Some(b"{not json"))
             .expect_err("not JSON")
+            .to_string()
             .contains("not valid JSON"));
         let v2 = br#"{"v":2,"service":"c","instance_id":"i","started_at_ms":1,"seq":0,"sent_at_ms":1,"interval_ms":5000}"#;
         assert!(parse(Some(v2))
             .expect_err("v2")
+            .to_string()
             .contains("v2 is not supported"));
         let v1 = br#"{"v":1,"service":"c","instance_id":"i","started_at_ms":1,"seq":0,"sent_at_ms":1,"interval_ms":5000}"#;
         assert_eq!(parse(Some(v1)).expect("v1 parses").service, "c");
