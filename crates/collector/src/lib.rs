@@ -25,12 +25,6 @@ pub enum Error {
     HttpClient(#[from] reqwest::Error),
 }
 
-impl From<prometheus::Error> for Error {
-    fn from(err: prometheus::Error) -> Self {
-        Error::Kit(err.into())
-    }
-}
-
 use clap::Parser;
 use kit::app::Service;
 use kit::config::KitConfig;

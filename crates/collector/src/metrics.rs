@@ -21,7 +21,7 @@ pub struct CollectorMetrics {
 }
 
 impl CollectorMetrics {
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+    pub fn register(registry: &Registry) -> Result<Self, kit::KitError> {
         let buckets = vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             registered(registry, IntGaugeVec::new(Opts::new(name, help), labels)?)

@@ -31,12 +31,6 @@ pub enum Error {
     DockerHost(#[from] docker::DockerError),
 }
 
-impl From<prometheus::Error> for Error {
-    fn from(err: prometheus::Error) -> Self {
-        Error::Kit(err.into())
-    }
-}
-
 use clap::Parser;
 use kit::app::Service;
 use kit::config::KitConfig;

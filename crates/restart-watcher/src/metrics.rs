@@ -39,7 +39,7 @@ pub struct WatchMetrics {
 impl WatchMetrics {
     /// Registers the metrics; the platform's services (`kit::contract::services::ALL`) and
     /// the `expected` ones start at zero (see [`WatchMetrics::seen`]).
-    pub fn register(registry: &Registry, expected: &[String]) -> Result<Self, prometheus::Error> {
+    pub fn register(registry: &Registry, expected: &[String]) -> Result<Self, kit::KitError> {
         let up = IntGaugeVec::new(
             Opts::new(
                 names::SERVICE_UP,

@@ -24,7 +24,7 @@ pub struct DbMetrics {
 
 impl DbMetrics {
     /// Registers the gauges; `postgres_up` reads 0 until the first successful read.
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+    pub fn register(registry: &Registry) -> Result<Self, kit::KitError> {
         let m = Self {
             up: IntGauge::new(names::POSTGRES_UP, "1 when the last read of the database succeeded.")?,
             database_size: IntGauge::new(

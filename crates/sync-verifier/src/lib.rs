@@ -34,12 +34,6 @@ pub enum Error {
     EmptyPasswordFile { path: std::path::PathBuf },
 }
 
-impl From<prometheus::Error> for Error {
-    fn from(err: prometheus::Error) -> Self {
-        Error::Kit(err.into())
-    }
-}
-
 use clap::Parser;
 use kit::app::Service;
 use kit::config::KitConfig;

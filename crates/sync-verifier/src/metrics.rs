@@ -24,7 +24,7 @@ pub struct SyncMetrics {
 }
 
 impl SyncMetrics {
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+    pub fn register(registry: &Registry) -> Result<Self, kit::KitError> {
         let ss = &["symbol", "stream"];
         let heal_buckets = vec![1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
         let m = Self {
