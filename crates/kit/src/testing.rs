@@ -14,14 +14,9 @@ pub async fn until(what: &str, limit: Duration, check: impl AsyncFnMut() -> bool
 
 /// Whether `check` held within `limit` (for a test that says more than "timed out").
 pub async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    true
+    poll(limit, async || check().await.then_some(()))
+        .await
+        .is_some()
 }
 
 /// Waits until `check` yields a value and returns it; panics with `what` if `limit`
@@ -29,17 +24,24 @@ pub async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bo
 pub async fn until_some<T>(
     what: &str,
     limit: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
+    check: impl AsyncFnMut() -> Option<T>,
 ) -> T {
+    match poll(limit, check).await {
+        Some(value) => value,
+        None => panic!("{what}: not within {limit:?}"),
+    }
+}
+
+/// The one polling loop: `check` every [`POLL`] until it yields a value or `limit` passes.
+async fn poll<T>(limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(value) = check().await {
-            return value;
+            return Some(value);
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {limit:?}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
         tokio::time::sleep(POLL).await;
     }
 }
