@@ -366,15 +366,15 @@ test_alert() {
   die "Alertmanager has not sent the test alert in 60 s; see https://$(site_host)/alertmanager/ and alertmanager_notifications_failed_total"
 }
 
-# Passwords a VPS needs, generated once: PostgreSQL's, and the admin user's for Caddy's
-# basic auth (the plain password stays here in secrets/admin_password; only its bcrypt
-# hash goes to the VPS, as secrets/admin_basic_auth).
+# The admin user's password for Caddy's basic auth, generated once: the plain password
+# stays here in secrets/admin_password, only its bcrypt hash goes to the VPS, as
+# secrets/admin_basic_auth. (`make vps-secrets` runs `make secrets` first, which makes
+# the PostgreSQL and Grafana passwords.)
 make_secrets() {
   mkdir -p "$SECRETS"
   chmod 700 "$SECRETS"
   local gen='head -c 24 /dev/urandom | base64 | tr -d "/+=\n"'
   (umask 077
-    [ -s "$SECRETS/postgres_password" ] || { eval "$gen" > "$SECRETS/postgres_password"; log "secrets/postgres_password: generated"; }
     [ -s "$SECRETS/admin_password" ] || { eval "$gen" > "$SECRETS/admin_password"; log "secrets/admin_password: generated"; }
     if [ ! -s "$SECRETS/admin_basic_auth" ] || [ "$SECRETS/admin_password" -nt "$SECRETS/admin_basic_auth" ]; then
       local hash
