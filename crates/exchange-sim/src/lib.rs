@@ -4,7 +4,7 @@
 //! and `/sim/truth` views agree exactly, and fault injection over `/sim/`.
 //!
 //! HTTP is axum's (routing, body limits, WebSocket upgrades; `server`), query strings are
-//! decoded by `form_urlencoded`; the Binance rules, the market and the faults are this
+//! percent-decoded by `percent-encoding`; the Binance rules, the market and the faults are this
 //! crate's own, since no crate models them.
 //!
 //! It must never be mistaken for Binance: the services' default configuration talks to the

@@ -48,11 +48,23 @@ fn bad(code: i64, msg: impl Into<String>) -> ApiError {
 
 type Params = HashMap<String, String>;
 
-/// A query string's parameters, percent- and plus-decoded as browsers and Binance's
-/// connectors encode them (`symbols=%5B%22A%22%2C%22B%22%5D`).
+/// A query string's parameters, every `%XX` escape decoded (`symbols=%5B%22A%22%2C%22B%22%5D`).
+/// A `+` stays a `+`, as this simulator always read it: `startTime=+0` is the number +0,
+/// not " 0" (the sim's property tests hold it to that).
 pub fn parse_query(query: Option<&str>) -> Params {
-    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .into_owned()
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode(k), decode(v))
+        })
         .collect()
 }
 
@@ -287,12 +299,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_values_are_fully_percent_and_plus_decoded() {
+    fn query_values_are_fully_percent_decoded_and_a_plus_stays() {
         let p = parse_query(Some(
             "symbols=%5B%22BTCUSDT%22%2C%22ETHUSDT%22%5D&x=a+b&y=%2F%25&flag",
         ));
         assert_eq!(p["symbols"], r#"["BTCUSDT","ETHUSDT"]"#);
-        assert_eq!(p["x"], "a b");
+        assert_eq!(p["x"], "a+b");
         assert_eq!(p["y"], "/%");
         assert_eq!(p["flag"], "");
         assert!(parse_query(None).is_empty());
