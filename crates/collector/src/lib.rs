@@ -28,9 +28,8 @@ pub enum Error {
 use clap::Parser;
 use kit::app::Service;
 use kit::config::KitConfig;
-use kit::contract::{ports, services, topics};
+use kit::contract::{services, topics};
 use kit::KitError;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -57,13 +56,8 @@ fn share(s: &str) -> Result<f64, String> {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "collector", version)]
 pub struct Config {
-    /// Address of the ops server (/metrics, /healthz, /readyz).
-    #[arg(
-        long,
-        env = "LISTEN_ADDR",
-        default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::COLLECTOR))
-    )]
-    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub kit: KitConfig,
     /// Symbols to collect, comma separated.
     #[arg(
         long,
@@ -151,8 +145,12 @@ pub struct Config {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub kafka_queue_max_messages: Option<u32>,
-    #[command(flatten)]
-    pub kit: KitConfig,
+}
+
+impl kit::config::ServiceConfig for Config {
+    fn kit(&self) -> &KitConfig {
+        &self.kit
+    }
 }
 
 impl Config {
@@ -174,13 +172,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let mut service = Service::start(
-        services::COLLECTOR,
-        env!("CARGO_PKG_VERSION"),
-        config.kit.clone(),
-        &listener,
-        shutdown,
-    )?;
+    let mut service = Service::start(services::COLLECTOR, &config.kit, &listener, shutdown)?;
     let metrics = metrics::CollectorMetrics::register(service.telemetry.registry())?;
     let bans = ban::BanStore::new(&config.state_dir, Some(service.telemetry.clone()));
     let governor = governor::Governor::new(config.rate_limit_share, Some(metrics.clone()))

@@ -1,14 +1,8 @@
 //! The collector binary: configuration, logging, signals; the service itself is in the library.
 //! A failed task stops the service: the last log line names it and the exit status is 1.
-use clap::Parser;
+use kit::contract::{ports, services};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = collector::Config::parse();
-    kit::telemetry::init_logging(&config.kit.log_format);
-    let result = async {
-        let listener = kit::app::bind(config.listen).await?;
-        collector::run(config, listener, kit::shutdown::on_signal()).await
-    };
-    kit::app::exit(kit::contract::services::COLLECTOR, result.await)
+    kit::app::main(services::COLLECTOR, ports::COLLECTOR, collector::run).await
 }

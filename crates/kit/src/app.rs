@@ -9,7 +9,7 @@
 //! [`KitError::TaskFailed`] naming it, so the process exits non-zero ([`exit`]) and Docker
 //! (or the native supervisor) restarts it, which restart-watcher then sees.
 
-use crate::config::KitConfig;
+use crate::config::{KitConfig, ServiceConfig};
 use crate::heartbeat::{self, Identity};
 use crate::http::{self, Degraded, OpsApp};
 use crate::kafka::{self, KafkaContext};
@@ -52,12 +52,12 @@ impl Service {
     /// (the ops server's) names the replica.
     pub fn start(
         service: &'static str,
-        version: &str,
-        config: KitConfig,
+        config: &KitConfig,
         listener: &TcpListener,
         shutdown: CancellationToken,
     ) -> Result<Self, KitError> {
-        let telemetry = Telemetry::new(service, version)?;
+        let config = config.clone();
+        let telemetry = Telemetry::new(service, env!("CARGO_PKG_VERSION"))?;
         let kafka = KafkaContext::new(&telemetry)?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let identity = Identity::new(service, crate::heartbeat::replica_name(port));
@@ -278,6 +278,25 @@ pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, KitError> {
     })
 }
 
+/// A service's whole `main`: reads `C` from the environment, starts logging, binds the
+/// ops server (`LISTEN_ADDR`, or every interface on `port`), runs `run` until SIGTERM or
+/// SIGINT, and turns the outcome into the exit status ([`exit`]).
+pub async fn main<C, F, Fut, E>(service: &'static str, port: u16, run: F) -> std::process::ExitCode
+where
+    C: ServiceConfig,
+    F: FnOnce(C, TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display + From<KitError>,
+{
+    let config = C::parse();
+    crate::telemetry::init_logging(&config.kit().log_format);
+    let result = async {
+        let listener = bind(config.kit().listen_addr(port)).await?;
+        run(config, listener, crate::shutdown::on_signal()).await
+    };
+    exit(service, result.await)
+}
+
 /// The end of a service's `main`: success exits 0; a failure is the last log line (with
 /// the failed task and its error) and exits 1 at once, without waiting for clients that
 /// may block on a broker that is away.
@@ -307,14 +326,8 @@ mod tests {
             kit: KitConfig,
         }
         let c: C = crate::config::parse_from_map(&vars).expect("config");
-        let s = Service::start(
-            "collector",
-            "test",
-            c.kit,
-            &listener,
-            CancellationToken::new(),
-        )
-        .expect("service");
+        let s = Service::start("collector", &c.kit, &listener, CancellationToken::new())
+            .expect("service");
         (s, listener)
     }
 

@@ -4,11 +4,21 @@
 //! with [`parse_from_map`], never by changing the process environment.
 
 use clap::{Args, Parser};
+
+/// A service's whole configuration, which holds the settings every service shares.
+pub trait ServiceConfig: Parser {
+    fn kit(&self) -> &KitConfig;
+}
 use std::collections::HashMap;
 
 /// Settings every service shares.
 #[derive(Debug, Clone, Args)]
 pub struct KitConfig {
+    /// Address of the ops server (/metrics, /healthz, /readyz); unset: every interface on
+    /// the service's own port (`contract::ports`).
+    #[arg(long, env = "LISTEN_ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+
     /// Kafka bootstrap servers, comma separated.
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
@@ -33,6 +43,12 @@ pub struct KitConfig {
 }
 
 impl KitConfig {
+    /// The ops server's address: `LISTEN_ADDR`, or every interface on `port`.
+    pub fn listen_addr(&self, port: u16) -> std::net::SocketAddr {
+        self.listen
+            .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], port)))
+    }
+
     pub fn heartbeat_interval(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.heartbeat_interval_ms)
     }
@@ -77,6 +93,7 @@ mod tests {
         let demo: Demo = parse_from_map(&HashMap::new()).expect("defaults parse");
         assert_eq!(demo.kit.kafka_brokers, "127.0.0.1:9092");
         assert_eq!(demo.kit.heartbeat_interval_ms, 5000);
+        assert_eq!(demo.kit.listen_addr(9101).to_string(), "0.0.0.0:9101");
     }
 
     #[test]
@@ -84,10 +101,12 @@ mod tests {
         let vars = HashMap::from([
             ("KAFKA_BROKERS", "kafka:9092"),
             ("HEARTBEAT_INTERVAL_MS", "250"),
+            ("LISTEN_ADDR", "127.0.0.1:7000"),
         ]);
         let demo: Demo = parse_from_map(&vars).expect("parses");
         assert_eq!(demo.kit.kafka_brokers, "kafka:9092");
         assert_eq!(demo.kit.heartbeat_interval().as_millis(), 250);
+        assert_eq!(demo.kit.listen_addr(9101).to_string(), "127.0.0.1:7000");
     }
 
     #[test]

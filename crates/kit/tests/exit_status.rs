@@ -70,8 +70,8 @@ fn child_service_with_a_failing_task() {
             .await
             .expect("bind");
         let token = tokio_util::sync::CancellationToken::new();
-        let mut service = kit::app::Service::start("collector", "test", c.kit, &listener, token)
-            .expect("service");
+        let mut service =
+            kit::app::Service::start("collector", &c.kit, &listener, token).expect("service");
         service.spawn("doomed", async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
             if mode == "panic" {

@@ -43,6 +43,7 @@
 use kit::contract::metrics as names;
 use kit::contract::ErrorKind;
 use kit::kafka::KafkaContext;
+use kit::telemetry::registered;
 use kit::Telemetry;
 use prometheus::{IntGaugeVec, Opts, Registry};
 use rdkafka::config::ClientConfig;
@@ -200,15 +201,17 @@ pub struct LagBook {
 impl LagBook {
     /// Registers `kafka_consumer_group_lag` in `registry`.
     pub fn register(registry: &Registry, forget_ms: i64) -> Result<Self, prometheus::Error> {
-        let gauge = IntGaugeVec::new(
-            Opts::new(
-                names::KAFKA_CONSUMER_GROUP_LAG,
-                "Records between a consumer group's committed offset and the partition's log \
-                 end, measured from outside the group (also while it is stopped).",
-            ),
-            &["group", "topic", "partition"],
+        let gauge = registered(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    names::KAFKA_CONSUMER_GROUP_LAG,
+                    "Records between a consumer group's committed offset and the partition's log \
+                     end, measured from outside the group (also while it is stopped).",
+                ),
+                &["group", "topic", "partition"],
+            )?,
         )?;
-        registry.register(Box::new(gauge.clone()))?;
         Ok(Self {
             gauge,
             forget_ms,

@@ -34,7 +34,7 @@ pub enum Error {
 use clap::Parser;
 use kit::app::Service;
 use kit::config::KitConfig;
-use kit::contract::{ports, services, topics};
+use kit::contract::{services, topics};
 use kit::heartbeat::{Heartbeat, HEARTBEAT_VERSION};
 use kit::kafka::{self, KafkaContext};
 use kit::restarts::RestartEvent;
@@ -44,7 +44,6 @@ use metrics::WatchMetrics;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -57,13 +56,8 @@ use watch::Watch;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "restart-watcher", version)]
 pub struct Config {
-    /// Address of the ops server (/metrics, /healthz, /readyz).
-    #[arg(
-        long,
-        env = "LISTEN_ADDR",
-        default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::RESTART_WATCHER))
-    )]
-    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub kit: KitConfig,
 
     /// Services reported down if they never send a heartbeat, comma separated.
     #[arg(
@@ -145,9 +139,12 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(0..=604_800)
     )]
     pub lag_forget_secs: u64,
+}
 
-    #[command(flatten)]
-    pub kit: KitConfig,
+impl kit::config::ServiceConfig for Config {
+    fn kit(&self) -> &KitConfig {
+        &self.kit
+    }
 }
 
 /// Runs the watcher until `shutdown` is cancelled.
@@ -156,13 +153,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let mut service = Service::start(
-        services::RESTART_WATCHER,
-        env!("CARGO_PKG_VERSION"),
-        config.kit.clone(),
-        &listener,
-        shutdown,
-    )?;
+    let mut service = Service::start(services::RESTART_WATCHER, &config.kit, &listener, shutdown)?;
     let metrics = WatchMetrics::register(service.telemetry.registry(), &config.expected_services)?;
     let interval_ms = i64::try_from(config.kit.heartbeat_interval_ms).unwrap_or(i64::MAX);
     let tracker = Tracker::new(config.expected_services.clone(), interval_ms, now_ms());

@@ -8,6 +8,7 @@
 
 use crate::tracker::Status;
 use kit::contract::metrics as names;
+use kit::telemetry::registered;
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// The `reason` label of `service_restarts_total` and of restart events: a closed set.
@@ -40,51 +41,63 @@ impl WatchMetrics {
     /// Registers the metrics; the platform's services (`kit::contract::services::ALL`) and
     /// the `expected` ones start at zero (see [`WatchMetrics::seen`]).
     pub fn register(registry: &Registry, expected: &[String]) -> Result<Self, kit::KitError> {
-        let up = IntGaugeVec::new(
-            Opts::new(
-                names::SERVICE_UP,
-                "1 while the service sends heartbeats, 0 after 3 missed intervals.",
-            ),
-            &["service"],
+        let up = registered(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    names::SERVICE_UP,
+                    "1 while the service sends heartbeats, 0 after 3 missed intervals.",
+                ),
+                &["service"],
+            )?,
         )?;
-        let restarts = IntCounterVec::new(
-            Opts::new(names::SERVICE_RESTARTS_TOTAL, "Restarts seen, by cause."),
-            &["service", "reason"],
+        let restarts = registered(
+            registry,
+            IntCounterVec::new(
+                Opts::new(names::SERVICE_RESTARTS_TOTAL, "Restarts seen, by cause."),
+                &["service", "reason"],
+            )?,
         )?;
-        let heartbeat_age = GaugeVec::new(
-            Opts::new(
-                names::SERVICE_HEARTBEAT_AGE_SECONDS,
-                "Seconds since the service's last heartbeat.",
-            ),
-            &["service"],
+        let heartbeat_age = registered(
+            registry,
+            GaugeVec::new(
+                Opts::new(
+                    names::SERVICE_HEARTBEAT_AGE_SECONDS,
+                    "Seconds since the service's last heartbeat.",
+                ),
+                &["service"],
+            )?,
         )?;
-        let start_time = GaugeVec::new(
-            Opts::new(
-                names::SERVICE_START_TIME_SECONDS,
-                "Unix time the running instance started.",
-            ),
-            &["service"],
+        let start_time = registered(
+            registry,
+            GaugeVec::new(
+                Opts::new(
+                    names::SERVICE_START_TIME_SECONDS,
+                    "Unix time the running instance started.",
+                ),
+                &["service"],
+            )?,
         )?;
-        let backoff_restarting = IntGaugeVec::new(
-            Opts::new(
-                names::SERVICE_BACKOFF_RESTARTING,
-                "1 while the service is in a back-off restart loop.",
-            ),
-            &["service"],
+        let backoff_restarting = registered(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    names::SERVICE_BACKOFF_RESTARTING,
+                    "1 while the service is in a back-off restart loop.",
+                ),
+                &["service"],
+            )?,
         )?;
-        let last_exit_code = IntGaugeVec::new(
-            Opts::new(
-                names::SERVICE_LAST_EXIT_CODE,
-                "Exit code of the service's last death (Docker source).",
-            ),
-            &["service"],
+        let last_exit_code = registered(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    names::SERVICE_LAST_EXIT_CODE,
+                    "Exit code of the service's last death (Docker source).",
+                ),
+                &["service"],
+            )?,
         )?;
-        registry.register(Box::new(backoff_restarting.clone()))?;
-        registry.register(Box::new(last_exit_code.clone()))?;
-        registry.register(Box::new(up.clone()))?;
-        registry.register(Box::new(restarts.clone()))?;
-        registry.register(Box::new(heartbeat_age.clone()))?;
-        registry.register(Box::new(start_time.clone()))?;
         let metrics = Self {
             backoff_restarting,
             last_exit_code,

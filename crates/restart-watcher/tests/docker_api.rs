@@ -616,3 +616,145 @@ fn zeroed_for_every_container_seen(seen: &[Seen]) {
         "sync-verifier is in Docker's restart delay: {text}"
     );
 }
+
+/// A three-hour scripted stream: a restart of `collector` at the start, then a health event
+/// of `sync-verifier` every 10 s; it ends. The reconnect (from `since`) replays the last
+/// three health events, then the opening restart again (older than any replay can reach),
+/// then a `start` of `kafka` that ends the script.
+const LONG_EVENTS: i64 = 1_080;
+const LONG_T0: i64 = 1_700_000_000;
+
+fn long_first_stream() -> Vec<Value> {
+    let mut events = vec![
+        event(
+            "die",
+            "collector",
+            LONG_T0,
+            json!({"exitCode": "1", "execDuration": "5"}),
+        ),
+        event("start", "collector", LONG_T0 + 1, json!({})),
+    ];
+    events.extend((1..=LONG_EVENTS).map(|i| {
+        event(
+            "health_status: healthy",
+            "sync-verifier",
+            LONG_T0 + 10 * i,
+            json!({}),
+        )
+    }));
+    events
+}
+
+fn long_second_stream() -> Vec<Value> {
+    let first = long_first_stream();
+    let mut events = first[first.len() - 3..].to_vec();
+    events.extend_from_slice(&first[..2]);
+    events.push(event(
+        "start",
+        "kafka",
+        LONG_T0 + 10 * LONG_EVENTS + 5,
+        json!({}),
+    ));
+    events
+}
+
+async fn long_script(
+    streams: Arc<Mutex<Vec<String>>>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    use futures::StreamExt;
+    use http_body_util::BodyExt;
+    let body = |text: String| Response::new(Full::new(Bytes::from(text)).boxed_unsync());
+    Ok(match req.uri().path() {
+        "/version" => body(json!({"ApiVersion": "1.47"}).to_string()),
+        "/v1.47/containers/json" => body("[]".into()),
+        "/v1.47/events" => {
+            let n = {
+                let mut queries = streams.lock().expect("lock");
+                queries.push(req.uri().query().unwrap_or_default().to_string());
+                queries.len()
+            };
+            let events = if n == 1 {
+                long_first_stream()
+            } else {
+                long_second_stream()
+            };
+            let lines = events
+                .iter()
+                .map(|e| Ok(Frame::data(Bytes::from(e.to_string() + "\n"))));
+            let frames: Frames = match n {
+                1 => Box::pin(futures::stream::iter(lines.collect::<Vec<_>>())),
+                _ => Box::pin(
+                    futures::stream::iter(lines.collect::<Vec<_>>())
+                        .chain(futures::stream::pending()),
+                ),
+            };
+            Response::new(streamed(frames))
+        }
+        _ => body(json!({"State": {"Restarting": false}}).to_string()),
+    })
+}
+
+#[tokio::test]
+async fn over_a_long_stream_only_what_a_reconnect_can_replay_is_remembered() {
+    let dir = std::env::temp_dir().join(format!("docker-long-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let socket = dir.join("docker.sock");
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).expect("bind");
+    let streams = Arc::new(Mutex::new(Vec::new()));
+    let s = streams.clone();
+    let accept = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let s = s.clone();
+            let svc = hyper::service::service_fn(move |req| long_script(s.clone(), req));
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc),
+            );
+        }
+    });
+    let (tx, mut rx) = mpsc::channel(1024);
+    let token = CancellationToken::new();
+    let telemetry = kit::Telemetry::new("restart-watcher", "test").expect("telemetry");
+    let endpoint = Endpoint::Unix(socket.to_string_lossy().to_string());
+    tokio::spawn(docker::watch(
+        endpoint,
+        "nghenhan".into(),
+        tx,
+        telemetry,
+        token.clone(),
+    ));
+
+    // every handled event of a project container is inspected and reported (`Restarting`)
+    let (mut health, mut restarts) = (0_i64, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Seen::Restarting { service, .. })) if service == "sync-verifier" => health += 1,
+            Ok(Some(Seen::Restart { .. })) => restarts += 1,
+            Ok(Some(Seen::Started { service, .. })) if service == "kafka" => break,
+            Ok(Some(_)) => {}
+            _ => panic!("the script did not end: {health} health events, {restarts} restarts"),
+        }
+    }
+    token.cancel();
+    accept.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+    let queries = streams.lock().expect("lock").clone();
+    assert!(
+        queries[1].contains(&format!("since={}", LONG_T0 + 10 * LONG_EVENTS)),
+        "the reconnect resumes from the last event: {queries:?}"
+    );
+    assert_eq!(
+        health, LONG_EVENTS,
+        "the replayed last three events were recognised, so the recent ones are remembered"
+    );
+    assert_eq!(
+        restarts,
+        2,
+        "the opening restart, three hours before the reconnect point, was no longer \
+         remembered: memory holds only what a reconnect can replay ({} ms)",
+        docker::REPLAY_MARGIN_MS
+    );
+}

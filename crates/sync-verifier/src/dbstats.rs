@@ -4,6 +4,7 @@
 //! way natively and under Compose.)
 
 use kit::contract::metrics as names;
+use kit::telemetry::registered;
 use kit::Telemetry;
 use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 use sqlx::PgPool;
@@ -26,30 +27,38 @@ impl DbMetrics {
     /// Registers the gauges; `postgres_up` reads 0 until the first successful read.
     pub fn register(registry: &Registry) -> Result<Self, kit::KitError> {
         let m = Self {
-            up: IntGauge::new(names::POSTGRES_UP, "1 when the last read of the database succeeded.")?,
-            database_size: IntGauge::new(
-                names::POSTGRES_DATABASE_SIZE_BYTES,
-                "Size of the verifier's database on disk.",
+            up: registered(
+                registry,
+                IntGauge::new(names::POSTGRES_UP, "1 when the last read of the database succeeded.")?,
             )?,
-            table_size: IntGaugeVec::new(
-                Opts::new(
-                    names::POSTGRES_TABLE_SIZE_BYTES,
-                    "Size on disk of each table, with its indexes and TOAST.",
-                ),
-                &["table"],
+            database_size: registered(
+                registry,
+                IntGauge::new(
+                    names::POSTGRES_DATABASE_SIZE_BYTES,
+                    "Size of the verifier's database on disk.",
+                )?,
             )?,
-            pool: IntGaugeVec::new(
-                Opts::new(
-                    names::POSTGRES_POOL_CONNECTIONS,
-                    "The verifier's connection pool: open (`open`), idle (`idle`), the cap (`max`).",
-                ),
-                &["state"],
+            table_size: registered(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        names::POSTGRES_TABLE_SIZE_BYTES,
+                        "Size on disk of each table, with its indexes and TOAST.",
+                    ),
+                    &["table"],
+                )?,
+            )?,
+            pool: registered(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        names::POSTGRES_POOL_CONNECTIONS,
+                        "The verifier's connection pool: open (`open`), idle (`idle`), the cap (`max`).",
+                    ),
+                    &["state"],
+                )?,
             )?,
         };
-        registry.register(Box::new(m.up.clone()))?;
-        registry.register(Box::new(m.database_size.clone()))?;
-        registry.register(Box::new(m.table_size.clone()))?;
-        registry.register(Box::new(m.pool.clone()))?;
         m.up.set(0);
         Ok(m)
     }
@@ -62,8 +71,17 @@ pub struct Reading {
     pub tables: Vec<(String, i64)>,
 }
 
+/// Why the database could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
 /// Reads the database's size and its tables' sizes (schema `public`).
-pub async fn read(pool: &PgPool) -> Result<Reading, String> {
+pub async fn read(pool: &PgPool) -> Result<Reading, ReadError> {
     let work = async {
         let database_bytes: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
             .fetch_one(pool)
@@ -82,9 +100,8 @@ pub async fn read(pool: &PgPool) -> Result<Reading, String> {
         })
     };
     match tokio::time::timeout(READ_TIMEOUT, work).await {
-        Ok(Ok(reading)) => Ok(reading),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {READ_TIMEOUT:?}")),
+        Ok(reading) => Ok(reading?),
+        Err(_) => Err(ReadError::Timeout(READ_TIMEOUT)),
     }
 }
 

@@ -37,10 +37,9 @@ pub enum Error {
 use clap::Parser;
 use kit::app::Service;
 use kit::config::KitConfig;
-use kit::contract::{ports, services};
+use kit::contract::services;
 use kit::http::Probe;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,13 +50,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sync-verifier", version)]
 pub struct Config {
-    /// Address of the ops server (/metrics, /healthz, /readyz).
-    #[arg(
-        long,
-        env = "LISTEN_ADDR",
-        default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::SYNC_VERIFIER))
-    )]
-    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub kit: KitConfig,
     /// PostgreSQL connection URL. Put no password in it where others can read the
     /// environment: give DATABASE_PASSWORD_FILE instead.
     #[arg(
@@ -130,8 +124,12 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(1..=3_600)
     )]
     pub db_stats_interval_secs: u64,
-    #[command(flatten)]
-    pub kit: KitConfig,
+}
+
+impl kit::config::ServiceConfig for Config {
+    fn kit(&self) -> &KitConfig {
+        &self.kit
+    }
 }
 
 /// Runs the verifier until `shutdown` is cancelled.
@@ -140,13 +138,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let mut service = Service::start(
-        services::SYNC_VERIFIER,
-        env!("CARGO_PKG_VERSION"),
-        config.kit.clone(),
-        &listener,
-        shutdown,
-    )?;
+    let mut service = Service::start(services::SYNC_VERIFIER, &config.kit, &listener, shutdown)?;
     let pool = PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(3))

@@ -1,14 +1,13 @@
 //! The sync-verifier binary: configuration, logging, signals; the service itself is in the library.
 //! A failed task stops the service: the last log line names it and the exit status is 1.
-use clap::Parser;
+use kit::contract::{ports, services};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = sync_verifier::Config::parse();
-    kit::telemetry::init_logging(&config.kit.log_format);
-    let result = async {
-        let listener = kit::app::bind(config.listen).await?;
-        sync_verifier::run(config, listener, kit::shutdown::on_signal()).await
-    };
-    kit::app::exit(kit::contract::services::SYNC_VERIFIER, result.await)
+    kit::app::main(
+        services::SYNC_VERIFIER,
+        ports::SYNC_VERIFIER,
+        sync_verifier::run,
+    )
+    .await
 }
