@@ -95,36 +95,23 @@ struct Field {
     want: &'static str,
 }
 
-const DURATION: Field = Field {
-    name: "duration_ms",
-    max: MAX_DURATION_MS,
-    want: "an integer in 0..=604800000 (7 days)",
-};
-const COUNT: Field = Field {
-    name: "count",
-    max: u64::MAX,
-    want: "an integer in 0..=18446744073709551615",
-};
-const REST_MS: Field = Field {
-    name: "rest_ms",
-    max: MAX_LATENCY_MS,
-    want: "an integer in 0..=60000",
-};
-const WS_MS: Field = Field {
-    name: "ws_ms",
-    max: MAX_LATENCY_MS,
-    want: "an integer in 0..=60000",
-};
-const STATUS: Field = Field {
-    name: "status",
-    max: u64::MAX,
-    want: "429 or 418",
-};
-const LIMIT: Field = Field {
-    name: "limit",
-    max: u32::MAX as u64,
-    want: "an integer in 0..=4294967295",
-};
+impl Field {
+    const fn new(name: &'static str, max: u64, want: &'static str) -> Self {
+        Self { name, max, want }
+    }
+}
+
+/// What an error says a field must be; each names its field's `max` (a test checks).
+const ANY_U64: &str = "an integer in 0..=18446744073709551615";
+const UP_TO_A_MINUTE: &str = "an integer in 0..=60000";
+const UP_TO_A_WEEK: &str = "an integer in 0..=604800000 (7 days)";
+
+const DURATION: Field = Field::new("duration_ms", MAX_DURATION_MS, UP_TO_A_WEEK);
+const COUNT: Field = Field::new("count", u64::MAX, ANY_U64);
+const REST_MS: Field = Field::new("rest_ms", MAX_LATENCY_MS, UP_TO_A_MINUTE);
+const WS_MS: Field = Field::new("ws_ms", MAX_LATENCY_MS, UP_TO_A_MINUTE);
+const STATUS: Field = Field::new("status", u64::MAX, "429 or 418");
+const LIMIT: Field = Field::new("limit", u32::MAX as u64, "an integer in 0..=4294967295");
 
 fn invalid(name: &'static str, value: &Value, want: &'static str) -> ControlError {
     ControlError::Invalid {
@@ -335,7 +322,6 @@ fn param<T: std::str::FromStr>(
 
 /// Reads `?symbol=S&stream=aggTrade&fromId=&toId=` or `...&stream=kline&startTime=&endTime=`.
 pub fn parse_truth(query: Option<&str>) -> Result<Truth, ControlError> {
-    const IDS: &str = "an integer in 0..=18446744073709551615";
     const TIMES: &str = "an integer in -9223372036854775808..=9223372036854775807";
     let p = parse_query(query);
     let symbol = p
@@ -344,8 +330,8 @@ pub fn parse_truth(query: Option<&str>) -> Result<Truth, ControlError> {
         .clone();
     let range = match p.get("stream").map(String::as_str) {
         Some("aggTrade") => TruthRange::Ids {
-            from: param(&p, "fromId", IDS)?.ok_or(ControlError::Missing("fromId"))?,
-            to: param(&p, "toId", IDS)?.unwrap_or(u64::MAX - 1),
+            from: param(&p, "fromId", ANY_U64)?.ok_or(ControlError::Missing("fromId"))?,
+            to: param(&p, "toId", ANY_U64)?.unwrap_or(u64::MAX - 1),
         },
         Some("kline") => TruthRange::Time {
             start: param(&p, "startTime", TIMES)?.ok_or(ControlError::Missing("startTime"))?,
@@ -480,6 +466,14 @@ mod tests {
             parse("/sim/nope", "{}").expect_err("unknown").status(),
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[test]
+    fn each_integer_field_names_its_own_bound() {
+        for f in [DURATION, COUNT, REST_MS, WS_MS, LIMIT] {
+            let want = format!("an integer in 0..={}", f.max);
+            assert!(f.want.starts_with(&want), "{}: {}", f.name, f.want);
+        }
     }
 
     #[test]

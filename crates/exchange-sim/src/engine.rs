@@ -54,31 +54,33 @@ fn step_symbol(app: &App, symbol: &SymbolState, dt: f64, push_kline: bool) {
         (step, push_kline.then(|| market.current_kline().clone()))
     };
     app.metrics.trades.inc_by(step.trades.len() as u64);
-    let trade_stream = format!("{}@aggTrade", symbol.lower);
-    for trade in &step.trades {
-        app.publish(
-            symbol,
-            StreamKind::AggTrade,
-            trade_stream.clone(),
-            trade.ws_json(&symbol.name, now),
-        );
-    }
-    let kline_stream = format!("{}@kline_1m", symbol.lower);
-    for closed in &step.closed {
-        app.publish(
-            symbol,
-            StreamKind::Kline,
-            kline_stream.clone(),
-            closed.ws_json(&symbol.name, now, true),
-        );
-    }
-    if let Some(open) = current {
-        app.publish(
-            symbol,
-            StreamKind::Kline,
-            kline_stream,
-            open.ws_json(&symbol.name, now, false),
-        );
+    let trades = step.trades.iter().map(|t| t.ws_json(&symbol.name, now));
+    publish_each(app, symbol, StreamKind::AggTrade, "aggTrade", trades);
+    let closed = step
+        .closed
+        .iter()
+        .map(|k| k.ws_json(&symbol.name, now, true));
+    let open = current.map(|k| k.ws_json(&symbol.name, now, false));
+    publish_each(
+        app,
+        symbol,
+        StreamKind::Kline,
+        "kline_1m",
+        closed.chain(open),
+    );
+}
+
+/// Publishes `payloads` in order on `<symbol>@<suffix>`.
+fn publish_each(
+    app: &App,
+    symbol: &SymbolState,
+    kind: StreamKind,
+    suffix: &str,
+    payloads: impl Iterator<Item = String>,
+) {
+    let stream = format!("{}@{suffix}", symbol.lower);
+    for payload in payloads {
+        app.publish(symbol, kind, stream.clone(), payload);
     }
 }
 

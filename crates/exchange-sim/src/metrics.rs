@@ -1,6 +1,7 @@
 //! The simulator's own metrics (names from `kit::contract::metrics::sim`).
 
 use kit::contract::metrics::sim as names;
+use kit::telemetry::registered;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
@@ -15,35 +16,31 @@ pub struct SimMetrics {
 
 impl SimMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let m = Self {
-            ws_connections: IntGauge::new(names::WS_CONNECTIONS, "Open WebSocket connections.")?,
-            ws_sent: IntCounter::new(names::WS_SENT_TOTAL, "Stream messages sent to clients.")?,
-            ws_dropped: IntCounter::new(
+        let counter = |name: &str, help: &str| registered(registry, IntCounter::new(name, help)?);
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            registered(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
+        };
+        Ok(Self {
+            ws_connections: registered(
+                registry,
+                IntGauge::new(names::WS_CONNECTIONS, "Open WebSocket connections.")?,
+            )?,
+            ws_sent: counter(names::WS_SENT_TOTAL, "Stream messages sent to clients.")?,
+            ws_dropped: counter(
                 names::WS_DROPPED_TOTAL,
                 "Stream messages withheld by a drop fault.",
             )?,
-            ws_disconnects: IntCounterVec::new(
-                Opts::new(
-                    names::WS_DISCONNECTS_TOTAL,
-                    "Connections the server ended, by reason.",
-                ),
+            ws_disconnects: counter_vec(
+                names::WS_DISCONNECTS_TOTAL,
+                "Connections the server ended, by reason.",
                 &["reason"],
             )?,
-            rest_requests: IntCounterVec::new(
-                Opts::new(
-                    names::REST_REQUESTS_TOTAL,
-                    "REST requests by endpoint and status.",
-                ),
+            rest_requests: counter_vec(
+                names::REST_REQUESTS_TOTAL,
+                "REST requests by endpoint and status.",
                 &["endpoint", "status"],
             )?,
-            trades: IntCounter::new(names::TRADES_TOTAL, "Aggregate trades generated.")?,
-        };
-        registry.register(Box::new(m.ws_connections.clone()))?;
-        registry.register(Box::new(m.ws_sent.clone()))?;
-        registry.register(Box::new(m.ws_dropped.clone()))?;
-        registry.register(Box::new(m.ws_disconnects.clone()))?;
-        registry.register(Box::new(m.rest_requests.clone()))?;
-        registry.register(Box::new(m.trades.clone()))?;
-        Ok(m)
+            trades: counter(names::TRADES_TOTAL, "Aggregate trades generated.")?,
+        })
     }
 }
