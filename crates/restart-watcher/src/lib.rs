@@ -52,6 +52,12 @@ use tokio_util::sync::CancellationToken;
 use tracker::Tracker;
 use watch::Watch;
 
+impl kit::config::ServiceConfig for Config {
+    fn kit(&self) -> &KitConfig {
+        &self.kit
+    }
+}
+
 /// restart-watcher's configuration, from the environment.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "restart-watcher", version)]
@@ -139,12 +145,6 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(0..=604_800)
     )]
     pub lag_forget_secs: u64,
-}
-
-impl kit::config::ServiceConfig for Config {
-    fn kit(&self) -> &KitConfig {
-        &self.kit
-    }
 }
 
 /// Runs the watcher until `shutdown` is cancelled.

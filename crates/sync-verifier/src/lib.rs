@@ -46,6 +46,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+impl kit::config::ServiceConfig for Config {
+    fn kit(&self) -> &KitConfig {
+        &self.kit
+    }
+}
+
 /// sync-verifier's configuration, from the environment.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sync-verifier", version)]
@@ -126,12 +132,6 @@ pub struct Config {
     pub db_stats_interval_secs: u64,
 }
 
-impl kit::config::ServiceConfig for Config {
-    fn kit(&self) -> &KitConfig {
-        &self.kit
-    }
-}
-
 /// Runs the verifier until `shutdown` is cancelled.
 pub async fn run(
     config: Config,
@@ -154,14 +154,7 @@ pub async fn run(
         service.kafka.clone(),
     )?;
     let db_interval = Duration::from_secs(config.db_stats_interval_secs);
-    let pipeline = pipeline::Pipeline::new(
-        config,
-        pool.clone(),
-        metrics,
-        service.producer.clone(),
-        service.telemetry.clone(),
-        service.shutdown.clone(),
-    );
+    let pipeline = pipeline::Pipeline::new(config, pool.clone(), metrics, &service);
     let pipeline = Arc::new(pipeline);
     service.spawn("verify", pipeline.clone().run(consumer));
     service.spawn("gap_resend", pipeline.clone().resend_loop());

@@ -8,6 +8,7 @@
 use crate::metrics::SyncMetrics;
 use crate::verifier::{parse_stream, step_of, Input, Outcome, Verifier};
 use crate::{store, validate, Config};
+use kit::app::Service;
 use kit::contract::topics;
 use kit::kafka::{self, KafkaContext};
 use kit::retry::Backoff;
@@ -32,7 +33,6 @@ pub struct Pipeline {
     telemetry: Telemetry,
     shutdown: CancellationToken,
     verifier: Mutex<Verifier>,
-    /// Per open gap: when to re-send its request, and the current back-off.
     /// Per open gap: when its back-fill request is due again, and the back-off after that.
     retries: Mutex<HashMap<i64, (Instant, Backoff)>>,
 }
@@ -160,14 +160,11 @@ where
 }
 
 impl Pipeline {
-    pub fn new(
-        config: Config,
-        pool: PgPool,
-        metrics: SyncMetrics,
-        producer: FutureProducer<KafkaContext>,
-        telemetry: Telemetry,
-        shutdown: CancellationToken,
-    ) -> Self {
+    /// The pipeline of `service`: it publishes with its producer, counts errors in its
+    /// telemetry and stops with it.
+    pub fn new(config: Config, pool: PgPool, metrics: SyncMetrics, service: &Service) -> Self {
+        let (producer, telemetry) = (service.producer.clone(), service.telemetry.clone());
+        let shutdown = service.shutdown.clone();
         Self {
             config,
             pool,
