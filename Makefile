@@ -97,6 +97,8 @@ test: lint install shellcheck check-config rule-test e2e
 # The test stack's PostgreSQL: with DATABASE_URL set when it builds, sync-verifier's
 # database tests (tests/store.rs, a fresh database each) run instead of being ignored.
 test e2e: export DATABASE_URL := postgres://nghenhan:nghenhan@127.0.0.1:5432/nghenhan
+# Tests run the services as cargo test builds them (debug); `make up` runs release builds.
+test e2e: export PROFILE := debug
 
 # First, before anything slow: formatting (rustfmt.toml) and every clippy warning an error.
 lint:

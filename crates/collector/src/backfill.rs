@@ -3,6 +3,7 @@
 //! `source = backfill`. A request's offset is stored only after all its records are
 //! delivered; a request that cannot be read goes to `sync.backfill.v1.dlq`.
 
+use crate::governor::Class;
 use crate::metrics::CollectorMetrics;
 use crate::publish::Publisher;
 use crate::rest::{BinanceRest, RestError, AGG_TRADES, KLINES};
@@ -21,6 +22,55 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const PAGE: usize = 1000;
+
+/// How long a served range stays "in flight": its records are on their way through Kafka
+/// to the verifier, which may ask for the same range again meanwhile (its re-requests
+/// start 10 s apart). A request inside a range served this recently is not fetched again;
+/// after it, the range is fetched again, as records lost on the way must be.
+pub const IN_FLIGHT: Duration = Duration::from_secs(30);
+
+/// The ranges served within [`IN_FLIGHT`], by symbol and stream.
+#[derive(Debug, Default)]
+pub struct Recent {
+    served: std::collections::VecDeque<(String, Stream, u64, u64, tokio::time::Instant)>,
+}
+
+impl Recent {
+    /// A request's symbol, stream and range as inclusive bounds (ids, or ms as u64).
+    fn bounds(req: &BackfillRequest) -> (u64, u64) {
+        match req.range {
+            BackfillRange::Ids { from_id, to_id } => (from_id, to_id),
+            BackfillRange::Time { start_ms, end_ms } => (
+                u64::try_from(start_ms).unwrap_or(0),
+                u64::try_from(end_ms).unwrap_or(0),
+            ),
+        }
+    }
+
+    /// Whether `req` lies inside a range served within [`IN_FLIGHT`].
+    pub fn covers(&mut self, req: &BackfillRequest) -> bool {
+        let now = tokio::time::Instant::now();
+        while self
+            .served
+            .front()
+            .is_some_and(|(.., at)| now.duration_since(*at) > IN_FLIGHT)
+        {
+            self.served.pop_front();
+        }
+        let (lo, hi) = Self::bounds(req);
+        self.served.iter().any(|(symbol, stream, from, to, _)| {
+            *symbol == req.symbol && *stream == req.stream && *from <= lo && hi <= *to
+        })
+    }
+
+    /// Remembers `req`'s range as served now.
+    pub fn served(&mut self, req: &BackfillRequest) {
+        let (lo, hi) = Self::bounds(req);
+        let now = tokio::time::Instant::now();
+        self.served
+            .push_back((req.symbol.clone(), req.stream, lo, hi, now));
+    }
+}
 
 /// Why a request could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +93,8 @@ pub struct Backfiller {
     pub metrics: CollectorMetrics,
     pub symbols: Vec<String>,
     pub shutdown: CancellationToken,
+    /// Ranges served within [`IN_FLIGHT`]: a request inside one is not fetched twice.
+    pub recent: std::sync::Mutex<Recent>,
 }
 
 impl Backfiller {
@@ -54,6 +106,18 @@ impl Backfiller {
             tracing::debug!(symbol = %req.symbol, "back-fill request for a symbol collected elsewhere; skipped");
             return Ok(0);
         }
+        if self.recent.lock().is_ok_and(|mut r| r.covers(req)) {
+            tracing::info!(symbol = %req.symbol, stream = req.stream.as_str(), range = ?req.range, "back-fill range served moments ago and still in flight; not fetched again");
+            return Ok(0);
+        }
+        let served = self.fetch(req).await?;
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.served(req);
+        }
+        Ok(served)
+    }
+
+    async fn fetch(&self, req: &BackfillRequest) -> Result<usize, BackfillError> {
         match (req.stream, &req.range) {
             (Stream::AggTrade, BackfillRange::Ids { from_id, to_id }) if from_id <= to_id => {
                 self.aggs(&req.symbol, *from_id, *to_id).await
@@ -143,7 +207,7 @@ impl Backfiller {
         query: &[(&str, String)],
     ) -> Result<String, BackfillError> {
         let attempt = || async {
-            match self.rest.get(endpoint, query).await {
+            match self.rest.get(Class::Backfill, endpoint, query).await {
                 Err(err) if err.retryable() => Err(err),
                 done => Ok(done),
             }
@@ -245,5 +309,58 @@ async fn handle_message(
             telemetry.error(kit::contract::ErrorKind::BackfillFailed, &err);
             kafka::dead_letter(producer, msg, &err.to_string(), &b.shutdown).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(symbol: &str, stream: Stream, range: BackfillRange) -> BackfillRequest {
+        BackfillRequest {
+            v: market::SCHEMA_VERSION,
+            request_id: "t".into(),
+            symbol: symbol.into(),
+            stream,
+            range,
+            reason: "gap".into(),
+            requested_at_ms: 0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_range_inside_one_in_flight_is_not_fetched_twice_and_later_it_is() {
+        let mut recent = Recent::default();
+        let ids = |from_id, to_id| BackfillRange::Ids { from_id, to_id };
+        let gap = req("BTCUSDT", Stream::AggTrade, ids(100, 200));
+        assert!(!recent.covers(&gap), "nothing served yet");
+        recent.served(&gap);
+        assert!(recent.covers(&gap), "the same range again");
+        assert!(
+            recent.covers(&req("BTCUSDT", Stream::AggTrade, ids(150, 200))),
+            "a part of it"
+        );
+        assert!(
+            !recent.covers(&req("BTCUSDT", Stream::AggTrade, ids(150, 201))),
+            "reaches past it"
+        );
+        assert!(
+            !recent.covers(&req("ETHUSDT", Stream::AggTrade, ids(100, 200))),
+            "another symbol"
+        );
+        let minutes = BackfillRange::Time {
+            start_ms: 100,
+            end_ms: 200,
+        };
+        assert!(
+            !recent.covers(&req("BTCUSDT", Stream::Kline, minutes)),
+            "another stream"
+        );
+        tokio::time::advance(IN_FLIGHT + Duration::from_secs(1)).await;
+        assert!(
+            !recent.covers(&gap),
+            "after IN_FLIGHT the range is fetched again"
+        );
+        assert!(recent.served.is_empty(), "and forgotten");
     }
 }

@@ -6,6 +6,11 @@
 //! 418 ban lasts — so not one request is sent during a ban. Windows align to the wall
 //! clock, as Binance's do; time comes from tokio, so tests pause and advance it.
 //!
+//! Requests come in classes ([`Class`]): back-fill heals gaps, so it comes first and may use
+//! the whole budget; heads may use at most [`Class::Heads`]'s share of it and exchangeInfo
+//! less, so back-fill always keeps a reserved part of every window, however many symbols
+//! the heads cover.
+//!
 //! Every number from the exchange (headers, exchangeInfo) is hostile input: arithmetic on
 //! it saturates, and no pause is longer than [`MAX_BLOCK`]. Bans are remembered across
 //! restarts through a [`BanStore`]; a 403 (the WAF) gets a long back-off of its own.
@@ -28,6 +33,30 @@ pub const WAF_FIRST_BLOCK: Duration = Duration::from_secs(300);
 pub const PROBE_CEILING: f64 = 0.98;
 /// The component `/readyz` lists as degraded while REST is paused.
 pub const COMPONENT: &str = "binance_rest";
+
+/// Who asks for weight, in order of priority: a class may fill the window's budget only up
+/// to its ceiling ([`Class::ceiling`]); what lies above is reserved for the classes before
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Back-fill of a gap: the whole budget.
+    Backfill,
+    /// Heads, the exchange's newest ids: up to half of the budget.
+    Heads,
+    /// exchangeInfo (limits, symbols): up to a quarter.
+    Info,
+}
+
+impl Class {
+    /// The share of the budget this class may fill.
+    pub fn ceiling(self) -> f64 {
+        match self {
+            Class::Backfill => 1.0,
+            Class::Heads => 0.5,
+            Class::Info => 0.25,
+        }
+    }
+}
 
 /// The REQUEST_WEIGHT limit and its window (market::rest parses it from exchangeInfo).
 pub use market::rest::WeightWindow as Window;
@@ -148,12 +177,13 @@ impl Governor {
         self.state.lock().await.window.clone()
     }
 
-    /// Waits until `weight` fits in the window and no block is active, then reserves it.
-    pub async fn acquire(&self, weight: u32) {
+    /// Waits until `weight` fits in `class`'s part of the window and no block is active,
+    /// then reserves it.
+    pub async fn acquire(&self, class: Class, weight: u32) {
         loop {
             let wake = {
                 let mut s = self.state.lock().await;
-                match self.try_reserve(&mut s, weight) {
+                match self.try_reserve(&mut s, class, weight) {
                     None => return,
                     Some(at) => at,
                 }
@@ -163,7 +193,7 @@ impl Governor {
     }
 
     /// Reserves `weight` now, or says when to try again.
-    fn try_reserve(&self, s: &mut State, weight: u32) -> Option<Instant> {
+    fn try_reserve(&self, s: &mut State, class: Class, weight: u32) -> Option<Instant> {
         let now = Instant::now();
         if let Some(until) = s.blocked_until.filter(|u| now < *u) {
             return Some(until);
@@ -179,7 +209,7 @@ impl Governor {
         if index != s.index {
             (s.index, s.used) = (index, 0);
         }
-        let budget = share_of(s.window.limit, self.share);
+        let budget = share_of(s.window.limit, self.share * class.ceiling());
         let after = s.used.saturating_add(weight);
         if s.used == 0 || after <= budget {
             s.used = after;
@@ -359,15 +389,16 @@ mod tests {
         g.configure(small()).await;
         at_window_start(&small()).await;
         for _ in 0..12 {
-            g.acquire(4).await; // 48 of a 50 budget
+            g.acquire(Class::Backfill, 4).await; // 48 of a 50 budget
         }
         let start = Instant::now();
-        let waited = tokio::time::timeout(Duration::from_secs(1), g.acquire(4)).await;
+        let waited =
+            tokio::time::timeout(Duration::from_secs(1), g.acquire(Class::Backfill, 4)).await;
         assert!(
             waited.is_err(),
             "the 13th request must wait for the next window"
         );
-        g.acquire(4).await; // paused time jumps to the next window
+        g.acquire(Class::Backfill, 4).await; // paused time jumps to the next window
         assert!(start.elapsed() >= Duration::from_secs(1));
         assert_eq!(
             g.used().await,
@@ -381,9 +412,9 @@ mod tests {
         let g = Governor::new(0.5, None);
         g.configure(small()).await;
         at_window_start(&small()).await;
-        g.acquire(40).await;
+        g.acquire(Class::Backfill, 40).await;
         assert!(!g.try_probe().await, "our own requests still go: no probe");
-        g.acquire(10).await; // 50: the budget is spent
+        g.acquire(Class::Backfill, 10).await; // 50: the budget is spent
         assert!(g.try_probe().await, "held back: a probe reads the count");
         assert_eq!(g.used().await, 51);
         g.observe_used(97).await; // others on our IP
@@ -399,10 +430,12 @@ mod tests {
         let g = Governor::new(0.8, None);
         g.block(418, Duration::from_secs(120)).await;
         assert!(g.blocked().await);
-        assert!(tokio::time::timeout(Duration::from_secs(119), g.acquire(1))
-            .await
-            .is_err());
-        tokio::time::timeout(Duration::from_secs(2), g.acquire(1))
+        assert!(
+            tokio::time::timeout(Duration::from_secs(119), g.acquire(Class::Backfill, 1))
+                .await
+                .is_err()
+        );
+        tokio::time::timeout(Duration::from_secs(2), g.acquire(Class::Backfill, 1))
             .await
             .expect("allowed after the ban");
         assert!(!g.blocked().await);
@@ -413,13 +446,13 @@ mod tests {
         let g = Governor::new(1.0, None);
         g.configure(small()).await;
         at_window_start(&small()).await;
-        g.acquire(10).await;
+        g.acquire(Class::Backfill, 10).await;
         g.observe_used(95).await;
         assert_eq!(g.used().await, 95);
         g.observe_used(3).await;
         assert_eq!(g.used().await, 95);
         assert!(
-            tokio::time::timeout(Duration::from_secs(1), g.acquire(10))
+            tokio::time::timeout(Duration::from_secs(1), g.acquire(Class::Backfill, 10))
                 .await
                 .is_err(),
             "95 + 10 > 100"
@@ -431,9 +464,11 @@ mod tests {
         let g = Governor::new(1.0, None);
         g.block(418, Duration::from_secs(60)).await;
         g.block(429, Duration::from_secs(5)).await;
-        assert!(tokio::time::timeout(Duration::from_secs(30), g.acquire(1))
-            .await
-            .is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_secs(30), g.acquire(Class::Backfill, 1))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -442,12 +477,13 @@ mod tests {
         let pause = g.block(429, Duration::from_secs(99_999_999_999)).await;
         assert_eq!(pause, MAX_BLOCK);
         assert!(g.blocked_for().await.is_some_and(|d| d <= MAX_BLOCK));
-        assert!(
-            tokio::time::timeout(MAX_BLOCK - Duration::from_secs(1), g.acquire(1))
-                .await
-                .is_err()
-        );
-        tokio::time::timeout(Duration::from_secs(2), g.acquire(1))
+        assert!(tokio::time::timeout(
+            MAX_BLOCK - Duration::from_secs(1),
+            g.acquire(Class::Backfill, 1)
+        )
+        .await
+        .is_err());
+        tokio::time::timeout(Duration::from_secs(2), g.acquire(Class::Backfill, 1))
             .await
             .expect("allowed after the capped pause");
         assert_eq!(
@@ -462,16 +498,16 @@ mod tests {
         let g = Governor::new(1.0, None);
         g.configure(small()).await;
         at_window_start(&small()).await;
-        g.acquire(1).await;
+        g.acquire(Class::Backfill, 1).await;
         g.observe_used(u32::MAX).await;
         assert!(
-            tokio::time::timeout(Duration::from_secs(60), g.acquire(4))
+            tokio::time::timeout(Duration::from_secs(60), g.acquire(Class::Backfill, 4))
                 .await
                 .is_err(),
             "nothing fits above the limit"
         );
         assert_eq!(g.used().await, u32::MAX, "no wrap to a small count");
-        g.acquire(4).await; // paused time jumps to the next window
+        g.acquire(Class::Backfill, 4).await; // paused time jumps to the next window
         assert_eq!(
             g.used().await,
             4,
@@ -479,7 +515,7 @@ mod tests {
         );
         g.observe_used(u32::MAX).await;
         assert!(
-            tokio::time::timeout(Duration::from_secs(1), g.acquire(u32::MAX))
+            tokio::time::timeout(Duration::from_secs(1), g.acquire(Class::Backfill, u32::MAX))
                 .await
                 .is_err()
         );
@@ -504,11 +540,11 @@ mod tests {
         let after = Governor::new(0.8, None).remembering(BanStore::new(&dir, None));
         assert!(after.blocked().await, "the new instance starts banned");
         assert!(
-            tokio::time::timeout(Duration::from_secs(115), after.acquire(1))
+            tokio::time::timeout(Duration::from_secs(115), after.acquire(Class::Backfill, 1))
                 .await
                 .is_err()
         );
-        tokio::time::timeout(Duration::from_secs(10), after.acquire(1))
+        tokio::time::timeout(Duration::from_secs(10), after.acquire(Class::Backfill, 1))
             .await
             .expect("allowed once the ban ends");
         let _ = std::fs::remove_dir_all(&dir);
@@ -525,7 +561,7 @@ mod tests {
         });
         let g = Governor::new(0.8, None).remembering(BanStore::new(&dir, None));
         assert!(!g.blocked().await);
-        tokio::time::timeout(Duration::from_millis(1), g.acquire(1))
+        tokio::time::timeout(Duration::from_millis(1), g.acquire(Class::Backfill, 1))
             .await
             .expect("no pause");
         let _ = std::fs::remove_dir_all(&dir);
@@ -535,12 +571,13 @@ mod tests {
     async fn a_waf_403_backs_off_for_minutes_doubling_until_a_success() {
         let g = Governor::new(0.8, None);
         assert_eq!(g.forbidden().await, WAF_FIRST_BLOCK);
-        assert!(
-            tokio::time::timeout(WAF_FIRST_BLOCK - Duration::from_secs(1), g.acquire(1))
-                .await
-                .is_err()
-        );
-        g.acquire(1).await;
+        assert!(tokio::time::timeout(
+            WAF_FIRST_BLOCK - Duration::from_secs(1),
+            g.acquire(Class::Backfill, 1)
+        )
+        .await
+        .is_err());
+        g.acquire(Class::Backfill, 1).await;
         assert_eq!(g.forbidden().await, 2 * WAF_FIRST_BLOCK);
         for _ in 0..5 {
             g.forbidden().await;
@@ -575,7 +612,7 @@ mod tests {
             "{:?}",
             degraded.list()
         );
-        g.acquire(1).await; // paused time runs to the ban's end
+        g.acquire(Class::Backfill, 1).await; // paused time runs to the ban's end
         assert!(
             degraded.list().is_empty(),
             "cleared once requests pass again"
@@ -586,5 +623,25 @@ mod tests {
             [(COMPONENT, "REST paused after HTTP 429 for 5 s".to_string())]
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn back_fill_is_served_while_heads_are_held_at_their_ceiling() {
+        let g = Governor::new(1.0, None);
+        g.configure(small()).await;
+        at_window_start(&small()).await;
+        for _ in 0..5 {
+            g.acquire(Class::Heads, 10).await; // 50 of 100: the heads' ceiling
+        }
+        let held = tokio::time::timeout(Duration::from_secs(60), g.acquire(Class::Heads, 10));
+        assert!(held.await.is_err(), "heads wait for the next window");
+        let info = tokio::time::timeout(Duration::from_secs(1), g.acquire(Class::Info, 1));
+        assert!(info.await.is_err(), "exchangeInfo's quarter is spent too");
+        for _ in 0..5 {
+            tokio::time::timeout(Duration::from_millis(1), g.acquire(Class::Backfill, 10))
+                .await
+                .expect("back-fill has the other half, at once");
+        }
+        assert_eq!(g.used().await, 100);
     }
 }

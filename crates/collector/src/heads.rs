@@ -2,6 +2,7 @@
 //! kline per symbol (three cheap requests through the governor: weight 4 + 2 + 1) go to `market.heads.v1`,
 //! so sync-verifier can count what it is missing.
 
+use crate::governor::Class;
 use crate::publish::Publisher;
 use crate::rest::{BinanceRest, RestError, AGG_TRADES, KLINES};
 use kit::contract::topics;
@@ -19,11 +20,16 @@ use tokio_util::sync::CancellationToken;
 pub async fn sample(rest: &BinanceRest, symbol: &str) -> Result<Head, String> {
     let s = symbol.to_string();
     let aggs = rest
-        .get(AGG_TRADES, &[("symbol", s.clone()), ("limit", "1".into())])
+        .get(
+            Class::Heads,
+            AGG_TRADES,
+            &[("symbol", s.clone()), ("limit", "1".into())],
+        )
         .await
         .map_err(|e: RestError| e.to_string())?;
     let klines = rest
         .get(
+            Class::Heads,
             KLINES,
             &[
                 ("symbol", s.clone()),

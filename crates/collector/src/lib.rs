@@ -52,6 +52,12 @@ fn share(s: &str) -> Result<f64, String> {
     }
 }
 
+impl kit::config::ServiceConfig for Config {
+    fn kit(&self) -> &KitConfig {
+        &self.kit
+    }
+}
+
 /// collector's configuration, from the environment.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "collector", version)]
@@ -145,12 +151,6 @@ pub struct Config {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub kafka_queue_max_messages: Option<u32>,
-}
-
-impl kit::config::ServiceConfig for Config {
-    fn kit(&self) -> &KitConfig {
-        &self.kit
-    }
 }
 
 impl Config {
@@ -295,6 +295,7 @@ fn spawn_backfill(
         metrics,
         symbols: config.symbols.clone(),
         shutdown: service.shutdown.clone(),
+        recent: Default::default(),
     };
     let task = backfill::consume(
         backfiller,

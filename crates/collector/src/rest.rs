@@ -3,7 +3,7 @@
 //! endpoint. Header values are hostile input: they saturate rather than overflow, and a
 //! `Retry-After` too large for any integer still means "a long time", not "no header".
 
-use crate::governor::{Governor, Window};
+use crate::governor::{Class, Governor, Window};
 use crate::metrics::CollectorMetrics;
 use kit::Telemetry;
 use market::rest::{parse_retry_after, parse_server_time, parse_used_weight, parse_weight_limit};
@@ -52,26 +52,17 @@ pub struct Endpoint {
     pub weight: u32,
 }
 
-pub const PING: Endpoint = Endpoint {
-    path: "/api/v3/ping",
-    weight: 1,
-};
-pub const TIME: Endpoint = Endpoint {
-    path: "/api/v3/time",
-    weight: 1,
-};
-pub const EXCHANGE_INFO: Endpoint = Endpoint {
-    path: "/api/v3/exchangeInfo",
-    weight: 20,
-};
-pub const AGG_TRADES: Endpoint = Endpoint {
-    path: "/api/v3/aggTrades",
-    weight: 4,
-};
-pub const KLINES: Endpoint = Endpoint {
-    path: "/api/v3/klines",
-    weight: 2,
-};
+impl Endpoint {
+    const fn new(path: &'static str, weight: u32) -> Self {
+        Self { path, weight }
+    }
+}
+
+pub const PING: Endpoint = Endpoint::new("/api/v3/ping", 1);
+pub const TIME: Endpoint = Endpoint::new("/api/v3/time", 1);
+pub const EXCHANGE_INFO: Endpoint = Endpoint::new("/api/v3/exchangeInfo", 20);
+pub const AGG_TRADES: Endpoint = Endpoint::new("/api/v3/aggTrades", 4);
+pub const KLINES: Endpoint = Endpoint::new("/api/v3/klines", 2);
 
 pub struct BinanceRest {
     http: reqwest::Client,
@@ -104,13 +95,15 @@ impl BinanceRest {
         &self.governor
     }
 
-    /// GETs `endpoint` with `query`, through the governor; returns the body of a 200.
+    /// GETs `endpoint` with `query`, through the governor as `class`; returns the body of
+    /// a 200.
     pub async fn get(
         &self,
+        class: Class,
         endpoint: Endpoint,
         query: &[(&str, String)],
     ) -> Result<String, RestError> {
-        self.governor.acquire(endpoint.weight).await;
+        self.governor.acquire(class, endpoint.weight).await;
         self.send(endpoint, query).await
     }
 
@@ -225,7 +218,7 @@ impl BinanceRest {
 
     /// The exchange's clock (ms): whether a kline has closed is the exchange's call.
     pub async fn server_time(&self) -> Result<i64, RestError> {
-        let body = self.get(TIME, &[]).await?;
+        let body = self.get(Class::Backfill, TIME, &[]).await?;
         parse_server_time(&body).ok_or(RestError::Api {
             endpoint: TIME.path,
             status: 200,
@@ -235,7 +228,7 @@ impl BinanceRest {
 
     /// Reads REQUEST_WEIGHT from exchangeInfo and configures the governor with it.
     pub async fn load_limits(&self) -> Result<Window, RestError> {
-        let body = self.get(EXCHANGE_INFO, &[]).await?;
+        let body = self.get(Class::Info, EXCHANGE_INFO, &[]).await?;
         let window = parse_weight_limit(&body).ok_or_else(|| RestError::Api {
             endpoint: EXCHANGE_INFO.path,
             status: 200,
@@ -322,7 +315,7 @@ mod tests {
         )
         .await;
         let (rest, _) = client(&base, Governor::new(0.8, None));
-        match rest.get(TIME, &[]).await {
+        match rest.get(Class::Backfill, TIME, &[]).await {
             Err(RestError::RateLimited {
                 status: 429,
                 retry_after,
@@ -356,7 +349,7 @@ mod tests {
             Governor::new(0.8, None).remembering(BanStore::new(&dir, None)),
         );
         assert!(matches!(
-            before.get(TIME, &[]).await,
+            before.get(Class::Backfill, TIME, &[]).await,
             Err(RestError::RateLimited { status: 418, .. })
         ));
         drop(before);
@@ -385,7 +378,7 @@ mod tests {
     async fn a_waf_403_pauses_for_minutes_under_its_own_error_kind() {
         let (base, hits) = answering(403, &[], "<html>403 Forbidden</html>").await;
         let (rest, telemetry) = client(&base, Governor::new(0.8, None));
-        match rest.get(TIME, &[]).await {
+        match rest.get(Class::Backfill, TIME, &[]).await {
             Err(err @ RestError::Forbidden { .. }) => {
                 assert!(err.retryable(), "a later retry may pass")
             }
@@ -400,11 +393,12 @@ mod tests {
             .blocked_for()
             .await
             .is_some_and(|d| d > WAF_FIRST_BLOCK - Duration::from_secs(10)));
-        assert!(
-            tokio::time::timeout(Duration::from_millis(300), rest.get(TIME, &[]))
-                .await
-                .is_err()
-        );
+        assert!(tokio::time::timeout(
+            Duration::from_millis(300),
+            rest.get(Class::Backfill, TIME, &[])
+        )
+        .await
+        .is_err());
         assert_eq!(hits.load(Ordering::SeqCst), 1, "no retry every few seconds");
     }
 }
