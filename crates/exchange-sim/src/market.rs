@@ -35,6 +35,24 @@ pub struct MarketConfig {
     pub history_klines: usize,
 }
 
+const DAY_MS: i64 = 86_400_000;
+
+/// One symbol's 24 h rolling statistics; prices and volumes in units of 1e-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticker {
+    pub open: i64,
+    pub high: i64,
+    pub low: i64,
+    pub last: i64,
+    pub volume: i128,
+    pub quote_volume: i128,
+    pub open_time: i64,
+    pub close_time: i64,
+    pub first_id: i64,
+    pub last_id: i64,
+    pub count: i64,
+}
+
 /// What one step of the clock produced.
 #[derive(Debug, Default)]
 pub struct Step {
@@ -159,6 +177,39 @@ impl Market {
 
     pub fn last_price(&self) -> i64 {
         self.price
+    }
+
+    /// The 24 h rolling statistics (`/api/v3/ticker/24hr`) over the held bars and the open
+    /// one: a history shorter than a day gives a shorter window. Raw trade ids are -1 and
+    /// the count 0 when nothing traded in it, as on Binance.
+    pub fn ticker_24h(&self, now_ms: i64) -> Ticker {
+        let since = now_ms.saturating_sub(DAY_MS);
+        let bars: Vec<&Kline> = self
+            .klines
+            .iter()
+            .chain(std::iter::once(&self.current))
+            .filter(|k| k.close_time >= since)
+            .collect();
+        let traded = || bars.iter().filter(|k| k.trades > 0);
+        let first_id = traded().next().map_or(-1, |k| k.first_trade_id);
+        let last_id = traded().last().map_or(-1, |k| k.last_trade_id);
+        Ticker {
+            open: bars.first().map_or(self.price, |k| k.open),
+            high: bars.iter().map(|k| k.high).max().unwrap_or(self.price),
+            low: bars.iter().map(|k| k.low).min().unwrap_or(self.price),
+            last: self.price,
+            volume: bars.iter().map(|k| k.volume).sum(),
+            quote_volume: bars.iter().map(|k| k.quote_volume).sum(),
+            open_time: since,
+            close_time: now_ms,
+            first_id,
+            last_id,
+            count: if first_id < 0 {
+                0
+            } else {
+                last_id - first_id + 1
+            },
+        }
     }
 
     /// Id of the newest aggregate trade, if any.
@@ -357,6 +408,25 @@ mod tests {
             m.step(i * 100, 0.0001);
         }
         assert_eq!(m.held_klines(), 3);
+    }
+
+    #[test]
+    fn the_ticker_names_the_newest_raw_trade_id_of_the_held_trades() {
+        let mut m = market(50.0);
+        let t0 = m.current_kline().open_time;
+        assert_eq!(m.ticker_24h(t0).last_id, -1, "nothing traded yet");
+        for i in 1..=150 {
+            m.step(t0 + i * 1_000, 1.0);
+        }
+        let newest = m.aggs_recent(1)[0];
+        let ticker = m.ticker_24h(t0 + 150_000);
+        assert_eq!(
+            ticker.last_id,
+            i64::try_from(newest.last_trade_id).expect("small")
+        );
+        assert_eq!(ticker.count, ticker.last_id - ticker.first_id + 1);
+        assert!(ticker.low <= ticker.last && ticker.last <= ticker.high);
+        assert_eq!(ticker.close_time, t0 + 150_000);
     }
 
     #[test]

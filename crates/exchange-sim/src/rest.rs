@@ -75,6 +75,7 @@ pub fn weight(path: &str, params: &Params) -> Option<u32> {
         "/api/v3/exchangeInfo" => 20,
         "/api/v3/aggTrades" => 4,
         "/api/v3/klines" => 2,
+        "/api/v3/ticker/24hr" => ticker_weight(params),
         "/api/v3/ticker/price" => {
             if params.contains_key("symbol") {
                 2
@@ -94,6 +95,27 @@ pub fn weight(path: &str, params: &Params) -> Option<u32> {
         },
         _ => return None,
     })
+}
+
+/// `/api/v3/ticker/24hr`'s weight (rest-api.md): 2 for one symbol or up to 20 listed, 40
+/// for 21–100, 80 for more or for all (no `symbol` nor `symbols`).
+fn ticker_weight(params: &Params) -> u32 {
+    if params.contains_key("symbol") {
+        return 2;
+    }
+    match params
+        .get("symbols")
+        .map(|s| symbol_list(s).map_or(0, |l| l.len()))
+    {
+        Some(0..=20) => 2,
+        Some(21..=100) => 40,
+        _ => 80,
+    }
+}
+
+/// A `symbols` parameter: a JSON array of names (`["BTCUSDT","BNBUSDT"]`).
+fn symbol_list(raw: &str) -> Option<Vec<String>> {
+    serde_json::from_str(raw).ok()
 }
 
 /// Answers one REST request from `ip`.
@@ -174,6 +196,7 @@ fn route(app: &App, path: &str, p: &Params) -> Result<Value, ApiError> {
         "/api/v3/aggTrades" => with_market(app, p, |m| agg_trades(m, p)),
         "/api/v3/klines" => with_market(app, p, |m| klines(m, p)),
         "/api/v3/depth" => with_market(app, p, |m| depth(m, p)),
+        "/api/v3/ticker/24hr" => ticker_24h(app, p),
         _ => ticker_price(app, p),
     }
 }
@@ -264,6 +287,60 @@ fn ticker_price(app: &App, p: &Params) -> Result<Value, ApiError> {
             .ok_or_else(|| bad(-1121, "Invalid symbol.")),
         None => Ok(app.symbols.iter().map(price).collect()),
     }
+}
+
+/// `/api/v3/ticker/24hr`: one symbol (an object), a list, or every symbol (arrays);
+/// `type` FULL (default) or MINI.
+fn ticker_24h(app: &App, p: &Params) -> Result<Value, ApiError> {
+    let mini = match p.get("type").map(String::as_str) {
+        None | Some("FULL") => false,
+        Some("MINI") => true,
+        Some(_) => return Err(bad(-1139, "Invalid ticker type.")),
+    };
+    let now = app.clock.now_ms();
+    let one =
+        |s: &crate::app::SymbolState| ticker_json(&s.name, &app.market(s).ticker_24h(now), mini);
+    let named = |name: &str| {
+        app.symbol(name)
+            .ok_or_else(|| bad(-1121, "Invalid symbol."))
+    };
+    match (p.get("symbol"), p.get("symbols")) {
+        (Some(_), Some(_)) => Err(bad(-1128, "Combination of optional parameters invalid.")),
+        (Some(name), None) => named(name).map(one),
+        (None, Some(list)) => {
+            let names = symbol_list(list)
+                .ok_or_else(|| bad(-1100, "Illegal characters found in parameter 'symbols'."))?;
+            names
+                .iter()
+                .map(|n| named(n).map(one))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::from)
+        }
+        (None, None) => Ok(app.symbols.iter().map(one).collect()),
+    }
+}
+
+fn ticker_json(symbol: &str, t: &crate::market::Ticker, mini: bool) -> Value {
+    let d = |v: i64| decimal(v.into());
+    let mut body = json!({"symbol": symbol, "openPrice": d(t.open), "highPrice": d(t.high),
+        "lowPrice": d(t.low), "lastPrice": d(t.last), "volume": decimal(t.volume),
+        "quoteVolume": decimal(t.quote_volume), "openTime": t.open_time, "closeTime": t.close_time,
+        "firstId": t.first_id, "lastId": t.last_id, "count": t.count});
+    if !mini {
+        let change = t.last - t.open;
+        let percent = if t.open == 0 {
+            0
+        } else {
+            i128::from(change) * 100 * 1000 / i128::from(t.open)
+        };
+        let full = json!({"priceChange": d(change), "priceChangePercent": format!("{:.3}", percent as f64 / 1000.0),
+            "weightedAvgPrice": d(t.last), "prevClosePrice": d(t.open), "lastQty": "0.00000000",
+            "bidPrice": d(t.last), "bidQty": "0.00000000", "askPrice": d(t.last), "askQty": "0.00000000"});
+        if let (Some(b), Some(f)) = (body.as_object_mut(), full.as_object()) {
+            b.extend(f.clone());
+        }
+    }
+    body
 }
 
 fn exchange_info(app: &App) -> Value {

@@ -104,6 +104,78 @@ async fn endpoints_have_binance_shapes_and_weights() {
 }
 
 #[tokio::test]
+async fn the_24h_ticker_has_binance_shapes_and_weights_by_symbol_count() {
+    let sim = sim(&[("SIM_TRADES_PER_SEC", "200"), HOUR]).await;
+    sim.held_trades(5).await;
+    let one = sim
+        .get("/api/v3/ticker/24hr?symbol=BTCUSDT&type=MINI")
+        .await;
+    assert_eq!(used(&one), 2);
+    let one: Value = one.json().await.expect("json");
+    for field in [
+        "openPrice",
+        "highPrice",
+        "lowPrice",
+        "lastPrice",
+        "volume",
+        "quoteVolume",
+    ] {
+        assert!(
+            one[field].as_str().is_some_and(|v| v.contains('.')),
+            "{field}: {one}"
+        );
+    }
+    let (first, last) = (
+        one["firstId"].as_i64().expect("firstId"),
+        one["lastId"].as_i64().expect("lastId"),
+    );
+    assert!(last >= first && first >= 0, "{one}");
+    assert_eq!(one["count"].as_i64(), Some(last - first + 1));
+    assert!(
+        one.get("priceChange").is_none(),
+        "MINI leaves FULL's fields out"
+    );
+
+    // the newest raw trade id equals the `l` of the newest aggregate trade
+    let newest: Vec<Value> = sim
+        .json("/api/v3/aggTrades?symbol=ETHUSDT&limit=1")
+        .await
+        .as_array()
+        .cloned()
+        .expect("rows");
+    let listed = sim
+        .get("/api/v3/ticker/24hr?symbols=%5B%22ETHUSDT%22,%22BNBUSDT%22%5D")
+        .await;
+    assert_eq!(
+        used(&listed),
+        2 + 4 + 2,
+        "a list of up to 20 symbols weighs 2"
+    );
+    let listed: Vec<Value> = listed.json().await.expect("json");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["symbol"], "ETHUSDT");
+    assert!(
+        listed[0]["lastId"].as_i64() >= newest[0]["l"].as_i64(),
+        "{listed:?} {newest:?}"
+    );
+    assert!(listed[0]["priceChange"].is_string(), "FULL by default");
+
+    let all = sim.get("/api/v3/ticker/24hr").await;
+    assert_eq!(used(&all), 8 + 80, "every symbol weighs 80");
+    assert_eq!(all.json::<Vec<Value>>().await.expect("json").len(), 3);
+    for (path, code) in [
+        ("/api/v3/ticker/24hr?symbol=NOPE", -1121),
+        ("/api/v3/ticker/24hr?symbols=%5B%22NOPE%22%5D", -1121),
+        ("/api/v3/ticker/24hr?symbols=BTCUSDT", -1100),
+        ("/api/v3/ticker/24hr?symbol=BTCUSDT&symbols=%5B%5D", -1128),
+        ("/api/v3/ticker/24hr?type=TINY", -1139),
+    ] {
+        let body = sim.json(path).await;
+        assert_eq!(body["code"].as_i64(), Some(code), "{path}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn bad_parameters_get_binance_error_bodies() {
     let sim = sim(&[]).await;
     for (path, code) in [
