@@ -170,6 +170,7 @@ bench:
 	$(STACK) start postgres
 	cargo bench -p exchange-sim --bench throughput
 	cargo bench -p collector --bench publish
+	cargo bench -p collector --bench heads
 	cargo bench -p sync-verifier --bench persist
 
 # cargo fuzz (nightly) on every parser of outside input, FUZZ_SECS seconds a target, from

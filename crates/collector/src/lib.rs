@@ -128,6 +128,16 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(1..=3_600)
     )]
     pub heads_interval_secs: u64,
+    /// The most request weight heads may spend a minute: rounds are spaced further apart
+    /// than HEADS_INTERVAL_SECS when one round (one ticker request: 2 up to 20 symbols, 40
+    /// up to 100, 80 beyond) would spend more. Default 240 (4 % of Binance's 6,000).
+    #[arg(
+        long,
+        env = "HEADS_WEIGHT_PER_MIN",
+        default_value_t = 240,
+        value_parser = clap::value_parser!(u32).range(1..=6_000)
+    )]
+    pub heads_weight_per_min: u32,
     /// Seconds between reads of exchangeInfo's REQUEST_WEIGHT limit (Binance changes it
     /// without notice; each read costs weight 20).
     #[arg(
@@ -218,7 +228,11 @@ pub async fn run(
         );
         streams.run(shutdown).await
     });
-    let interval = Duration::from_secs(config.heads_interval_secs);
+    let interval = heads::spacing(
+        config.symbols.len(),
+        Duration::from_secs(config.heads_interval_secs),
+        config.heads_weight_per_min,
+    );
     let heads = heads::run(
         rest.clone(),
         publisher.clone(),
@@ -391,6 +405,7 @@ mod tests {
             ("HEADS_INTERVAL_SECS", "0"),
             ("KAFKA_QUEUE_MAX_MESSAGES", "0"),
             ("HEADS_INTERVAL_SECS", HUGE),
+            ("HEADS_WEIGHT_PER_MIN", "0"),
             ("WS_WATCHDOG_SECS", HUGE),
             ("WS_PLANNED_RECONNECT_SECS", HUGE),
             ("WS_BACKOFF_MAX_MS", HUGE),

@@ -192,7 +192,7 @@ impl Market {
             .collect();
         let traded = || bars.iter().filter(|k| k.trades > 0);
         let first_id = traded().next().map_or(-1, |k| k.first_trade_id);
-        let last_id = traded().last().map_or(-1, |k| k.last_trade_id);
+        let last_id = traded().next_back().map_or(-1, |k| k.last_trade_id);
         Ticker {
             open: bars.first().map_or(self.price, |k| k.open),
             high: bars.iter().map(|k| k.high).max().unwrap_or(self.price),

@@ -10,6 +10,7 @@ pub mod binance;
 pub mod decimal;
 pub mod records;
 pub mod rest;
+pub mod ticker;
 
 pub use records::{
     AggTrade, BackfillRange, BackfillRequest, Head, Kline, Source, Stream, SCHEMA_VERSION,

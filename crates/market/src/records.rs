@@ -61,24 +61,21 @@ impl AggTrade {
     /// Whether two records describe the same trade identically (ignoring how and when
     /// they were received).
     pub fn same_data(&self, other: &Self) -> bool {
+        self.data() == other.data()
+    }
+
+    /// What describes the trade itself: every field but `v`, `event_time_ms`,
+    /// `received_at_ms` and `source`.
+    fn data(&self) -> (&str, u64, &str, &str, u64, u64, i64, bool) {
         (
-            self.symbol.as_str(),
+            &self.symbol,
             self.agg_id,
-            self.price.as_str(),
-            self.qty.as_str(),
+            &self.price,
+            &self.qty,
             self.first_trade_id,
             self.last_trade_id,
             self.trade_time_ms,
             self.buyer_is_maker,
-        ) == (
-            other.symbol.as_str(),
-            other.agg_id,
-            other.price.as_str(),
-            other.qty.as_str(),
-            other.first_trade_id,
-            other.last_trade_id,
-            other.trade_time_ms,
-            other.buyer_is_maker,
         )
     }
 }
@@ -112,28 +109,27 @@ impl Kline {
     /// Whether two records describe the same bar identically (trade ids compared only
     /// when both carry them).
     pub fn same_data(&self, o: &Self) -> bool {
-        let ids_agree = match (
-            self.first_trade_id.zip(self.last_trade_id),
-            o.first_trade_id.zip(o.last_trade_id),
-        ) {
+        let ids_agree = match (self.trade_ids(), o.trade_ids()) {
             (Some(a), Some(b)) => a == b,
             _ => true,
         };
-        ids_agree
-            && (
-                self.symbol.as_str(),
-                self.interval.as_str(),
-                self.open_time_ms,
-                self.close_time_ms,
-                self.trades,
-            ) == (
-                o.symbol.as_str(),
-                o.interval.as_str(),
-                o.open_time_ms,
-                o.close_time_ms,
-                o.trades,
-            )
-            && [
+        ids_agree && self.bar() == o.bar()
+    }
+
+    fn trade_ids(&self) -> Option<(i64, i64)> {
+        self.first_trade_id.zip(self.last_trade_id)
+    }
+
+    /// What describes the bar itself, trade ids aside: symbol, interval, open and close
+    /// times, trade count, and the eight decimals.
+    fn bar(&self) -> (&str, &str, i64, i64, u64, [&str; 8]) {
+        (
+            &self.symbol,
+            &self.interval,
+            self.open_time_ms,
+            self.close_time_ms,
+            self.trades,
+            [
                 &self.open,
                 &self.high,
                 &self.low,
@@ -142,16 +138,8 @@ impl Kline {
                 &self.quote_volume,
                 &self.taker_buy_base,
                 &self.taker_buy_quote,
-            ] == [
-                &o.open,
-                &o.high,
-                &o.low,
-                &o.close,
-                &o.volume,
-                &o.quote_volume,
-                &o.taker_buy_base,
-                &o.taker_buy_quote,
-            ]
+            ],
+        )
     }
 }
 
@@ -164,6 +152,11 @@ pub struct Head {
     /// Exchange time of that trade (absent in records of older collectors).
     #[serde(default)]
     pub last_agg_time_ms: Option<i64>,
+    /// The newest raw trade id (the 24 h ticker's `lastId`): compares with the stored
+    /// aggregate trades' highest `last_trade_id`. Heads from the ticker carry this instead
+    /// of `last_agg_id` (absent in records of older collectors).
+    #[serde(default)]
+    pub last_trade_id: Option<u64>,
     /// Open time of the newest closed kline of `interval`.
     pub last_closed_kline_open_ms: Option<i64>,
     pub interval: String,

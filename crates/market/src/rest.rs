@@ -117,31 +117,19 @@ mod tests {
                 r#"{{"rateLimits":[{{"rateLimitType":"REQUEST_WEIGHT","interval":"{interval}","intervalNum":{num},"limit":{limit}}}]}}"#
             )
         };
-        assert_eq!(
-            parse_weight_limit(&info("18446744073709551615", "DAY", "6000")),
-            None,
-            "window overflows"
-        );
-        assert_eq!(
-            parse_weight_limit(&info("2", "DAY", "6000")),
-            None,
-            "window over a day"
-        );
-        assert_eq!(
-            parse_weight_limit(&info("0", "MINUTE", "6000")),
-            None,
-            "empty window"
-        );
-        assert_eq!(
-            parse_weight_limit(&info("1", "MINUTE", "0")),
-            None,
-            "no limit"
-        );
-        assert_eq!(
-            parse_weight_limit(&info("1", "MINUTE", "4294967296")),
-            None,
-            "limit beyond u32"
-        );
+        for (num, interval, limit, why) in [
+            ("18446744073709551615", "DAY", "6000", "window overflows"),
+            ("2", "DAY", "6000", "window over a day"),
+            ("0", "MINUTE", "6000", "empty window"),
+            ("1", "MINUTE", "0", "no limit"),
+            ("1", "MINUTE", "4294967296", "limit beyond u32"),
+        ] {
+            assert_eq!(
+                parse_weight_limit(&info(num, interval, limit)),
+                None,
+                "{why}"
+            );
+        }
         assert_eq!(
             parse_weight_limit(&info("1", "DAY", "1")).map(|w| w.window_ms),
             Some(86_400_000)

@@ -7,9 +7,9 @@ use market::{decimal, AggTrade, Kline, Source, SCHEMA_VERSION};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
+/// 256 cases unless `PROPTEST_CASES` says otherwise; failures are not persisted.
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 256,
         failure_persistence: None,
         ..ProptestConfig::default()
     }

@@ -273,7 +273,9 @@ impl Pipeline {
             let states = store::load_states(&self.pool).await?;
             let gaps =
                 store::load_open_gaps(&self.pool, |s| parse_stream(s).map_or(1, step_of)).await?;
-            Ok::<_, sqlx::Error>(Verifier::resume(states, gaps))
+            let mut v = Verifier::resume(states, gaps);
+            v.last_trade_ids = store::load_last_trade_ids(&self.pool).await?;
+            Ok::<_, sqlx::Error>(v)
         };
         let resumed = kit::retry::retry(
             &self.shutdown,
@@ -502,7 +504,7 @@ impl Pipeline {
             let labels = [symbol.as_str(), stream.as_str()];
             let c = &state.continuity;
             let lag = ((now - state.last_event_ms) as f64 / 1000.0).max(0.0);
-            let missing = c.missing_to(v.heads.get(&(symbol.clone(), *stream)).copied());
+            let missing = v.missing(&(symbol.clone(), *stream));
             let max_lag =
                 self.config.max_lag_secs as f64 + if *stream == Stream::Kline { 60.0 } else { 0.0 };
             let m = &self.metrics;

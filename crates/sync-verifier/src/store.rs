@@ -4,6 +4,7 @@
 use crate::continuity::Gap;
 use market::{AggTrade, Kline, Source, Stream};
 use sqlx::{PgConnection, PgPool, Row};
+use std::collections::HashMap;
 
 pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
 
@@ -229,6 +230,22 @@ pub async fn load_states(pool: &PgPool) -> sqlx::Result<Vec<(String, String, i64
     sqlx::query_as("SELECT symbol, stream, max_seen, last_event_ms FROM stream_state")
         .fetch_all(pool)
         .await
+}
+
+/// The raw trade id (`l`) of each symbol's highest stored aggregate trade (one primary-key
+/// lookup per symbol, through the stream state).
+pub async fn load_last_trade_ids(pool: &PgPool) -> sqlx::Result<HashMap<String, u64>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT s.symbol, a.last_trade_id FROM stream_state s
+           JOIN aggtrades a ON a.symbol = s.symbol AND a.agg_id = s.max_seen
+          WHERE s.stream = 'aggTrade'",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(symbol, id)| (symbol, id.max(0).unsigned_abs()))
+        .collect())
 }
 
 /// Open gaps with the keys that are still missing from the tables.

@@ -137,6 +137,9 @@ pub fn head(h: &Head, now_ms: i64) -> Result<(), Invalid> {
     if let Some(id_) = h.last_agg_id {
         id("last_agg_id", id_)?;
     }
+    if let Some(id_) = h.last_trade_id {
+        id("last_trade_id", id_)?;
+    }
     if let Some(t) = h.last_closed_kline_open_ms {
         time("last_closed_kline_open_ms", t, now_ms)?;
     }
@@ -405,6 +408,7 @@ mod tests {
             symbol: "BTCUSDT".into(),
             last_agg_id: Some(5),
             last_agg_time_ms: None,
+            last_trade_id: None,
             last_closed_kline_open_ms: Some(NOW - 120_000),
             interval: "1m".into(),
             observed_at_ms: NOW,
@@ -428,6 +432,7 @@ mod tests {
         .is_err());
         assert!(head(
             &Head {
+                last_trade_id: None,
                 last_closed_kline_open_ms: Some(i64::MAX),
                 ..h
             },

@@ -57,6 +57,10 @@ pub struct Verifier {
     /// Exchange time of each stream's head (the newest trade; the newest closed kline's
     /// close time), comparable with `StreamState::last_event_ms`.
     pub head_times: HashMap<Key, i64>,
+    /// The exchange's newest raw trade id per symbol (heads from the 24 h ticker).
+    pub trade_heads: HashMap<String, u64>,
+    /// The highest raw trade id (`last_trade_id`, Binance's `l`) stored per symbol.
+    pub last_trade_ids: HashMap<String, u64>,
     /// When (wall ms) a record or head last named each symbol.
     mentioned: HashMap<String, i64>,
     /// When (wall ms) the newest head of any symbol arrived.
@@ -179,6 +183,10 @@ impl Verifier {
             }
             match input {
                 Input::Head(h) => self.adopt_head(h, now_ms),
+                Input::Agg(a) => {
+                    let stored = self.last_trade_ids.entry(a.symbol.clone()).or_default();
+                    *stored = (*stored).max(a.last_trade_id);
+                }
                 Input::Restart(r) => {
                     self.restarts.push_back(r.clone());
                     if self.restarts.len() > 100 {
@@ -304,6 +312,9 @@ impl Verifier {
         if let Some(id) = h.last_agg_id {
             self.heads.insert(agg.clone(), store::big(id));
         }
+        if let Some(id) = h.last_trade_id {
+            self.trade_heads.insert(h.symbol.clone(), id);
+        }
         if let Some(t) = h.last_agg_time_ms {
             self.head_times.insert(agg, t);
         }
@@ -337,6 +348,8 @@ impl Verifier {
             self.streams.retain(|(s, _), _| s != symbol);
             self.heads.retain(|(s, _), _| s != symbol);
             self.head_times.retain(|(s, _), _| s != symbol);
+            self.trade_heads.remove(symbol);
+            self.last_trade_ids.remove(symbol);
         }
         stale
     }
@@ -352,16 +365,48 @@ impl Verifier {
         }
     }
 
-    /// Why `input` cannot be true given what the exchange said (its head), if so.
+    /// Why `input` cannot be true given what the exchange said (its head), if so: an
+    /// aggregate id past the last aggregate id, or a raw trade id past the last raw one,
+    /// by more than [`MAX_AHEAD_OF_HEAD`].
     pub fn implausible(&self, input: &Input) -> Option<String> {
         let Input::Agg(a) = input else { return None };
-        let head = *self.heads.get(&(a.symbol.clone(), Stream::AggTrade))?;
-        let id = store::big(a.agg_id);
-        (id > head.saturating_add(MAX_AHEAD_OF_HEAD)).then(|| {
-            format!(
-                "agg_id {id} is more than {MAX_AHEAD_OF_HEAD} past the exchange's last id {head}"
-            )
-        })
+        let past = |what: &str, id: i64, head: i64| {
+            (id > head.saturating_add(MAX_AHEAD_OF_HEAD)).then(|| {
+                format!("{what} {id} is more than {MAX_AHEAD_OF_HEAD} past the exchange's last id {head}")
+            })
+        };
+        let agg_head = self.heads.get(&(a.symbol.clone(), Stream::AggTrade));
+        let trade_head = self.trade_heads.get(&a.symbol);
+        agg_head
+            .and_then(|h| past("agg_id", store::big(a.agg_id), *h))
+            .or_else(|| {
+                let (id, head) = (store::big(a.first_trade_id), store::big(*trade_head?));
+                past("first_trade_id", id, head)
+            })
+    }
+
+    /// What `(symbol, stream)` misses: its open gaps, and how far it is behind the exchange's
+    /// head (aggregate ids; or raw trades behind the ticker's `lastId`, which counts each
+    /// raw trade, so at least the aggregate trades missing).
+    pub fn missing(&self, key: &Key) -> i64 {
+        let Some(state) = self.streams.get(key) else {
+            return 0;
+        };
+        let c = &state.continuity;
+        if let Some(head) = self.heads.get(key) {
+            return c.missing_to(Some(*head));
+        }
+        let behind = match (
+            key.1,
+            self.trade_heads.get(&key.0),
+            self.last_trade_ids.get(&key.0),
+        ) {
+            (Stream::AggTrade, Some(head), Some(stored)) => {
+                store::big(head.saturating_sub(*stored))
+            }
+            _ => 0,
+        };
+        c.missing_to(None).saturating_add(behind)
     }
 
     /// Requests for what is still missing of the gap `id` (for re-sending).
@@ -488,6 +533,7 @@ mod tests {
             symbol: "BTCUSDT".into(),
             last_agg_id: Some(5_000),
             last_agg_time_ms: None,
+            last_trade_id: None,
             last_closed_kline_open_ms: None,
             interval: "1m".into(),
             observed_at_ms: 1,
@@ -508,6 +554,7 @@ mod tests {
                 symbol: "X".into(),
                 last_agg_id: None,
                 last_agg_time_ms: None,
+                last_trade_id: None,
                 last_closed_kline_open_ms: None,
                 interval: "1m".into(),
                 observed_at_ms: 1
@@ -522,10 +569,72 @@ mod tests {
             symbol: symbol.into(),
             last_agg_id: Some(id),
             last_agg_time_ms: Some(time_ms),
+            last_trade_id: None,
             last_closed_kline_open_ms: Some(120_000),
             interval: "1m".into(),
             observed_at_ms: time_ms,
         })
+    }
+
+    fn agg_with_trades(agg_id: u64, first: u64, last: u64) -> Input {
+        Input::Agg(AggTrade {
+            v: 1,
+            symbol: "BTCUSDT".into(),
+            agg_id,
+            price: "1".into(),
+            qty: "1".into(),
+            first_trade_id: first,
+            last_trade_id: last,
+            trade_time_ms: 1,
+            buyer_is_maker: false,
+            event_time_ms: None,
+            received_at_ms: 1,
+            source: market::Source::Ws,
+        })
+    }
+
+    fn ticker_head(symbol: &str, last_trade_id: u64) -> Input {
+        Input::Head(Head {
+            v: 1,
+            symbol: symbol.into(),
+            last_agg_id: None,
+            last_agg_time_ms: None,
+            last_trade_id: Some(last_trade_id),
+            last_closed_kline_open_ms: Some(120_000),
+            interval: "1m".into(),
+            observed_at_ms: 1,
+        })
+    }
+
+    #[test]
+    fn a_ticker_head_counts_the_raw_trades_behind_it_and_bounds_what_is_plausible() {
+        let key = ("BTCUSDT".to_string(), Stream::AggTrade);
+        let mut v = Verifier::default();
+        let mut work = HashMap::new();
+        work.insert(key.clone(), state());
+        // aggregate 10 holds raw trades 100..=104; the exchange's newest raw trade is 130
+        v.commit_at(
+            work,
+            &[agg_with_trades(10, 100, 104), ticker_head("BTCUSDT", 130)],
+            1,
+        );
+        assert_eq!(v.missing(&key), 26, "raw trades 105..=130 are not stored");
+        v.commit_at(v.streams.clone(), &[agg_with_trades(11, 105, 130)], 2);
+        assert_eq!(v.missing(&key), 0, "the stored `l` reached the head");
+        assert_eq!(
+            v.implausible(&agg_with_trades(12, 131 + MAX_AHEAD_OF_HEAD as u64, 131 + MAX_AHEAD_OF_HEAD as u64)),
+            Some(format!("first_trade_id {} is more than {MAX_AHEAD_OF_HEAD} past the exchange's last id 130", 131 + MAX_AHEAD_OF_HEAD)),
+        );
+        assert_eq!(
+            v.implausible(&agg_with_trades(12, 131, 140)),
+            None,
+            "a few trades on is normal"
+        );
+        assert_eq!(
+            v.missing(&("BTCUSDT".to_string(), Stream::Kline)),
+            0,
+            "no kline state yet"
+        );
     }
 
     fn state() -> StreamState {

@@ -185,6 +185,7 @@ async fn poison_is_dead_lettered_and_every_symbol_goes_on() {
         symbol: a.clone(),
         last_agg_id: Some(id + 10),
         last_agg_time_ms: None,
+        last_trade_id: None,
         last_closed_kline_open_ms: None,
         interval: "1m".into(),
         observed_at_ms: kit::time::now_ms(),
