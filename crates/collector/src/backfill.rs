@@ -9,6 +9,7 @@ use crate::publish::Publisher;
 use crate::rest::{BinanceRest, RestError, AGG_TRADES, KLINES};
 use kit::contract::topics;
 use kit::kafka::{self, KafkaContext};
+use kit::record::{self, Undecodable};
 use kit::time::now_ms;
 use kit::Telemetry;
 use market::binance::{parse_agg_rows, parse_kline_rows};
@@ -228,24 +229,14 @@ impl Backfiller {
     }
 }
 
-/// Reads a back-fill request, or says why it cannot.
-/// Why a back-fill request cannot be served; it is dead-lettered with this as the reason.
-#[derive(Debug, thiserror::Error)]
-pub enum BadRequest {
-    #[error("empty payload")]
-    Empty,
-    #[error("not a back-fill request v1: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("schema v{0} is not supported")]
-    Schema(u32),
-}
-
-pub fn parse_request(payload: Option<&[u8]>) -> Result<BackfillRequest, BadRequest> {
-    let req: BackfillRequest = serde_json::from_slice(payload.ok_or(BadRequest::Empty)?)?;
-    if req.v != market::SCHEMA_VERSION {
-        return Err(BadRequest::Schema(req.v));
-    }
-    Ok(req)
+/// Reads a back-fill request, or says why it cannot (it is dead-lettered with the reason).
+pub fn parse_request(payload: Option<&[u8]>) -> Result<BackfillRequest, Undecodable> {
+    record::decode(
+        payload,
+        "back-fill request",
+        market::SCHEMA_VERSION,
+        |r: &BackfillRequest| r.v,
+    )
 }
 
 /// Consumes `sync.backfill.v1` until `shutdown`.
@@ -326,6 +317,33 @@ mod tests {
             reason: "gap".into(),
             requested_at_ms: 0,
         }
+    }
+
+    #[test]
+    fn requests_are_read_as_back_fill_requests_of_the_market_schema() {
+        let mut json = serde_json::to_value(req(
+            "BTCUSDT",
+            Stream::AggTrade,
+            BackfillRange::Ids {
+                from_id: 1,
+                to_id: 2,
+            },
+        ))
+        .expect("json");
+        let read = parse_request(Some(json.to_string().as_bytes())).expect("current version");
+        assert_eq!(read.symbol, "BTCUSDT");
+        json["v"] = (market::SCHEMA_VERSION + 1).into();
+        let err = parse_request(Some(json.to_string().as_bytes())).expect_err("next version");
+        assert!(
+            err.to_string().starts_with("back-fill request schema v"),
+            "{err}"
+        );
+        let err = parse_request(Some(b"[]")).expect_err("not a request");
+        assert!(
+            err.to_string()
+                .starts_with("not a back-fill request record: "),
+            "{err}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

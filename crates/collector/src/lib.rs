@@ -14,6 +14,7 @@ pub mod heads;
 pub mod metrics;
 pub mod publish;
 pub mod rest;
+pub mod symbols;
 pub mod ws;
 
 /// Why the collector could not start or stopped: a kit component's failure, or its own.
@@ -23,6 +24,10 @@ pub enum Error {
     Kit(#[from] KitError),
     #[error("the Binance REST client could not be built: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error("COLLECTOR_REPLICA {replica} is not below COLLECTOR_REPLICAS {replicas}")]
+    Replica { replica: u32, replicas: u32 },
+    #[error("symbols: {0}")]
+    Symbols(#[from] symbols::SymbolsError),
 }
 
 use clap::Parser;
@@ -37,6 +42,9 @@ use tokio_util::sync::CancellationToken;
 
 fn symbol(s: &str) -> Result<String, String> {
     let up = s.trim().to_uppercase();
+    if up == symbols::ALL_USDT {
+        return Ok(up);
+    }
     if up.is_empty() || !up.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(format!(
             "{s:?} is not a Binance symbol (letters and digits, e.g. BTCUSDT)"
@@ -64,7 +72,8 @@ impl kit::config::ServiceConfig for Config {
 pub struct Config {
     #[command(flatten)]
     pub kit: KitConfig,
-    /// Symbols to collect, comma separated.
+    /// Symbols to collect, comma separated; `ALL_USDT`: every USDT pair trading now (from
+    /// exchangeInfo at start).
     #[arg(
         long,
         env = "SYMBOLS",
@@ -73,6 +82,35 @@ pub struct Config {
         value_parser = symbol
     )]
     pub symbols: Vec<String>,
+    /// This collector's index among COLLECTOR_REPLICAS collectors splitting the symbols.
+    #[arg(long, env = "COLLECTOR_REPLICA", default_value_t = 0)]
+    pub replica: u32,
+    /// How many collectors split the symbols (by a stable hash of the name).
+    #[arg(
+        long,
+        env = "COLLECTOR_REPLICAS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=256)
+    )]
+    pub replicas: u32,
+    /// Streams per WebSocket connection (two per symbol; Binance allows 1,024).
+    #[arg(
+        long,
+        env = "WS_STREAMS_PER_CONNECTION",
+        default_value_t = 200,
+        value_parser = clap::value_parser!(u64).range(2..=1_024)
+    )]
+    pub ws_streams_per_connection: u64,
+    /// Milliseconds between WebSocket connection attempts, all connections together
+    /// (Binance: 300 attempts per 5 minutes per IP; 1,200 ms leaves room for a second
+    /// collector on the same IP).
+    #[arg(
+        long,
+        env = "WS_CONNECT_INTERVAL_MS",
+        default_value_t = 1_200,
+        value_parser = clap::value_parser!(u64).range(0..=60_000)
+    )]
+    pub ws_connect_interval_ms: u64,
     /// Binance REST base URL (exchange-sim: http://127.0.0.1:9180).
     #[arg(
         long,
@@ -196,6 +234,16 @@ pub async fn run(
         service.telemetry.clone(),
     )?;
     let rest = Arc::new(rest);
+    if config.replica >= config.replicas {
+        let (replica, replicas) = (config.replica, config.replicas);
+        return Err(Error::Replica { replica, replicas });
+    }
+    let mut config = config;
+    let resolved = resolve_symbols(&rest, &config, &service.telemetry, &service.shutdown);
+    let Some(symbols) = resolved.await? else {
+        return Ok(()); // shut down while exchangeInfo was away
+    };
+    config.symbols = symbols;
     let publisher = spawn_publisher(&mut service, &config, metrics.clone())?;
     service.spawn(
         "exchange_info",
@@ -206,12 +254,20 @@ pub async fn run(
             service.shutdown.clone(),
         ),
     );
-    let streams = ws::Streams {
-        config: config.stream_config(),
-        publisher: publisher.clone(),
-        metrics: metrics.clone(),
-        telemetry: service.telemetry.clone(),
-    };
+    let pacer = Arc::new(ws::Pacer::new(Duration::from_millis(
+        config.ws_connect_interval_ms,
+    )));
+    let per_connection = usize::try_from(config.ws_streams_per_connection).unwrap_or(1_024);
+    let shards: Vec<ws::Streams> = ws::shards(&config.stream_config(), per_connection)
+        .into_iter()
+        .map(|shard| ws::Streams {
+            config: shard,
+            publisher: publisher.clone(),
+            metrics: metrics.clone(),
+            telemetry: service.telemetry.clone(),
+            pacer: pacer.clone(),
+        })
+        .collect();
     let (producer, shutdown, p) = (
         service.producer.clone(),
         service.shutdown.clone(),
@@ -226,7 +282,8 @@ pub async fn run(
             )
             .await,
         );
-        streams.run(shutdown).await
+        let runs = shards.into_iter().map(|shard| shard.run(shutdown.clone()));
+        futures::future::try_join_all(runs).await.map(|_| ())
     });
     let interval = heads::spacing(
         config.symbols.len(),
@@ -253,6 +310,30 @@ pub async fn run(
     spawn_backfill(&mut service, &config, rest, publisher, metrics)?;
     let app = service.ops_app();
     Ok(service.run(listener, app).await?)
+}
+
+/// The symbols this collector serves, retrying exchangeInfo (for `ALL_USDT`) with
+/// back-off; a replica that owns none stops the service; `None` on shutdown.
+async fn resolve_symbols(
+    rest: &rest::BinanceRest,
+    config: &Config,
+    telemetry: &kit::Telemetry,
+    shutdown: &CancellationToken,
+) -> Result<Option<Vec<String>>, Error> {
+    let attempt = || async {
+        match symbols::resolve(rest, &config.symbols, config.replica, config.replicas).await {
+            Err(symbols::SymbolsError::Rest(err)) => Err(err),
+            done => Ok(done),
+        }
+    };
+    let resolved = kit::retry::retry(
+        shutdown,
+        kit::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        attempt,
+        |e| telemetry.error(kit::contract::ErrorKind::ExchangeInfo, &e),
+    )
+    .await;
+    Ok(resolved.transpose()?)
 }
 
 /// The publisher and its delivery watcher. With `KAFKA_QUEUE_MAX_MESSAGES` set, records go
@@ -296,10 +377,15 @@ fn spawn_backfill(
     metrics: metrics::CollectorMetrics,
 ) -> Result<(), KitError> {
     let client_id = service.identity.client_id("collector-backfill");
+    // every replica reads every request (a group each) and serves its own symbols
+    let group = match config.replicas {
+        1 => config.backfill_group.clone(),
+        _ => format!("{}-{}", config.backfill_group, config.replica),
+    };
     let consumer = kit::kafka::consumer(
         &config.kit.kafka_brokers,
         &client_id,
-        &config.backfill_group,
+        &group,
         "earliest",
         service.kafka.clone(),
     )?;

@@ -1,4 +1,8 @@
-//! The WebSocket side: one combined stream (`@aggTrade` and `@kline_1m` per symbol).
+//! The WebSocket side: combined streams (`@aggTrade` and `@kline_1m` per symbol), split
+//! over several connections ([`shards`]: at most `WS_STREAMS_PER_CONNECTION` streams
+//! each, Binance allows 1,024), so one slow socket stalls only its own symbols. Each
+//! connection has its own watchdog and back-off; every connection attempt of every shard
+//! waits its turn at one [`Pacer`], so attempts stay under Binance's 300 per 5 minutes.
 //!
 //! A per-connection watchdog reconnects a connection that went silent; a planned
 //! reconnect before Binance's 24 h limit (and a `serverShutdown`) opens the new connection
@@ -28,6 +32,60 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connecting to {0}: timed out")]
+    Timeout(String),
+    #[error("connecting to {url}: {source}")]
+    Ws {
+        url: String,
+        source: tokio_tungstenite::tungstenite::Error,
+    },
+}
+
+/// Spaces connection attempts: one every `every`, however many shards ask (Binance: 300
+/// attempts per 5 minutes per IP, i.e. one a second on average).
+#[derive(Debug)]
+pub struct Pacer {
+    every: Duration,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits for this attempt's turn.
+    pub async fn turn(&self) {
+        let at = {
+            let mut next = self.next.lock().await;
+            let at = (*next).max(tokio::time::Instant::now());
+            *next = at + self.every;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// Splits `config`'s symbols over connections of at most `streams_per_connection`
+/// streams (two per symbol), in order.
+pub fn shards(config: &StreamConfig, streams_per_connection: usize) -> Vec<StreamConfig> {
+    let per = (streams_per_connection / 2).max(1);
+    config
+        .symbols
+        .chunks(per)
+        .map(|symbols| StreamConfig {
+            symbols: symbols.to_vec(),
+            ..config.clone()
+        })
+        .collect()
+}
 type Received = Option<Result<Message, tokio_tungstenite::tungstenite::Error>>;
 
 /// How the streams connect and when they reconnect.
@@ -90,6 +148,8 @@ pub struct Streams {
     pub publisher: Arc<Publisher>,
     pub metrics: CollectorMetrics,
     pub telemetry: Telemetry,
+    /// Shared by every shard: connection attempts take turns.
+    pub pacer: Arc<Pacer>,
 }
 
 impl Streams {
@@ -102,7 +162,7 @@ impl Streams {
         loop {
             let connected = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                connected = connect(self.config.url()) => connected,
+                connected = connect(self.pacer.clone(), self.config.url()) => connected,
             };
             let reason = match connected {
                 Ok(conn) => {
@@ -146,7 +206,7 @@ impl Streams {
 
     /// Reads the connection (and, during a switch, its successor) until it is lost.
     async fn serve(&self, mut primary: Conn, shutdown: &CancellationToken) -> Reason {
-        let mut next = Successor::new(self.config.url(), self.config.backoff());
+        let mut next = Successor::new(self.config.url(), self.config.backoff(), self.pacer.clone());
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
@@ -255,17 +315,19 @@ impl Streams {
 /// attempts wait for the back-off before the next.
 struct Successor {
     url: String,
+    pacer: Arc<Pacer>,
     wanted: Option<Reason>,
-    connecting: Option<BoxFuture<'static, Result<Conn, String>>>,
+    connecting: Option<BoxFuture<'static, Result<Conn, ConnectError>>>,
     conn: Option<Conn>,
     backoff: Backoff,
     retry_at: Option<Instant>,
 }
 
 impl Successor {
-    fn new(url: String, backoff: Backoff) -> Self {
+    fn new(url: String, backoff: Backoff, pacer: Arc<Pacer>) -> Self {
         Self {
             url,
+            pacer,
             wanted: None,
             connecting: None,
             conn: None,
@@ -285,11 +347,11 @@ impl Successor {
     fn start_if_due(&mut self) {
         let due = self.retry_at.is_none_or(|at| Instant::now() >= at);
         if self.wanted.is_some() && self.conn.is_none() && self.connecting.is_none() && due {
-            self.connecting = Some(connect(self.url.clone()).boxed());
+            self.connecting = Some(connect(self.pacer.clone(), self.url.clone()).boxed());
         }
     }
 
-    fn connected(&mut self, result: Result<Conn, String>, telemetry: &Telemetry) {
+    fn connected(&mut self, result: Result<Conn, ConnectError>, telemetry: &Telemetry) {
         self.connecting = None;
         match result {
             Ok(conn) => self.conn = Some(conn),
@@ -326,13 +388,17 @@ impl Successor {
     }
 }
 
-/// Opens the combined stream at `url`, within [`CONNECT_TIMEOUT`].
-async fn connect(url: String) -> Result<Conn, String> {
+/// Opens the combined stream at `url` at its turn, within [`CONNECT_TIMEOUT`].
+async fn connect(pacer: Arc<Pacer>, url: String) -> Result<Conn, ConnectError> {
+    pacer.turn().await;
     let connected =
         tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(&url)).await;
     let (ws, _) = connected
-        .map_err(|_| format!("connecting to {url}: timed out"))?
-        .map_err(|e| format!("connecting to {url}: {e}"))?;
+        .map_err(|_| ConnectError::Timeout(url.clone()))?
+        .map_err(|source| ConnectError::Ws {
+            url: url.clone(),
+            source,
+        })?;
     tracing::info!(%url, "websocket connected");
     Ok(Conn {
         ws,
@@ -355,8 +421,8 @@ async fn next_of(next: &mut Option<Conn>) -> Received {
 }
 
 async fn connecting(
-    pending: &mut Option<BoxFuture<'static, Result<Conn, String>>>,
-) -> Result<Conn, String> {
+    pending: &mut Option<BoxFuture<'static, Result<Conn, ConnectError>>>,
+) -> Result<Conn, ConnectError> {
     match pending {
         Some(future) => future.await,
         None => std::future::pending().await,
@@ -378,5 +444,43 @@ mod tests {
             backoff_max: Duration::from_secs(30),
         };
         assert_eq!(c.url(), "wss://stream.binance.com:9443/stream?streams=btcusdt@aggTrade/btcusdt@kline_1m/ethusdt@aggTrade/ethusdt@kline_1m");
+    }
+
+    #[test]
+    fn symbols_split_over_connections_of_bounded_streams() {
+        let config = StreamConfig {
+            ws_base: "ws://x".into(),
+            symbols: (0..401).map(|i| format!("S{i}USDT")).collect(),
+            watchdog: Duration::from_secs(10),
+            planned_after: Duration::from_secs(60),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+        };
+        let split = shards(&config, 200);
+        let sizes: Vec<usize> = split.iter().map(|s| s.stream_names().len()).collect();
+        assert_eq!(sizes, [200, 200, 200, 200, 2]);
+        let joined: Vec<String> = split.iter().flat_map(|s| s.symbols.clone()).collect();
+        assert_eq!(joined, config.symbols, "every symbol once, in order");
+        assert_eq!(shards(&config, 1024).len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connection_attempts_take_turns() {
+        let pacer = Arc::new(Pacer::new(Duration::from_secs(1)));
+        let start = tokio::time::Instant::now();
+        let mut turns = Vec::new();
+        for _ in 0..4 {
+            pacer.turn().await;
+            turns.push(start.elapsed().as_secs());
+        }
+        assert_eq!(turns, [0, 1, 2, 3], "one attempt a second");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let idle = tokio::time::Instant::now();
+        pacer.turn().await;
+        assert_eq!(
+            idle.elapsed(),
+            Duration::ZERO,
+            "after a quiet spell, at once"
+        );
     }
 }

@@ -113,6 +113,7 @@ fn streams(url: &str, planned_after: Duration) -> (Streams, kit::Telemetry) {
             publisher: Arc::new(publisher),
             metrics,
             telemetry: telemetry.clone(),
+            pacer: Arc::new(collector::ws::Pacer::new(Duration::ZERO)),
         },
         telemetry,
     )

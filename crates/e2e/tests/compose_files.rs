@@ -248,6 +248,55 @@ fn make_up_base_file_binds_loopback_only_and_splits_the_networks() -> Result<()>
 
 #[test]
 #[ignore = "needs docker-compose in .cache/bin (make test builds it)"]
+fn the_cluster_override_runs_three_brokers_and_the_services_replicate_on_them() -> Result<()> {
+    let c = config(&["docker-compose.yml", "deploy/cluster/compose.yml"], &[])?;
+    secure_everywhere(&c)?;
+    let all = names(&c)?;
+    for node in ["kafka", "kafka-2", "kafka-3"] {
+        ensure!(all.contains(node), "{node} in {all:?}");
+        let env = &c["services"][node]["environment"];
+        ensure!(
+            env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:9094,2@kafka-2:9094,3@kafka-3:9094",
+            "{node}: {env}"
+        );
+        ensure!(env["KAFKA_MIN_INSYNC_REPLICAS"] == "2", "{node}: {env}");
+        ensure!(
+            env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3",
+            "{node}: {env}"
+        );
+        let id = env["KAFKA_NODE_ID"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let advertised = env["KAFKA_ADVERTISED_LISTENERS"]
+            .as_str()
+            .unwrap_or_default();
+        ensure!(
+            advertised == format!("PLAINTEXT://{node}:9092"),
+            "{node} (id {id}): {advertised}"
+        );
+    }
+    for svc in ["collector", "sync-verifier", "restart-watcher"] {
+        let env = &c["services"][svc]["environment"];
+        ensure!(
+            env["KAFKA_BROKERS"] == "kafka:9092,kafka-2:9092,kafka-3:9092"
+                && env["KAFKA_REPLICATION_FACTOR"] == "3"
+                && env["KAFKA_MIN_INSYNC_REPLICAS"] == "2",
+            "{svc}: {env}"
+        );
+        ensure!(
+            env["RUST_LOG"] == "info",
+            "{svc}: the base environment is kept: {env}"
+        );
+    }
+    for (svc, ip, port) in published(&c)? {
+        ensure!(ip == "127.0.0.1", "{svc} publishes {port} on {ip}");
+    }
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs docker-compose in .cache/bin (make test builds it)"]
 fn offline_overrides_add_the_sink_and_the_simulator_and_point_the_collector_at_it() -> Result<()> {
     let c = config(
         &[

@@ -224,7 +224,7 @@ fn references(text: &str) -> Vec<Reference> {
             out.push((i, end, text[i + 1..end].to_string(), None));
             i = end;
             continue;
-        } else if text[i..].starts_with("[[") {
+        } else if b[i..].starts_with(b"[[") {
             if let Some(len) = text[i + 2..].find("]]") {
                 let inner = &text[i + 2..i + 2 + len];
                 let (name, format) = match inner.split_once(':') {
@@ -734,4 +734,13 @@ async fn every_dashboard_panel_returns_data_on_the_running_stack() -> Result<()>
     );
     eprintln!("{ran} distinct dashboard queries ran");
     Ok(())
+}
+
+#[test]
+fn references_are_found_in_text_that_is_not_ascii() {
+    let found: Vec<String> = references("event → row $symbol [[stream]] ${le:raw} é")
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(found, ["symbol", "stream", "le"]);
 }

@@ -33,15 +33,25 @@ pub struct Config {
     /// Seed of every symbol's random walk: the same seed gives the same market.
     #[arg(long, env = "SIM_SEED", default_value_t = 42)]
     pub seed: u64,
-    /// Aggregate trades per second per symbol (real time).
+    /// Aggregate trades per second per symbol (real time), on average over the symbols.
     #[arg(long, env = "SIM_TRADES_PER_SEC", default_value_t = 20.0)]
     pub trades_per_sec: f64,
+    /// Skew of the rates over the symbols, in list order: symbol k (from 1) trades in
+    /// proportion to k^-skew, the total staying SIM_TRADES_PER_SEC × symbols. 0: every
+    /// symbol alike; 1.5 at 400 symbols and 25/s: the first near 4,000/s, the tenth near
+    /// 125/s, the last near 0.5/s (a real market's few hot pairs and long tail).
+    #[arg(long, env = "SIM_RATE_SKEW", default_value_t = 0.0)]
+    pub rate_skew: f64,
     /// Market clock speed: 10 makes a 1-minute kline close every 6 real seconds.
     #[arg(long, env = "SIM_SPEED", default_value_t = 1.0)]
     pub speed: f64,
     /// Aggregate trades kept per symbol (older ones are forgotten; memory stays flat).
     #[arg(long, env = "SIM_HISTORY_TRADES", default_value_t = 200_000)]
     pub history_trades: usize,
+    /// Aggregate trades kept over all symbols (about 60 bytes each): each symbol keeps at
+    /// most this divided by the symbol count, so 400 symbols stay within the same memory.
+    #[arg(long, env = "SIM_HISTORY_TRADES_TOTAL", default_value_t = 4_000_000)]
+    pub history_trades_total: usize,
     /// Closed 1m klines kept per symbol.
     #[arg(long, env = "SIM_HISTORY_KLINES", default_value_t = 1_440)]
     pub history_klines: usize,
@@ -112,6 +122,17 @@ pub struct App {
     started: Instant,
 }
 
+/// Each of `n` symbols' trades per second: `average` each when `skew` is 0, else in
+/// proportion to k^-skew (k from 1), summing to `average × n`.
+pub fn rates(average: f64, skew: f64, n: usize) -> Vec<f64> {
+    let weights: Vec<f64> = (1..=n).map(|k| (k as f64).powf(-skew.max(0.0))).collect();
+    let sum: f64 = weights.iter().sum();
+    weights
+        .iter()
+        .map(|w| average * n as f64 * w / sum)
+        .collect()
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -119,10 +140,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl App {
     pub fn new(config: Config, metrics: SimMetrics) -> Arc<Self> {
         let clock = SimClock::new(config.speed);
-        let market_config = MarketConfig {
+        let rates = rates(
+            config.trades_per_sec,
+            config.rate_skew,
+            config.symbols.len(),
+        );
+        let market_config = |i: usize| MarketConfig {
             seed: config.seed,
-            trades_per_sec: config.trades_per_sec,
-            history_trades: config.history_trades,
+            trades_per_sec: rates[i],
+            history_trades: config
+                .history_trades
+                .min(config.history_trades_total / config.symbols.len().max(1))
+                .max(1),
             history_klines: config.history_klines,
         };
         let symbols = config
@@ -134,7 +163,7 @@ impl App {
                 lower: s.to_lowercase(),
                 market: Mutex::new(Market::new(
                     &s.to_uppercase(),
-                    market_config.clone(),
+                    market_config(i),
                     start_price(i),
                     clock.now_ms(),
                 )),
@@ -221,4 +250,26 @@ impl App {
 fn start_price(index: usize) -> i64 {
     const PRICES: [i64; 3] = [6_500_000_000_000, 320_000_000_000, 60_000_000_000];
     PRICES[index % PRICES.len()] / (1 + i64::try_from(index / PRICES.len()).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::rates;
+
+    #[test]
+    fn skewed_rates_keep_the_total_and_give_hot_pairs_and_a_long_tail() {
+        let flat = rates(20.0, 0.0, 3);
+        assert!(flat.iter().all(|r| (r - 20.0).abs() < 1e-9), "{flat:?}");
+        let skewed = rates(25.0, 1.5, 400);
+        let total: f64 = skewed.iter().sum();
+        assert!((total - 10_000.0).abs() < 1e-6, "{total}");
+        assert!(
+            skewed[0] > 3_000.0 && skewed[9] > 100.0,
+            "hot: {:?}",
+            &skewed[..10]
+        );
+        assert!(skewed[399] < 1.0, "tail: {}", skewed[399]);
+        assert!(skewed.windows(2).all(|w| w[0] >= w[1]));
+        assert!(rates(1.0, 1.0, 0).is_empty());
+    }
 }

@@ -57,6 +57,13 @@ impl Service {
         shutdown: CancellationToken,
     ) -> Result<Self, KitError> {
         let config = config.clone();
+        let (replication, min_insync) = (config.replication_factor, config.min_insync_replicas);
+        if min_insync > replication {
+            return Err(KitError::Replication {
+                replication,
+                min_insync,
+            });
+        }
         let telemetry = Telemetry::new(service, env!("CARGO_PKG_VERSION"))?;
         let kafka = KafkaContext::new(&telemetry)?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -231,10 +238,14 @@ impl Service {
 
     fn spawn_topic_setup(&mut self) {
         let brokers = self.config.kafka_brokers.clone();
+        let (replication, min_insync) = (
+            self.config.replication_factor,
+            self.config.min_insync_replicas,
+        );
         let telemetry = self.telemetry.clone();
         let shutdown = self.shutdown.clone();
         self.spawn_job("kafka_topics", async move {
-            let create = || kafka::ensure_topics(&brokers, 1);
+            let create = || kafka::ensure_topics(&brokers, replication, min_insync);
             crate::retry::retry(
                 &shutdown,
                 crate::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),

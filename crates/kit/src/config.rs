@@ -23,6 +23,28 @@ pub struct KitConfig {
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
 
+    /// Replicas of each topic the services create (1 for one broker; 3 for a cluster).
+    /// Topics that exist already are left as they are.
+    #[arg(
+        long,
+        env = "KAFKA_REPLICATION_FACTOR",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(i32).range(1..=7)
+    )]
+    pub replication_factor: i32,
+
+    /// `min.insync.replicas` of the topics the services create: a write is acknowledged
+    /// (producers use acks=all) once this many replicas hold it (1 for one broker; 2 for a
+    /// cluster of 3, so one broker may fail without loss or stop). At most the replication
+    /// factor.
+    #[arg(
+        long,
+        env = "KAFKA_MIN_INSYNC_REPLICAS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(i32).range(1..=7)
+    )]
+    pub min_insync_replicas: i32,
+
     /// Heartbeat period in milliseconds (restart-watcher calls a service down after 3 missed).
     #[arg(long, env = "HEARTBEAT_INTERVAL_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]

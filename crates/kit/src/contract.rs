@@ -74,6 +74,8 @@ pub mod metrics {
     pub const SYNC_GAPS_DETECTED_TOTAL: &str = "sync_gaps_detected_total";
     pub const SYNC_GAPS_HEALED_TOTAL: &str = "sync_gaps_healed_total";
     pub const SYNC_GAP_HEAL_SECONDS: &str = "sync_gap_heal_seconds";
+    /// Live (WebSocket) aggregate trades: exchange event time to the row committed.
+    pub const SYNC_END_TO_END_LATENCY_SECONDS: &str = "sync_end_to_end_latency_seconds";
     pub const SYNC_RECORDS_PERSISTED_TOTAL: &str = "sync_records_persisted_total"; // {stream}
     pub const SYNC_DUPLICATES_TOTAL: &str = "sync_duplicates_total"; // {stream}
     pub const SYNC_MISMATCHES_TOTAL: &str = "sync_mismatches_total"; // {stream}
@@ -132,6 +134,7 @@ pub mod metrics {
         SYNC_GAPS_DETECTED_TOTAL,
         SYNC_GAPS_HEALED_TOTAL,
         SYNC_GAP_HEAL_SECONDS,
+        SYNC_END_TO_END_LATENCY_SECONDS,
         SYNC_RECORDS_PERSISTED_TOTAL,
         SYNC_DUPLICATES_TOTAL,
         SYNC_MISMATCHES_TOTAL,

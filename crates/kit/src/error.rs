@@ -15,4 +15,6 @@ pub enum KitError {
     TaskFailed { task: &'static str, reason: String },
     #[error("kafka admin: creating topic {topic}: {reason}")]
     TopicCreate { topic: String, reason: String },
+    #[error("KAFKA_MIN_INSYNC_REPLICAS {min_insync} is above KAFKA_REPLICATION_FACTOR {replication}: no write could ever be acknowledged")]
+    Replication { replication: i32, min_insync: i32 },
 }

@@ -189,8 +189,19 @@ pub fn partitions_for(topic: &str) -> i32 {
     }
 }
 
-/// Creates every contract topic and its dead-letter topic; existing topics are left alone.
-pub async fn ensure_topics(brokers: &str, replication: i32) -> Result<(), KitError> {
+/// Creates every contract topic and its dead-letter topic with `replication` replicas and
+/// `min.insync.replicas` = `min_insync`; existing topics are left alone.
+pub async fn ensure_topics(
+    brokers: &str,
+    replication: i32,
+    min_insync: i32,
+) -> Result<(), KitError> {
+    if min_insync > replication {
+        return Err(KitError::Replication {
+            replication,
+            min_insync,
+        });
+    }
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
@@ -201,6 +212,11 @@ pub async fn ensure_topics(brokers: &str, replication: i32) -> Result<(), KitErr
     let new: Vec<NewTopic> = names
         .iter()
         .map(|t| NewTopic::new(t, partitions_for(t), TopicReplication::Fixed(replication)))
+        .collect();
+    let min_insync = min_insync.to_string();
+    let new: Vec<NewTopic> = new
+        .into_iter()
+        .map(|t| t.set("min.insync.replicas", &min_insync))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new, &options).await? {

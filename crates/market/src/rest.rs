@@ -33,6 +33,24 @@ impl Default for WeightWindow {
     }
 }
 
+/// The symbols of an exchangeInfo body that trade now (`status` TRADING, spot allowed)
+/// against `quote` (e.g. USDT), sorted; `None` when the body has no symbol list.
+pub fn parse_trading_symbols(body: &str, quote: &str) -> Option<Vec<String>> {
+    let info: serde_json::Value = serde_json::from_str(body).ok()?;
+    let mut names: Vec<String> = info["symbols"]
+        .as_array()?
+        .iter()
+        .filter(|s| s["status"] == "TRADING" && s["quoteAsset"] == quote)
+        .filter(|s| s["isSpotTradingAllowed"].as_bool() != Some(false))
+        .filter_map(|s| s["symbol"].as_str())
+        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric()))
+        .map(String::from)
+        .collect();
+    names.sort();
+    names.dedup();
+    Some(names)
+}
+
 /// `serverTime` of a `/api/v3/time` body.
 pub fn parse_server_time(body: &str) -> Option<i64> {
     serde_json::from_str::<serde_json::Value>(body).ok()?["serverTime"].as_i64()
@@ -153,5 +171,23 @@ mod tests {
         assert_eq!(parse_used_weight("99999999999"), Some(u32::MAX));
         assert_eq!(parse_used_weight("12"), Some(12));
         assert_eq!(parse_used_weight(""), None);
+    }
+
+    #[test]
+    fn trading_symbols_are_those_trading_against_the_quote() {
+        let body = r#"{"symbols":[
+            {"symbol":"ETHUSDT","status":"TRADING","quoteAsset":"USDT","isSpotTradingAllowed":true},
+            {"symbol":"BTCUSDT","status":"TRADING","quoteAsset":"USDT"},
+            {"symbol":"LUNAUSDT","status":"BREAK","quoteAsset":"USDT"},
+            {"symbol":"ETHBTC","status":"TRADING","quoteAsset":"BTC"},
+            {"symbol":"MARGINUSDT","status":"TRADING","quoteAsset":"USDT","isSpotTradingAllowed":false},
+            {"symbol":"BAD/USDT","status":"TRADING","quoteAsset":"USDT"},
+            {"symbol":"BTCUSDT","status":"TRADING","quoteAsset":"USDT"}]}"#;
+        assert_eq!(
+            parse_trading_symbols(body, "USDT"),
+            Some(vec!["BTCUSDT".to_string(), "ETHUSDT".to_string()])
+        );
+        assert_eq!(parse_trading_symbols("{}", "USDT"), None);
+        assert_eq!(parse_trading_symbols("not json", "USDT"), None);
     }
 }

@@ -37,6 +37,7 @@ use kit::config::KitConfig;
 use kit::contract::{services, topics};
 use kit::heartbeat::{Heartbeat, HEARTBEAT_VERSION};
 use kit::kafka::{self, KafkaContext};
+use kit::record::{self, Undecodable};
 use kit::restarts::RestartEvent;
 use kit::time::now_ms;
 use loops::LoopRules;
@@ -313,24 +314,9 @@ impl Watcher {
     }
 }
 
-/// Why a heartbeat message cannot be read; it is dead-lettered with this as the reason.
-#[derive(Debug, thiserror::Error)]
-pub enum BadHeartbeat {
-    #[error("empty heartbeat payload")]
-    Empty,
-    #[error("heartbeat is not valid JSON of schema v1: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("heartbeat schema v{0} is not supported (expected v{HEARTBEAT_VERSION})")]
-    Schema(u32),
-}
-
-/// Reads a heartbeat, or says why it cannot.
-pub fn parse(payload: Option<&[u8]>) -> Result<Heartbeat, BadHeartbeat> {
-    let hb: Heartbeat = serde_json::from_slice(payload.ok_or(BadHeartbeat::Empty)?)?;
-    if hb.v != HEARTBEAT_VERSION {
-        return Err(BadHeartbeat::Schema(hb.v));
-    }
-    Ok(hb)
+/// Reads a heartbeat, or says why it cannot (it is dead-lettered with the reason).
+pub fn parse(payload: Option<&[u8]>) -> Result<Heartbeat, Undecodable> {
+    record::decode(payload, "heartbeat", HEARTBEAT_VERSION, |h: &Heartbeat| h.v)
 }
 
 async fn refresh(watch: Shared, shutdown: CancellationToken) -> Result<(), kit::KitError> {
@@ -384,20 +370,20 @@ mod tests {
     }
 
     #[test]
-    fn parse_rejects_garbage_and_other_versions_with_reasons() {
-        assert!(parse(None)
-            .expect_err("no payload")
-            .to_string()
-            .contains("empty"));
+    fn parse_reads_heartbeats_of_the_heartbeat_schema_and_refuses_the_rest_with_reasons() {
+        assert_eq!(
+            parse(None).expect_err("no payload").to_string(),
+            "empty payload"
+        );
         assert!(parse(Some(b"{not json"))
             .expect_err("not JSON")
             .to_string()
-            .contains("not valid JSON"));
+            .starts_with("not a heartbeat record: "));
         let v2 = br#"{"v":2,"service":"c","instance_id":"i","started_at_ms":1,"seq":0,"sent_at_ms":1,"interval_ms":5000}"#;
-        assert!(parse(Some(v2))
-            .expect_err("v2")
-            .to_string()
-            .contains("v2 is not supported"));
+        assert_eq!(
+            parse(Some(v2)).expect_err("v2").to_string(),
+            "heartbeat schema v2 is not supported (expected v1)"
+        );
         let v1 = br#"{"v":1,"service":"c","instance_id":"i","started_at_ms":1,"seq":0,"sent_at_ms":1,"interval_ms":5000}"#;
         assert_eq!(parse(Some(v1)).expect("v1 parses").service, "c");
     }

@@ -15,6 +15,7 @@ pub struct SyncMetrics {
     pub gaps_detected: IntCounterVec,
     pub gaps_healed: IntCounterVec,
     pub heal_seconds: Histogram,
+    pub end_to_end: Histogram,
     pub persisted: IntCounterVec,
     pub duplicates: IntCounterVec,
     pub mismatches: IntCounterVec,
@@ -67,6 +68,13 @@ impl SyncMetrics {
                     "Time from a gap's detection to its healing.",
                 )
                 .buckets(heal_buckets),
+            )?)?,
+            end_to_end: registered(registry, Histogram::with_opts(
+                HistogramOpts::new(
+                    names::SYNC_END_TO_END_LATENCY_SECONDS,
+                    "Live aggregate trades: from the exchange's event time to the row committed.",
+                )
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             )?)?,
             persisted: registered(registry, IntCounterVec::new(
                 Opts::new(names::SYNC_RECORDS_PERSISTED_TOTAL, "Records newly stored."),

@@ -11,6 +11,8 @@ use crate::{store, validate, Config};
 use kit::app::Service;
 use kit::contract::topics;
 use kit::kafka::{self, KafkaContext};
+use kit::record::{self, Undecodable};
+use kit::restarts::{RestartEvent, RESTART_VERSION};
 use kit::retry::Backoff;
 use kit::time::now_ms;
 use kit::Telemetry;
@@ -40,15 +42,8 @@ pub struct Pipeline {
 /// Why a message cannot become an [`Input`]; it is dead-lettered with this as the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum Rejected {
-    #[error("empty payload")]
-    Empty,
-    #[error("not a {what} record: {source}")]
-    NotJson {
-        what: &'static str,
-        source: serde_json::Error,
-    },
-    #[error("{what} schema v{version} is not supported")]
-    Schema { what: &'static str, version: u32 },
+    #[error(transparent)]
+    Undecodable(#[from] Undecodable),
     #[error(transparent)]
     Invalid(#[from] validate::Invalid),
     #[error("unexpected topic {0}")]
@@ -63,37 +58,24 @@ pub fn decode(topic: &str, payload: Option<&[u8]>) -> Result<Input, Rejected> {
 /// Decodes one message of `topic` and checks every field the database will cast, with
 /// `now_ms` as the clock.
 pub fn decode_at(topic: &str, payload: Option<&[u8]>, now_ms: i64) -> Result<Input, Rejected> {
-    let payload = payload.ok_or(Rejected::Empty)?;
-    fn v1<T: serde::de::DeserializeOwned>(
-        p: &[u8],
-        what: &'static str,
-        v: impl Fn(&T) -> u32,
-    ) -> Result<T, Rejected> {
-        let r: T =
-            serde_json::from_slice(p).map_err(|source| Rejected::NotJson { what, source })?;
-        match v(&r) {
-            SCHEMA_VERSION => Ok(r),
-            version => Err(Rejected::Schema { what, version }),
-        }
-    }
     Ok(match topic {
         topics::AGGTRADES => {
-            let a = v1::<AggTrade>(payload, "aggTrade", |r| r.v)?;
+            let a = record::decode(payload, "aggTrade", SCHEMA_VERSION, |r: &AggTrade| r.v)?;
             validate::agg(&a, now_ms)?;
             Input::Agg(a)
         }
         topics::KLINES => {
-            let k = v1::<Kline>(payload, "kline", |r| r.v)?;
+            let k = record::decode(payload, "kline", SCHEMA_VERSION, |r: &Kline| r.v)?;
             validate::kline(&k, now_ms)?;
             Input::Kline(k)
         }
         topics::HEADS => {
-            let h = v1::<Head>(payload, "head", |r| r.v)?;
+            let h = record::decode(payload, "head", SCHEMA_VERSION, |r: &Head| r.v)?;
             validate::head(&h, now_ms)?;
             Input::Head(h)
         }
         topics::RESTARTS => {
-            let r = v1::<kit::restarts::RestartEvent>(payload, "restart", |r| r.v)?;
+            let r = record::decode(payload, "restart", RESTART_VERSION, |r: &RestartEvent| r.v)?;
             validate::restart(&r, now_ms)?;
             Input::Restart(r)
         }
@@ -219,6 +201,7 @@ impl Pipeline {
         let (index, inputs) = self.plausible(batch).await?;
         let (outcomes, refused) =
             write_splitting(inputs.len(), |run| self.persist_retrying(&inputs[run])).await?;
+        self.observe_latency(&inputs, refused.iter().map(|(i, _)| *i));
         for (i, reason) in refused {
             let msg = &batch[index[i]].0;
             self.telemetry.error(
@@ -230,6 +213,21 @@ impl Pipeline {
             }
         }
         Some(outcomes)
+    }
+
+    /// Each committed live aggregate trade's time from the exchange's event to its row.
+    fn observe_latency(&self, inputs: &[Input], refused: impl Iterator<Item = usize>) {
+        let refused: std::collections::HashSet<usize> = refused.collect();
+        let now = now_ms();
+        for (i, input) in inputs.iter().enumerate() {
+            if let Input::Agg(a) = input {
+                if a.source == market::Source::Ws && !refused.contains(&i) {
+                    let at = a.event_time_ms.unwrap_or(a.trade_time_ms);
+                    let secs = now.saturating_sub(at).max(0) as f64 / 1000.0;
+                    self.metrics.end_to_end.observe(secs);
+                }
+            }
+        }
     }
 
     /// The batch's decoded inputs that the state finds plausible, with their positions;
@@ -561,11 +559,40 @@ mod tests {
             "a trade is not a kline"
         );
         let v2 = String::from_utf8_lossy(agg).replace("\"v\":1", "\"v\":2");
-        assert!(decode(topics::AGGTRADES, Some(v2.as_bytes()))
-            .expect_err("v2")
+        assert_eq!(
+            decode(topics::AGGTRADES, Some(v2.as_bytes()))
+                .expect_err("v2")
+                .to_string(),
+            "aggTrade schema v2 is not supported (expected v1)"
+        );
+        assert_eq!(
+            decode(topics::AGGTRADES, None)
+                .expect_err("empty")
+                .to_string(),
+            "empty payload"
+        );
+        assert!(decode("elsewhere", Some(agg))
+            .expect_err("unknown topic")
             .to_string()
-            .contains("v2"));
-        assert!(decode(topics::AGGTRADES, None).is_err());
+            .contains("unexpected topic"));
+    }
+
+    #[test]
+    fn restart_events_are_read_at_the_restart_schema_version() {
+        let restart = |v: u32| {
+            format!(
+                r#"{{"v":{v},"service":"collector","at_ms":1,"exit_code":137,"reason":"oom","restart_count":2,"run_time_ms":null}}"#
+            )
+        };
+        let ok = decode(topics::RESTARTS, Some(restart(RESTART_VERSION).as_bytes()));
+        assert!(matches!(ok, Ok(Input::Restart(r)) if r.restart_count == 2));
+        let next = RESTART_VERSION + 1;
+        assert_eq!(
+            decode(topics::RESTARTS, Some(restart(next).as_bytes()))
+                .expect_err("next version")
+                .to_string(),
+            format!("restart schema v{next} is not supported (expected v{RESTART_VERSION})")
+        );
     }
 
     #[test]
