@@ -168,22 +168,26 @@ pub async fn stored_klines(
         .collect()
 }
 
-pub async fn save_state(
+/// Saves the continuity state of `stream` for each `(symbol, max_seen, last_event_ms)` in
+/// one statement; a stored state never goes back.
+pub async fn save_states(
     tx: &mut PgConnection,
-    symbol: &str,
     stream: Stream,
-    max_seen: i64,
-    last_event_ms: i64,
+    states: &[(String, i64, i64)],
 ) -> sqlx::Result<()> {
+    if states.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "INSERT INTO stream_state (symbol, stream, max_seen, last_event_ms) VALUES ($1, $2, $3, $4)
+        "INSERT INTO stream_state (symbol, stream, max_seen, last_event_ms)
+         SELECT s, $1, m, e FROM UNNEST($2::text[], $3::bigint[], $4::bigint[]) AS x(s, m, e)
          ON CONFLICT (symbol, stream) DO UPDATE SET max_seen = GREATEST(stream_state.max_seen, EXCLUDED.max_seen),
              last_event_ms = GREATEST(stream_state.last_event_ms, EXCLUDED.last_event_ms), updated_at = now()",
     )
-    .bind(symbol)
     .bind(stream.as_str())
-    .bind(max_seen)
-    .bind(last_event_ms)
+    .bind(states.iter().map(|s| s.0.clone()).collect::<Vec<_>>())
+    .bind(states.iter().map(|s| s.1).collect::<Vec<_>>())
+    .bind(states.iter().map(|s| s.2).collect::<Vec<_>>())
     .execute(tx)
     .await
     .map(|_| ())

@@ -265,6 +265,8 @@ impl Verifier {
     ) -> sqlx::Result<()> {
         keyed.rows.sort();
         let stream = keyed.stream;
+        let mut touched: Vec<String> = keyed.rows.iter().map(|r| r.0.clone()).collect();
+        touched.dedup(); // sorted by symbol first
         for (symbol, key, event_ms) in keyed.rows {
             let state = work
                 .entry((symbol.clone(), stream))
@@ -295,12 +297,15 @@ impl Verifier {
                 _ => {}
             }
         }
-        for ((symbol, s), state) in work.iter().filter(|((_, s), _)| *s == stream) {
-            if let Some(max) = state.continuity.max_seen {
-                store::save_state(tx, symbol, *s, max, state.last_event_ms).await?;
-            }
-        }
-        Ok(())
+        // only the symbols this batch moved: one statement, whatever the symbol count
+        let states: Vec<(String, i64, i64)> = touched
+            .into_iter()
+            .filter_map(|symbol| {
+                let state = work.get(&(symbol.clone(), stream))?;
+                Some((symbol, state.continuity.max_seen?, state.last_event_ms))
+            })
+            .collect();
+        store::save_states(tx, stream, &states).await
     }
 
     fn adopt_head(&mut self, h: &Head, now_ms: i64) {

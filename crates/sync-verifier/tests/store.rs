@@ -109,17 +109,30 @@ async fn klines_state_and_the_gap_ledger_round_trip(pool: PgPool) {
         .await
         .expect("again")
         .is_empty());
-    store::save_state(&mut conn, SYMBOL, Stream::AggTrade, 10, NOW)
-        .await
-        .expect("state");
-    store::save_state(&mut conn, SYMBOL, Stream::AggTrade, 7, NOW - 1)
+    let state = |max: i64, at: i64| (SYMBOL.to_string(), max, at);
+    let other = ("OTHERUSDT".to_string(), 3, NOW);
+    store::save_states(
+        &mut conn,
+        Stream::AggTrade,
+        &[state(10, NOW), other.clone()],
+    )
+    .await
+    .expect("states");
+    store::save_states(&mut conn, Stream::AggTrade, &[state(7, NOW - 1)])
         .await
         .expect("older state");
-    let states = store::load_states(&pool).await.expect("states");
+    store::save_states(&mut conn, Stream::AggTrade, &[])
+        .await
+        .expect("nothing to save");
+    let mut states = store::load_states(&pool).await.expect("states");
+    states.sort();
     assert_eq!(
         states,
-        vec![(SYMBOL.to_string(), "aggTrade".to_string(), 10, NOW)],
-        "the state never goes back"
+        vec![
+            (SYMBOL.to_string(), "aggTrade".to_string(), 10, NOW),
+            ("OTHERUSDT".to_string(), "aggTrade".to_string(), 3, NOW),
+        ],
+        "every state saved in one statement, and a state never goes back"
     );
 
     let gap = sync_verifier::continuity::Gap::new(5, 9);
