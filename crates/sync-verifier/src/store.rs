@@ -25,32 +25,118 @@ fn source(s: &str) -> Source {
 /// A stored record's identity: symbol and key (aggregate id, or kline open time).
 pub type SymbolKey = (String, i64);
 
-/// Inserts new trades; returns the (symbol, id) of those that were new (the others were
-/// already stored).
+/// The trade columns in the order [`aggs_copy_text`] writes them.
+macro_rules! agg_columns {
+    () => {
+        "symbol, agg_id, price, qty, first_trade_id, last_trade_id, trade_time_ms, buyer_is_maker, source, received_at_ms"
+    };
+}
+const COPY_AGGS: &str = concat!("COPY aggtrades (", agg_columns!(), ") FROM STDIN");
+const COPY_AGGS_STAGED: &str = concat!("COPY aggtrades_stage (", agg_columns!(), ") FROM STDIN");
+
+/// Inserts new trades within the caller's transaction; returns the (symbol, id) of those
+/// that were new (the others were already stored). The rows go in the way COPY writes
+/// them. In the steady state every row is new: one COPY straight into the table, under a
+/// savepoint. If a row was stored already (a reconnect's overlap, a back-fill), that COPY
+/// is rolled back to the savepoint and the rows go through a temporary table of this
+/// connection and one `INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`, so the write
+/// stays idempotent and says which rows were new.
 pub async fn insert_aggs(tx: &mut PgConnection, rows: &[AggTrade]) -> sqlx::Result<Vec<SymbolKey>> {
-    let col = |f: fn(&AggTrade) -> String| rows.iter().map(f).collect::<Vec<String>>();
-    let int = |f: fn(&AggTrade) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let data = aggs_copy_text(rows);
+    sqlx::query("SAVEPOINT aggs_copy").execute(&mut *tx).await?;
+    match copy_in(&mut *tx, COPY_AGGS, data.clone()).await {
+        Ok(()) => {
+            sqlx::query("RELEASE SAVEPOINT aggs_copy")
+                .execute(&mut *tx)
+                .await?;
+            return Ok(rows
+                .iter()
+                .map(|r| (r.symbol.clone(), big(r.agg_id)))
+                .collect());
+        }
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            sqlx::query("ROLLBACK TO SAVEPOINT aggs_copy")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Err(e) => return Err(e),
+    }
+    // One round trip: the stage exists (quietly: "already exists" would be a notice every
+    // time) and is empty.
+    sqlx::query(
+        "DO $$ BEGIN
+           SET LOCAL client_min_messages = warning;
+           CREATE TEMP TABLE IF NOT EXISTS aggtrades_stage (LIKE aggtrades);
+           TRUNCATE aggtrades_stage;
+         END $$",
+    )
+    .execute(&mut *tx)
+    .await?;
+    copy_in(&mut *tx, COPY_AGGS_STAGED, data).await?;
     sqlx::query_as(
-        "INSERT INTO aggtrades (symbol, agg_id, price, qty, first_trade_id, last_trade_id, trade_time_ms, buyer_is_maker, source, received_at_ms)
-         SELECT s, a, p::numeric, q::numeric, f, l, t, m, src, r
-         FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
-                     $6::bigint[], $7::bigint[], $8::bool[], $9::text[], $10::bigint[])
-              AS x(s, a, p, q, f, l, t, m, src, r)
+        "INSERT INTO aggtrades SELECT * FROM aggtrades_stage
          ON CONFLICT (symbol, agg_id) DO NOTHING
          RETURNING symbol, agg_id",
     )
-    .bind(col(|r| r.symbol.clone()))
-    .bind(int(|r| big(r.agg_id)))
-    .bind(col(|r| r.price.clone()))
-    .bind(col(|r| r.qty.clone()))
-    .bind(int(|r| big(r.first_trade_id)))
-    .bind(int(|r| big(r.last_trade_id)))
-    .bind(int(|r| r.trade_time_ms))
-    .bind(rows.iter().map(|r| r.buyer_is_maker).collect::<Vec<bool>>())
-    .bind(col(|r| r.source.as_str().to_string()))
-    .bind(int(|r| r.received_at_ms))
-    .fetch_all(tx)
+    .fetch_all(&mut *tx)
     .await
+}
+
+/// `rows` in COPY's text format, in the order of `agg_columns!`.
+fn aggs_copy_text(rows: &[AggTrade]) -> String {
+    let mut data = String::with_capacity(rows.len() * 112);
+    for r in rows {
+        copy_row(
+            &mut data,
+            &[
+                &r.symbol,
+                &big(r.agg_id).to_string(),
+                &r.price,
+                &r.qty,
+                &big(r.first_trade_id).to_string(),
+                &big(r.last_trade_id).to_string(),
+                &r.trade_time_ms.to_string(),
+                if r.buyer_is_maker { "t" } else { "f" },
+                r.source.as_str(),
+                &r.received_at_ms.to_string(),
+            ],
+        );
+    }
+    data
+}
+
+/// Runs `statement` (a `COPY … FROM STDIN`) with `data`.
+async fn copy_in(
+    conn: &mut PgConnection,
+    statement: &'static str,
+    data: String,
+) -> sqlx::Result<()> {
+    let mut copy = conn.copy_in_raw(statement).await?;
+    copy.send(data.into_bytes()).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// Appends one row of COPY's text format: fields separated by tabs, each escaped.
+fn copy_row(out: &mut String, fields: &[&str]) {
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push('\t');
+        }
+        for c in field.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+    }
+    out.push('\n');
 }
 
 /// The stored versions of `ids` of `symbol`.
@@ -309,5 +395,13 @@ mod tests {
         );
         assert_eq!(missing_ranges(0, 180, 60, &[60]), vec![(0, 0), (120, 180)]);
         assert!(missing_ranges(1, 3, 1, &[1, 2, 3]).is_empty());
+    }
+
+    #[test]
+    fn copy_rows_escape_what_copy_text_format_reads_specially() {
+        let mut out = String::new();
+        super::copy_row(&mut out, &["BTCUSDT", "1", "t"]);
+        super::copy_row(&mut out, &["a\tb", "c\\d", "e\nf\rg"]);
+        assert_eq!(out, "BTCUSDT\t1\tt\na\\tb\tc\\\\d\te\\nf\\rg\n");
     }
 }

@@ -67,7 +67,9 @@ async fn apply(
 #[cfg_attr(not(db), ignore = "needs DATABASE_URL (make test sets it)")]
 #[sqlx::test]
 async fn trades_are_stored_once_and_read_back_exactly(pool: PgPool) {
-    let mut conn = pool.acquire().await.expect("conn");
+    // one transaction, as the verifier writes: the second insert meets a stored row, so its
+    // direct COPY is rolled back to the savepoint and the rows go through the stage
+    let mut conn = pool.begin().await.expect("transaction");
     let first = store::insert_aggs(&mut conn, &[agg(1, "10.00000001"), agg(2, "10.5")])
         .await
         .expect("insert");
@@ -139,9 +141,11 @@ async fn klines_state_and_the_gap_ledger_round_trip(pool: PgPool) {
     let id = store::open_gap(&mut conn, SYMBOL, Stream::AggTrade, &gap, "test")
         .await
         .expect("gap");
-    store::insert_aggs(&mut conn, &[agg(6, "1"), agg(7, "1")])
+    let mut tx = pool.begin().await.expect("transaction");
+    store::insert_aggs(&mut tx, &[agg(6, "1"), agg(7, "1")])
         .await
         .expect("part of the hole");
+    tx.commit().await.expect("commit");
     let open_gaps = store::load_open_gaps(&pool, |_| 1).await.expect("gaps");
     assert_eq!(open_gaps.len(), 1);
     assert_eq!(
