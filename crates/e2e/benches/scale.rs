@@ -6,7 +6,11 @@
 //! - end-to-end latency of live trades, exchange event time → row committed (p50, p99 of
 //!   `sync_end_to_end_latency_seconds`);
 //! - the collector's CPU per 1,000 messages/s (cores) and its resident memory;
+//! - the REST weight a minute (heads, back-fill, exchangeInfo), gaps opened and records
+//!   missing behind the heads at the end;
 //! - first, resident memory of collector and sync-verifier idle at 3 symbols.
+//!
+//! `SCALE_BENCH_SECS=600` measures ten minutes instead of one.
 //!
 //! Every figure is printed before anything is cleaned up. Run: `make bench`.
 
@@ -18,7 +22,30 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ADMIN_URL: &str = "postgres://nghenhan:nghenhan@127.0.0.1:5432/nghenhan";
-const MEASURE: Duration = Duration::from_secs(60);
+/// The measured span: `SCALE_BENCH_SECS`, or a minute.
+fn measure() -> Duration {
+    let secs = std::env::var("SCALE_BENCH_SECS").ok().and_then(|s| s.parse().ok());
+    Duration::from_secs(secs.unwrap_or(60))
+}
+
+/// REST weight spent between two scrapes of the collector, by endpoint (BINANCE.md's
+/// weights; the ticker's for more than 100 symbols).
+fn rest_weight(before: &str, after: &str) -> f64 {
+    [
+        ("/api/v3/ticker/24hr", 80.0),
+        ("/api/v3/exchangeInfo", 20.0),
+        ("/api/v3/aggTrades", 4.0),
+        ("/api/v3/klines", 2.0),
+        ("/api/v3/time", 1.0),
+        ("/api/v3/ping", 1.0),
+    ]
+    .iter()
+    .map(|(path, weight)| {
+        let prefix = format!("binance_requests_total{{endpoint=\"{path}\"");
+        weight * (kit::testing::sum(after, &prefix) - kit::testing::sum(before, &prefix))
+    })
+    .sum()
+}
 
 fn binary(name: &str) -> PathBuf {
     let target = std::env::var("CARGO_TARGET_DIR")
@@ -198,7 +225,7 @@ async fn at_scale(db_url: &str, tag: &str) -> Result<()> {
         scrape(col_port).await,
         Instant::now(),
     );
-    tokio::time::sleep(MEASURE).await; // the measured minute
+    tokio::time::sleep(measure()).await; // the measured span
     let (v1, c1, secs) = (
         scrape(ver_port).await,
         scrape(col_port).await,
@@ -212,10 +239,14 @@ async fn at_scale(db_url: &str, tag: &str) -> Result<()> {
     let p50 = quantile(&b0, &b1, 0.5).unwrap_or(f64::NAN) * 1000.0;
     let p99 = quantile(&b0, &b1, 0.99).unwrap_or(f64::NAN) * 1000.0;
     let rss = kit::testing::sum(&c1, "process_resident_memory_bytes") / 1e6;
+    let weight_per_min = rest_weight(&c0, &c1) * 60.0 / secs;
+    let gaps = delta(&v0, &v1, "sync_gaps_detected_total");
+    let missing = kit::testing::sum(&v1, "sync_missing_records{stream=\"aggTrade\"");
     println!("at 400 symbols over {secs:.0} s: {:.0} WebSocket events/s (aggTrade and kline), {:.0} trades stored/s", messages / secs, stored / secs);
     println!(
         "end-to-end latency, exchange event → row committed: p50 {p50:.1} ms, p99 {p99:.1} ms"
     );
+    println!("REST weight a minute: {weight_per_min:.0} ({:.1} % of 6,000); gaps opened: {gaps:.0}; aggregate trades missing behind the heads at the end: {missing:.0}", weight_per_min / 60.0);
     println!("collector: {:.3} cores per 1,000 messages/s ({:.2} cores at {:.0}/s), resident memory {rss:.1} MB", cpu * 1000.0 / messages.max(1.0), cpu / secs, messages / secs);
     Ok(())
 }
