@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 const ADMIN_URL: &str = "postgres://nghenhan:nghenhan@127.0.0.1:5432/nghenhan";
 /// The measured span: `SCALE_BENCH_SECS`, or a minute.
 fn measure() -> Duration {
-    let secs = std::env::var("SCALE_BENCH_SECS").ok().and_then(|s| s.parse().ok());
+    let secs = std::env::var("SCALE_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok());
     Duration::from_secs(secs.unwrap_or(60))
 }
 

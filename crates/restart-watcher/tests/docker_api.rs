@@ -335,36 +335,52 @@ async fn reconnects(
     }
 }
 
-/// The gaps between the watcher's first `count` event-stream requests.
-async fn reconnect_gaps(fail_events: bool, same_event: bool, count: usize) -> Vec<Duration> {
-    let dir = std::env::temp_dir().join(format!(
-        "docker-reconnects-{fail_events}-{same_event}-{}",
-        std::process::id()
-    ));
+/// A scripted Engine on a fresh unix socket in a folder named `name`, answering with
+/// `handle(state, request)`; (the folder, an endpoint to it, the accept task).
+fn engine_with<S, F, Fut>(
+    name: &str,
+    state: Arc<S>,
+    handle: F,
+) -> (std::path::PathBuf, Endpoint, tokio::task::JoinHandle<()>)
+where
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>, Request<Incoming>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let socket = dir.join("docker.sock");
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).expect("bind");
-    let server = Arc::new(Reconnects {
-        fail_events,
-        same_event,
-        ..Default::default()
-    });
-    let s = server.clone();
     let accept = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let s = s.clone();
-            let svc = hyper::service::service_fn(move |req| reconnects(s.clone(), req));
+            let state = state.clone();
+            let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc),
             );
         }
     });
+    (
+        dir,
+        Endpoint::Unix(socket.to_string_lossy().to_string()),
+        accept,
+    )
+}
+
+/// The gaps between the watcher's first `count` event-stream requests.
+async fn reconnect_gaps(fail_events: bool, same_event: bool, count: usize) -> Vec<Duration> {
+    let server = Arc::new(Reconnects {
+        fail_events,
+        same_event,
+        ..Default::default()
+    });
+    let name = format!("docker-reconnects-{fail_events}-{same_event}");
+    let (dir, endpoint, accept) = engine_with(&name, server.clone(), reconnects);
     let (tx, mut rx) = mpsc::channel(1024);
     let token = CancellationToken::new();
     let telemetry = kit::Telemetry::new("restart-watcher", "test").expect("telemetry");
-    let endpoint = Endpoint::Unix(socket.to_string_lossy().to_string());
     tokio::spawn(docker::watch(
         endpoint,
         "nghenhan".into(),
@@ -697,27 +713,11 @@ async fn long_script(
 
 #[tokio::test]
 async fn over_a_long_stream_only_what_a_reconnect_can_replay_is_remembered() {
-    let dir = std::env::temp_dir().join(format!("docker-long-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let socket = dir.join("docker.sock");
-    let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).expect("bind");
     let streams = Arc::new(Mutex::new(Vec::new()));
-    let s = streams.clone();
-    let accept = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let s = s.clone();
-            let svc = hyper::service::service_fn(move |req| long_script(s.clone(), req));
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc),
-            );
-        }
-    });
+    let (dir, endpoint, accept) = engine_with("docker-long", streams.clone(), long_script);
     let (tx, mut rx) = mpsc::channel(1024);
     let token = CancellationToken::new();
     let telemetry = kit::Telemetry::new("restart-watcher", "test").expect("telemetry");
-    let endpoint = Endpoint::Unix(socket.to_string_lossy().to_string());
     tokio::spawn(docker::watch(
         endpoint,
         "nghenhan".into(),

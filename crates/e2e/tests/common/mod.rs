@@ -255,6 +255,18 @@ impl Run {
         );
     }
 
+    /// The sum of the verifier's `metric` series of this run's aggregate-trade streams, and
+    /// how many there are.
+    pub async fn ours(&self, metric: &str) -> (f64, usize) {
+        let tag = self.names[0].split('X').next().unwrap_or_default();
+        let prefix = format!("{metric}{{stream=\"aggTrade\",symbol=\"{tag}X");
+        let text = kit::testing::scrape(&self.verifier)
+            .await
+            .unwrap_or_default();
+        let series = text.lines().filter(|l| l.starts_with(&prefix)).count();
+        (kit::testing::sum(&text, &prefix), series)
+    }
+
     /// Stops the run's services and drops its database.
     pub async fn finish(self) {
         self.stop.cancel();
