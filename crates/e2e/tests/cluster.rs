@@ -53,7 +53,7 @@ async fn a_broker_killed_while_400_symbols_flow_loses_nothing() {
         ("KAFKA_REPLICATION_FACTOR", "3"),
         ("KAFKA_MIN_INSYNC_REPLICAS", "2"),
     ];
-    let run = common::start("K", 400, &kafka).await;
+    let run = common::start("K", 400, &kafka, 1).await;
     let baseline = run.flowing().await;
     tokio::time::sleep(10 * SEC).await; // the market runs before the fault
     cluster(&["kill", "2"]);

@@ -19,7 +19,8 @@ pub struct Run {
     pub names: Vec<String>,
     pub sim: String,
     pub verifier: String,
-    pub collector: String,
+    /// Each collector replica's /metrics.
+    pub collector: Vec<String>,
     pub pool: PgPool,
     admin: PgPool,
     db: String,
@@ -27,8 +28,9 @@ pub struct Run {
 }
 
 /// Starts a skewed market of `symbols` symbols and the pipeline against `kafka` (the
-/// brokers and any KAFKA_* settings); `prefix` names the symbols, groups and database.
-pub async fn start(prefix: &str, symbols: usize, kafka: &[(&str, &str)]) -> Run {
+/// brokers and any KAFKA_* settings), with `collectors` collector replicas splitting the
+/// symbols; `prefix` names the symbols, groups and database.
+pub async fn start(prefix: &str, symbols: usize, kafka: &[(&str, &str)], collectors: u32) -> Run {
     let tag = format!(
         "{prefix}{}{}",
         std::process::id(),
@@ -66,30 +68,37 @@ pub async fn start(prefix: &str, symbols: usize, kafka: &[(&str, &str)]) -> Run 
     .await;
     let ws = sim.replace("http://", "ws://");
     let backfill = format!("backfill-{tag}");
-    let state = std::env::temp_dir()
-        .join(format!("nghenhan-{tag}"))
-        .to_string_lossy()
-        .into_owned();
-    let collector = serve(&stop, |l, t| async {
-        let mut vars = HashMap::from([
-            ("SYMBOLS", joined.as_str()),
-            ("BINANCE_REST_URL", sim.as_str()),
-            ("BINANCE_WS_URL", ws.as_str()),
-            ("BACKFILL_GROUP", backfill.as_str()),
-            ("WS_STREAMS_PER_CONNECTION", "200"),
-            ("WS_CONNECT_INTERVAL_MS", "200"),
-            ("HEADS_INTERVAL_SECS", "2"),
-            ("STATE_DIR", state.as_str()),
-        ]);
-        vars.extend(kafka.iter().copied());
-        let config: collector::Config = kit::config::parse_from_map(&vars).expect("config");
-        tokio::spawn(async move {
-            collector::run(config, l, t)
-                .await
-                .map_err(|e| e.to_string())
-        });
-    })
-    .await;
+    let mut collector = Vec::new();
+    for replica in 0..collectors {
+        let state = std::env::temp_dir()
+            .join(format!("nghenhan-{tag}-{replica}"))
+            .to_string_lossy()
+            .into_owned();
+        let (replica, replicas) = (replica.to_string(), collectors.to_string());
+        let url = serve(&stop, |l, t| async {
+            let mut vars = HashMap::from([
+                ("SYMBOLS", joined.as_str()),
+                ("BINANCE_REST_URL", sim.as_str()),
+                ("BINANCE_WS_URL", ws.as_str()),
+                ("BACKFILL_GROUP", backfill.as_str()),
+                ("WS_STREAMS_PER_CONNECTION", "200"),
+                ("WS_CONNECT_INTERVAL_MS", "200"),
+                ("HEADS_INTERVAL_SECS", "2"),
+                ("STATE_DIR", state.as_str()),
+                ("COLLECTOR_REPLICA", replica.as_str()),
+                ("COLLECTOR_REPLICAS", replicas.as_str()),
+            ]);
+            vars.extend(kafka.iter().copied());
+            let config: collector::Config = kit::config::parse_from_map(&vars).expect("config");
+            tokio::spawn(async move {
+                collector::run(config, l, t)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+        })
+        .await;
+        collector.push(url);
+    }
     let pool = PgPool::connect(&db_url).await.expect("the run's database");
     Run {
         names,
