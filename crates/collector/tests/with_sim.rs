@@ -681,3 +681,35 @@ async fn a_418_ban_outlives_a_collector_restart() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+#[ignore = "needs Kafka (the native stack); `make test` runs it"]
+async fn all_usdt_collects_every_usdt_pair_the_exchange_lists_and_nothing_else() {
+    let mut listed = symbols(3);
+    let other = listed[0].replace("USDT", "BTC");
+    listed.push(other.clone());
+    let sim = sim(&listed, &[]).await;
+    let c = collector(&sim, &["ALL_USDT".to_string()], &[]).await;
+    let streams = |s: &str| {
+        format!(
+            "binance_ws_messages_total{{stream=\"{}@aggTrade\"}}",
+            s.to_lowercase()
+        )
+    };
+    for usdt in &listed[..3] {
+        kit::testing::until(&format!("{usdt} streams"), 30 * SEC, async || {
+            c.metric(&streams(usdt)).await > 0.0
+        })
+        .await;
+    }
+    let text = reqwest::get(&c.metrics_url)
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        !text.contains(&other.to_lowercase()),
+        "{other} trades against BTC: not collected"
+    );
+}

@@ -350,7 +350,11 @@ fn exchange_info(app: &App) -> Value {
         .symbols
         .iter()
         .map(|s| {
-            let quote = "USDT";
+            // the quote asset from the name's end, as Binance's usual quotes read
+            let quote = ["USDT", "USDC", "FDUSD", "BTC", "ETH", "BNB"]
+                .into_iter()
+                .find(|q| s.name.len() > q.len() && s.name.ends_with(q))
+                .unwrap_or("USDT");
             let base = s.name.strip_suffix(quote).unwrap_or(&s.name);
             json!({"symbol": s.name, "status": "TRADING", "baseAsset": base, "baseAssetPrecision": 8,
                    "quoteAsset": quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
