@@ -172,7 +172,6 @@ bench:
 	cargo bench -p exchange-sim --bench throughput
 	cargo bench -p collector --bench publish
 	cargo bench -p collector --bench heads
-	cargo build --release -p exchange-sim -p collector -p sync-verifier --bins
 	cargo bench -p e2e --bench scale
 	cargo bench -p sync-verifier --bench persist
 

@@ -9,7 +9,7 @@
 
 use crate::governor::Class;
 use crate::publish::Publisher;
-use crate::rest::{BinanceRest, Endpoint, RestError};
+use crate::rest::{BinanceRest, RestError};
 use kit::contract::topics;
 use kit::time::now_ms;
 use kit::Telemetry;
@@ -40,10 +40,7 @@ pub fn spacing(symbols: usize, interval: Duration, weight_per_min: u32) -> Durat
 
 /// Samples the heads of `symbols` in one request.
 pub async fn sample(rest: &BinanceRest, symbols: &[String]) -> Result<Vec<Head>, HeadsError> {
-    let endpoint = Endpoint {
-        path: "/api/v3/ticker/24hr",
-        weight: ticker::weight(symbols.len()),
-    };
+    let endpoint = crate::rest::ticker_24hr(symbols.len());
     let query = [
         ("symbols", ticker::symbols_param(symbols)),
         ("type", "MINI".to_string()),

@@ -6,7 +6,7 @@
 use crate::governor::{Class, Governor, Window};
 use crate::metrics::CollectorMetrics;
 use kit::Telemetry;
-use market::rest::{parse_retry_after, parse_server_time, parse_used_weight, parse_weight_limit};
+use market::rest::{parse_retry_after, parse_used_weight, parse_weight_limit};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,11 @@ pub const TIME: Endpoint = Endpoint::new("/api/v3/time", 1);
 pub const EXCHANGE_INFO: Endpoint = Endpoint::new("/api/v3/exchangeInfo", 20);
 pub const AGG_TRADES: Endpoint = Endpoint::new("/api/v3/aggTrades", 4);
 pub const KLINES: Endpoint = Endpoint::new("/api/v3/klines", 2);
+
+/// `/api/v3/ticker/24hr` listing `symbols` symbols, at its weight for that many.
+pub fn ticker_24hr(symbols: usize) -> Endpoint {
+    Endpoint::new("/api/v3/ticker/24hr", market::ticker::weight(symbols))
+}
 
 pub struct BinanceRest {
     http: reqwest::Client,
@@ -214,16 +219,6 @@ impl BinanceRest {
                 body,
             }),
         }
-    }
-
-    /// The exchange's clock (ms): whether a kline has closed is the exchange's call.
-    pub async fn server_time(&self) -> Result<i64, RestError> {
-        let body = self.get(Class::Backfill, TIME, &[]).await?;
-        parse_server_time(&body).ok_or(RestError::Api {
-            endpoint: TIME.path,
-            status: 200,
-            body,
-        })
     }
 
     /// Reads REQUEST_WEIGHT from exchangeInfo and configures the governor with it.

@@ -57,13 +57,7 @@ impl Service {
         shutdown: CancellationToken,
     ) -> Result<Self, KitError> {
         let config = config.clone();
-        let (replication, min_insync) = (config.replication_factor, config.min_insync_replicas);
-        if min_insync > replication {
-            return Err(KitError::Replication {
-                replication,
-                min_insync,
-            });
-        }
+        kafka::check_replication(config.replication_factor, config.min_insync_replicas)?;
         let telemetry = Telemetry::new(service, env!("CARGO_PKG_VERSION"))?;
         let kafka = KafkaContext::new(&telemetry)?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);

@@ -189,6 +189,18 @@ pub fn partitions_for(topic: &str) -> i32 {
     }
 }
 
+/// Refuses `min.insync.replicas` above the replication factor: no write could ever be
+/// acknowledged.
+pub fn check_replication(replication: i32, min_insync: i32) -> Result<(), KitError> {
+    if min_insync > replication {
+        return Err(KitError::Replication {
+            replication,
+            min_insync,
+        });
+    }
+    Ok(())
+}
+
 /// Creates every contract topic and its dead-letter topic with `replication` replicas and
 /// `min.insync.replicas` = `min_insync`; existing topics are left alone.
 pub async fn ensure_topics(
@@ -196,12 +208,7 @@ pub async fn ensure_topics(
     replication: i32,
     min_insync: i32,
 ) -> Result<(), KitError> {
-    if min_insync > replication {
-        return Err(KitError::Replication {
-            replication,
-            min_insync,
-        });
-    }
+    check_replication(replication, min_insync)?;
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;

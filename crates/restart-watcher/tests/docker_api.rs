@@ -193,16 +193,7 @@ async fn restarts_causes_and_a_broken_event_stream() {
 
 /// Runs the watcher against the script and checks all it must have seen.
 async fn watch_the_script(endpoint: Endpoint, server: &Server) {
-    let (tx, mut rx) = mpsc::channel(64);
-    let token = CancellationToken::new();
-    let telemetry = kit::Telemetry::new("restart-watcher", "test").expect("telemetry");
-    tokio::spawn(docker::watch(
-        endpoint,
-        "nghenhan".into(),
-        tx,
-        telemetry.clone(),
-        token.clone(),
-    ));
+    let (mut rx, token, telemetry) = start_watch(endpoint, 64);
 
     // Read until the end of the script: the last event (sync-verifier's start) gives a
     // restart and then its inspection, `Restarting`. A replayed event counted twice would
@@ -335,6 +326,26 @@ async fn reconnects(
     }
 }
 
+/// The Docker source on `endpoint` for the project `nghenhan`, reporting into a channel of
+/// `capacity`: (what it reports, its stop, its telemetry).
+fn start_watch(
+    endpoint: Endpoint,
+    capacity: usize,
+) -> (mpsc::Receiver<Seen>, CancellationToken, kit::Telemetry) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let token = CancellationToken::new();
+    let telemetry = kit::Telemetry::new("restart-watcher", "test").expect("telemetry");
+    let watch = docker::watch(
+        endpoint,
+        "nghenhan".into(),
+        tx,
+        telemetry.clone(),
+        token.clone(),
+    );
+    tokio::spawn(watch);
+    (rx, token, telemetry)
+}
+
 /// A scripted Engine on a fresh unix socket in a folder named `name`, answering with
 /// `handle(state, request)`; (the folder, an endpoint to it, the accept task).
 fn engine_with<S, F, Fut>(
@@ -378,16 +389,7 @@ async fn reconnect_gaps(fail_events: bool, same_event: bool, count: usize) -> Ve
     });
     let name = format!("docker-reconnects-{fail_events}-{same_event}");
     let (dir, endpoint, accept) = engine_with(&name, server.clone(), reconnects);
-    let (tx, mut rx) = mpsc::channel(1024);
-    let token = CancellationToken::new();
-    let telemetry = kit::Telemetry::new("restart-watcher", "test").expect("telemetry");
-    tokio::spawn(docker::watch(
-        endpoint,
-        "nghenhan".into(),
-        tx,
-        telemetry,
-        token.clone(),
-    ));
+    let (mut rx, token, _) = start_watch(endpoint, 1024);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while server.at.lock().expect("lock").len() < count {
         assert!(
@@ -715,16 +717,7 @@ async fn long_script(
 async fn over_a_long_stream_only_what_a_reconnect_can_replay_is_remembered() {
     let streams = Arc::new(Mutex::new(Vec::new()));
     let (dir, endpoint, accept) = engine_with("docker-long", streams.clone(), long_script);
-    let (tx, mut rx) = mpsc::channel(1024);
-    let token = CancellationToken::new();
-    let telemetry = kit::Telemetry::new("restart-watcher", "test").expect("telemetry");
-    tokio::spawn(docker::watch(
-        endpoint,
-        "nghenhan".into(),
-        tx,
-        telemetry,
-        token.clone(),
-    ));
+    let (mut rx, token, _) = start_watch(endpoint, 1024);
 
     // every handled event of a project container is inspected and reported (`Restarting`)
     let (mut health, mut restarts) = (0_i64, 0);

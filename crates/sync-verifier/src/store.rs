@@ -47,7 +47,7 @@ pub async fn insert_aggs(tx: &mut PgConnection, rows: &[AggTrade]) -> sqlx::Resu
     }
     let data = aggs_copy_text(rows);
     sqlx::query("SAVEPOINT aggs_copy").execute(&mut *tx).await?;
-    match copy_in(&mut *tx, COPY_AGGS, data.clone()).await {
+    match copy_in(&mut *tx, COPY_AGGS, &data).await {
         Ok(()) => {
             sqlx::query("RELEASE SAVEPOINT aggs_copy")
                 .execute(&mut *tx)
@@ -75,7 +75,7 @@ pub async fn insert_aggs(tx: &mut PgConnection, rows: &[AggTrade]) -> sqlx::Resu
     )
     .execute(&mut *tx)
     .await?;
-    copy_in(&mut *tx, COPY_AGGS_STAGED, data).await?;
+    copy_in(&mut *tx, COPY_AGGS_STAGED, &data).await?;
     sqlx::query_as(
         "INSERT INTO aggtrades SELECT * FROM aggtrades_stage
          ON CONFLICT (symbol, agg_id) DO NOTHING
@@ -109,13 +109,9 @@ fn aggs_copy_text(rows: &[AggTrade]) -> String {
 }
 
 /// Runs `statement` (a `COPY … FROM STDIN`) with `data`.
-async fn copy_in(
-    conn: &mut PgConnection,
-    statement: &'static str,
-    data: String,
-) -> sqlx::Result<()> {
+async fn copy_in(conn: &mut PgConnection, statement: &'static str, data: &str) -> sqlx::Result<()> {
     let mut copy = conn.copy_in_raw(statement).await?;
-    copy.send(data.into_bytes()).await?;
+    copy.send(data.as_bytes()).await?;
     copy.finish().await?;
     Ok(())
 }
